@@ -30,7 +30,8 @@ OVERRIDES_HELP = (
     "(model.estimator.C=3 learner.cv.folds=10), a recipe or logged config (conf=recipes/wine_svm.yaml)."
 )
 ConfigDir = Annotated[
-    Path | None, typer.Option("--config-dir", help="A folder of your own config groups, searched before the packaged ones.")
+    Path | None,
+    typer.Option("--config-dir", help="A folder of your own config groups, searched before the packaged ones."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
 
@@ -43,7 +44,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """Config-driven ML experiments: composed configs, cross-validation, MLflow tracking."""
 

@@ -93,7 +93,8 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path_str!r} must hold a mapping of keys to values, not a {type(loaded).__name__}")
+        kind = type(loaded).__name__
+        raise ConfigError(f"config file {path_str!r} must hold a mapping of keys to values, not a {kind}")
     if overridden:
         loaded["defaults"] = [
             d for d in loaded.get("defaults", []) if not (isinstance(d, dict) and _default_group(d) in overridden)
@@ -129,7 +130,7 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
         if config_dir is not None:
             user_dir = Path(config_dir).expanduser().resolve()
             if not user_dir.is_dir():
-                raise ConfigError(f"--config-dir {str(config_dir)!r} is not a directory; pass a folder of config groups")
+                raise ConfigError(f"--config-dir {str(config_dir)!r} is not a directory; pass a folder of groups")
             search.append(user_dir.as_uri())
         if conf is not None:
             rest.append(f"{RECIPE_GROUP}={_stage_conf_file(conf, Path(stage), overridden)}")
@@ -173,7 +174,8 @@ def _explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     if missing:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", msg.split("Config search path")[0], re.M)
-        hint = f"; did you mean {difflib.get_close_matches(option, options, 1)[0]!r}?" if difflib.get_close_matches(option, options, 1) else ""
+        close = difflib.get_close_matches(option, options, 1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown {group} {option!r}{hint} Available: {', '.join(options)} (choose with {group}=NAME)"
     key = re.search(r"Could not override '([^']+)'", msg)
     if key:

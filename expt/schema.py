@@ -113,5 +113,6 @@ def _check(value: Any, spec: Any, path: str) -> None:
         return
     if not isinstance(value, spec):
         kinds = spec if isinstance(spec, tuple) else (spec,)
-        names = " or ".join("null" if k is type(None) else {"str": "text", "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
+        words = {"NoneType": "null", "str": "text", "bool": "true/false"}
+        names = " or ".join(words.get(k.__name__, k.__name__) for k in kinds)
         raise ConfigError(f"{path} must be {names}, got {value!r}")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from expt.config import Composed, build, logged_yaml, resolve_values
-from expt.cv import (CVResult, FoldResult, build_pipeline, check_class_counts, cross_validate, get_scorer,
-                     make_splitter)
+from expt.cv import CVResult, FoldResult, build_pipeline, check_class_counts, cross_validate, get_scorer, make_splitter
 from expt.data import Dataset, load_dataset
 from expt.errors import ConfigError
 from expt.schema import DATA, fill_data_defaults, validate

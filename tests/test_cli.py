@@ -1,0 +1,116 @@
+"""The command line as a user meets it: a results table, an `mlflow ui` command, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import EXPT, ROOT, all_runs
+from typer.testing import CliRunner
+
+from expt.cli import app
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def small_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "small.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": ["u", "v", "u", "v"]}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def one_class_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"a": np.arange(20.0), "y": ["same"] * 20}).to_csv(path, index=False)
+    return path
+
+
+USAGE_ERRORS = [
+    (["model=svn"], "unknown model 'svn'"),
+    (["data=wine", "learner.cv.foldz=3"], "unknown config key 'learner.cv.foldz'"),
+    (["learner.cv.folds=abc"], "learner.cv.folds must be a whole number, got 'abc'"),
+    (["learner.cv.folds=1"], "learner.cv.folds must be at least 2"),
+    (["learner.preprocessing.scale=zscore"], "learner.preprocessing.scale must be one of"),
+    (["learner.cv.folds=[1"], "cannot parse override"),
+    (["--no-such-option"], "unknown option '--no-such-option'"),
+    (["data=file", "data.path=nowhere.csv"], "data file 'nowhere.csv' not found"),
+    (["data=file", "data.path={small}", "data.target=label"], "target column 'label' not in small"),
+    (["data=file", "data.path={small}", "data.target=y"], "4 rows, fewer than learner.cv.folds=5"),
+    (["data=file", "data.path={one}", "data.target=y"], "has a single class"),
+    (["data=diabetes", "model=logistic_regression"], "handles classification, but diabetes is a regression"),
+    (["model.estimator._target_=os.system"], "'os.system' is not allowed"),
+    (["model=svm", "model.estimator.C=-1"], "The 'C' parameter of SVC must be"),
+    (["learner.metric.classification=acuracy"], "unknown metric 'acuracy'"),
+    (["conf=no/such/recipe.yaml"], "config file 'no/such/recipe.yaml' not found"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), USAGE_ERRORS, ids=[e for _, e in USAGE_ERRORS])
+def test_usage_errors_are_one_line_exit_2_and_write_nothing(store: str, small_csv: Path, one_class_csv: Path,
+                                                            args: list[str], expected: str) -> None:
+    args = [a.format(small=small_csv, one=one_class_csv) for a in args]
+    result = run_cli("train", *args, f"tracking.uri={store}")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert all_runs(store) == []
+
+
+def test_a_run_that_fails_is_marked_failed_not_running(store: str) -> None:
+    result = run_cli("train", "model=knn", "model.estimator.n_neighbors=500", f"tracking.uri={store}")
+    assert result.exit_code == 1
+    assert "every fold failed" in result.stderr and "n_neighbors" in result.stderr
+    runs = all_runs(store)
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FAILED"}
+
+
+def test_debug_shows_the_traceback(store: str) -> None:
+    result = run_cli("train", "model=svn", "--debug", f"tracking.uri={store}")
+    assert result.exit_code != 0 and result.exception is not None
+    assert type(result.exception).__name__ == "ConfigError"
+
+
+def test_cfg_prints_the_composed_config_and_runs_nothing(store: str) -> None:
+    result = run_cli("train", "--cfg", "data=wine", "model=svm", "model.estimator.C=3", f"tracking.uri={store}")
+    assert result.exit_code == 0
+    assert "C: 3" in result.stdout and "name: wine" in result.stdout and "folds: 5" in result.stdout
+    assert all_runs(store) == []
+
+
+@pytest.mark.slow
+def test_train_as_a_subprocess_prints_table_and_ui_command(store: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [EXPT, "train", f"conf={ROOT / 'recipes' / 'wine_svm.yaml'}", "learner.cv.folds=3", f"tracking.uri={store}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mean ± std" in proc.stdout and f"mlflow ui --backend-store-uri {store}" in proc.stdout
+    runs = all_runs(store)
+    parent = [r for r in runs if r.data.tags["expt.run_type"] == "train"]
+    assert len(parent) == 1 and parent[0].info.run_id in proc.stdout and len(runs) == 4
+
+
+@pytest.mark.slow
+def test_default_store_is_a_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
+    proc = subprocess.run([EXPT, "train", "model=knn", "learner=quick", "tracking.log_model=false"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mlruns.db").is_file()
+    assert f"sqlite:///{tmp_path / 'mlruns.db'}" in proc.stdout
+    assert len(all_runs(f"sqlite:///{tmp_path / 'mlruns.db'}")) == 4
+
+
+@pytest.mark.slow
+def test_usage_error_from_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([EXPT, "train", "data=nope"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Available: breast_cancer, diabetes" in proc.stderr
+    assert not (tmp_path / "mlruns.db").exists()
