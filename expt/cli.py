@@ -132,7 +132,13 @@ def train(
 
 
 def main() -> None:
-    app()
+    import gc
+
+    try:
+        app()
+    finally:
+        # Nothing is collected after the command: freezing skips the ~0.5 s final GC pass over MLflow's objects.
+        gc.freeze()
 
 
 if __name__ == "__main__":

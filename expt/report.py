@@ -16,10 +16,11 @@ class TrainProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.total = prepared.splitter.get_n_splits()
+        console = Console(stderr=True)
         self.progress = Progress(
             TextColumn(f"[bold]{prepared.dataset.name}[/] · {prepared.values['model']['name']}"),
             BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
+            console=console, transient=True, disable=not console.is_terminal,
         )
         self.task = self.progress.add_task("folds", total=self.total, last="")
         self.metric = prepared.metric

@@ -80,6 +80,25 @@ def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes: MLflow's client retries a dead server with backoff for ~4 minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        shown = f"{parts.scheme}://{parts.hostname}:{port}"
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {shown} ({exc.strerror or exc}); "
+            "start it (mlflow server ...) or set tracking.uri"
+        ) from None
+
+
 class Tracker:
     """One experiment in one MLflow store."""
 
@@ -88,6 +107,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = normalize_uri(uri)
+        _probe_server(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(experiment)
 

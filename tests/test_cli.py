@@ -114,3 +114,31 @@ def test_usage_error_from_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Available: breast_cancer, diabetes" in proc.stderr
     assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_unreachable_tracking_server_is_one_line_without_the_password(tmp_path: Path) -> None:
+    result = run_cli("train", "model=knn", "tracking.uri=http://alice:s3cret@127.0.0.1:9")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_killed(store: str, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest", "model.estimator.n_estimators=400",
+                             "learner=repeated", f"tracking.uri={store}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    runs = all_runs(store)
+    parent = [r for r in runs if r.data.tags["expt.run_type"] == "train"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    assert "RUNNING" not in {r.info.status for r in runs}

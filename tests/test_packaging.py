@@ -31,8 +31,9 @@ def test_wheel_install_finds_its_configs_from_another_directory(tmp_path: Path, 
         "import expt; print(expt.__file__); sys.argv = ['expt', *sys.argv[1:]]\n"
         "from expt.cli import main; main()"
     )
-    proc = subprocess.run([sys.executable, "-c", code, "train", "data=wine", "model=knn", "learner=quick",
-                           f"tracking.uri={store}"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    args = ["train", "data=wine", "model=knn", "learner=quick", f"tracking.uri={store}"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(str(target)), "the installed copy, not the checkout, must have run"
     assert "mean ± std" in proc.stdout
