@@ -93,7 +93,8 @@ def main() -> None:
     print()
 
     after_import, after_help = deferred_imports()
-    print(f"heavy modules after `import expt.cli` ({', '.join(HEAVY)}): {names([m for m in after_import if m in HEAVY])}")
+    heavy = [m for m in after_import if m in HEAVY]
+    print(f"heavy modules after `import expt.cli` ({', '.join(HEAVY)}): {names(heavy)}")
     print(f"also deferred ({', '.join(ALSO_DEFERRED)}): after import: "
           f"{names([m for m in after_import if m in ALSO_DEFERRED])}; after --help: {names(after_help)}")
     print()

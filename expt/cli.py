@@ -112,7 +112,10 @@ def train(
     config_dir: ConfigDir = None,
     debug: Debug = False,
 ) -> None:
-    """Cross-validate one configuration, refit it on all data, and track everything in MLflow."""
+    """Cross-validate one configuration, refit it on all data, and track everything in MLflow.
+
+    The refit is skipped with tracking.log_model=false.
+    """
     with user_errors(debug):
         from expt.config import compose
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from expt.errors import ConfigError
 
-GROUPS = ("data", "model", "learner", "tracking")
+GROUPS = ("data", "model", "learner", "tracking", "search")
 RECIPE_GROUP = "recipe"
 DEFAULT_ALLOWED = ("sklearn.", "expt.", "torch.nn.", "torch.optim.", "optuna.samplers.", "optuna.pruners.")
 LOGGED_HEADER = "# @package _global_\n"
@@ -141,7 +141,8 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
         try:
             with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
                 cfg = hydra_compose("config", overrides=rest, return_hydra_config=True)
-                choices = {g: str(cfg.hydra.runtime.choices[g]) for g in GROUPS}
+                runtime = cfg.hydra.runtime.choices
+                choices = {g: str(runtime[g]) for g in GROUPS if runtime.get(g) is not None}
         except (HydraException, OmegaConfBaseException) as exc:
             raise ConfigError(_explain_compose_error(exc, rest)) from None
         finally:

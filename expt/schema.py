@@ -19,6 +19,11 @@ class Int:
         self.low = low
 
 
+class Float:
+    def __init__(self, low: float | None = None, high: float | None = None) -> None:
+        self.low, self.high = low, high
+
+
 class Choice:
     def __init__(self, *values: Any) -> None:
         self.values = values
@@ -59,6 +64,17 @@ SCHEMA: dict[str, Any] = {
         },
         "seed": Int(0),
     },
+    "search": {
+        "name": str,
+        "n_trials": Int(1),
+        "outer_folds": Int(2),
+        "inner_folds": Int(2),
+        "sampler": Choice("tpe", "random", "cmaes", "gp"),
+        "pruner": Choice("none", "median", "successive_halving", "hyperband", "wilcoxon"),
+        "max_failure_rate": Float(0.0, 1.0),
+        "space": Open(),
+        "families": Open(),
+    },
     "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops")},
 }
 
@@ -68,8 +84,13 @@ def fill_data_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {**DATA_DEFAULTS, **data}
 
 
+OPTIONAL_GROUPS = ("search",)
+
+
 def validate(values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, where: str = "") -> None:
     """Raise ConfigError naming the first key that is unknown, missing or of the wrong type."""
+    if not where:
+        schema = {k: v for k, v in schema.items() if k in values or k not in OPTIONAL_GROUPS}
     for key in values:
         if key not in schema:
             path = f"{where}.{key}" if where else str(key)
@@ -105,6 +126,12 @@ def _check(value: Any, spec: Any, path: str) -> None:
             raise ConfigError(f"{path} must be a whole number, got {value!r}; set {path}=N")
         if spec.low is not None and value < spec.low:
             raise ConfigError(f"{path} must be at least {spec.low}, got {value}")
+        return
+    if isinstance(spec, Float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number, got {value!r}; set {path}=X")
+        if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+            raise ConfigError(f"{path} must be between {spec.low} and {spec.high}, got {value}")
         return
     if isinstance(spec, Choice):
         if not any(_same(value, choice) for choice in spec.values):

@@ -104,6 +104,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Runs stay local: no usage telemetry unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow import MlflowClient
 
         self.uri = normalize_uri(uri)
@@ -156,6 +158,15 @@ class Tracker:
                                   tags=t[:BATCH["tags"]])
             m, p, t = m[BATCH["metrics"]:], p[BATCH["params"]:], t[BATCH["tags"]:]
 
+    def log_steps(self, run_id: str, key: str, values: list[float]) -> None:
+        """One metric as a series (step = index) in a single batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        series = [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+        for start in range(0, len(series), BATCH["metrics"]):
+            self.client.log_batch(run_id, metrics=series[start:start + BATCH["metrics"]])
+
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
 
@@ -164,8 +175,9 @@ class Tracker:
 
         ``save_model`` + ``log_artifacts`` keeps the explicit run id; naming the pip
         requirements skips MLflow's inference, which spends ~10 s importing everything
-        in a subprocess. cloudpickle is the default format because skops' import pulls in
-        torch (~3.5 s); ``tracking.model_format=skops`` is there for those who want it.
+        in a subprocess (its check of installed distributions still costs ~1 s once per
+        process). cloudpickle is the default format because skops' import pulls in torch
+        (~3.5 s); ``tracking.model_format=skops`` is there for those who want it.
         """
         import logging
         import tempfile

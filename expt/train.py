@@ -119,6 +119,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
         result = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
                                 metric=prepared.metric, on_fold=log_fold)
         tracker.log(parent, metrics=_summary_metrics(result))
+        tracker.log_steps(parent, f"fold_{prepared.metric}", result.scores)
         if tracking["log_model"]:
             from sklearn.base import clone
 
@@ -149,9 +150,12 @@ def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold
         metrics[metric] = fold.score
         metrics[f"train_{metric}"] = fold.train_score
     extra = {"expt.error": fold.error[:5000]} if fold.error else {}
-    tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train, "n_test": fold.n_test},
-                tags=extra)
-    tracker.log(parent, metrics={f"fold_{metric}": fold.score}, step=fold.index)
+    try:
+        tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train,
+                                                    "n_test": fold.n_test}, tags=extra)
+    except BaseException:
+        tracker.end_quietly([child], "FAILED")
+        raise
     tracker.end(child, "FAILED" if fold.error else "FINISHED",
                 end_time=fold.started + fold.fit_time + fold.score_time)
 

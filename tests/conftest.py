@@ -11,8 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXPT = str(Path(sys.executable).with_name("expt"))
 CONF = ROOT / "expt" / "conf"
-GROUP_NAMES = ("data", "model", "learner", "tracking")
-OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in GROUP_NAMES}
+GROUP_NAMES = ("data", "model", "learner", "tracking", "search")
+OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml") if not p.stem.startswith("_"))
+                    for g in GROUP_NAMES}
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,13 @@ from conftest import ROOT
 from expt.config import GROUPS, build, check_targets, compose, conf_dir, logged_yaml, resolve_values
 from expt.errors import ConfigError
 
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml"))]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml")) if not p.stem.startswith("_")]
 
 
 def test_defaults_compose() -> None:
     composed = compose()
-    assert composed.choices == {"data": "iris", "model": "random_forest", "learner": "default", "tracking": "local"}
+    assert composed.choices == {"data": "iris", "model": "random_forest", "learner": "default", "tracking": "local",
+                                "search": "random_forest"}
     assert composed.cfg.learner.cv.folds == 5
 
 
