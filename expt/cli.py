@@ -134,6 +134,50 @@ def train(
         print_train_result(result)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=OVERRIDES_HELP,
+             options_metavar="[OPTIONS] [OVERRIDES]...")
+def sweep(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes sharing the studies.")] = 1,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="SWEEP_ID",
+                                                help="Continue a stopped sweep where it left off.")] = None,
+    sweep_id: Annotated[str | None, typer.Option("--sweep-id", help="Name the sweep (join it if it exists).")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path "
+                                                "(default outputs/sweeps/ID/optuna.journal).")] = None,
+    warm_start: Annotated[str | None, typer.Option("--warm-start", metavar="FILE",
+                                                    help="YAML list of parameter sets to try first.")] = None,
+    cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
+    config_dir: ConfigDir = None,
+    debug: Debug = False,
+) -> None:
+    """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow."""
+    with user_errors(debug):
+        from expt.errors import UsageError
+
+        overrides = _split_args(list(ctx.args))
+        if resume and overrides:
+            raise UsageError("--resume continues the stored config; drop the overrides (or start a new sweep)")
+        if resume and sweep_id and resume != sweep_id:
+            raise UsageError("--resume and --sweep-id name different sweeps; pass one")
+        from expt.config import compose
+
+        composed = None if resume else compose(overrides, config_dir=config_dir)
+        if cfg:
+            if composed is None:
+                raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
+            from omegaconf import OmegaConf
+
+            typer.echo(OmegaConf.to_yaml(composed.cfg), nl=False)
+            return
+        from expt.report import SweepProgress, print_sweep_result
+        from expt.sweep import SweepOptions, run_sweep
+
+        options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume), workers=workers,
+                               warm_start=warm_start, config_dir=str(config_dir) if config_dir else None)
+        result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+        print_sweep_result(result_sweep, result)
+
+
 def main() -> None:
     import gc
 

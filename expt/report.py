@@ -67,3 +67,77 @@ def print_train_result(result: Any) -> None:
     console.print(f"data        {data.name}: {data.n_rows} rows, {data.X.shape[1]} features, {data.task}, "
                   f"fingerprint {data.fingerprint}", soft_wrap=True)
     console.print(f"browse      {ui_command(result.uri)}", soft_wrap=True)
+
+
+class SweepProgress:
+    """One bar per outer fold and the final search, with best-so-far; read from the storage."""
+
+    def __init__(self, sweep: Any) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self.sweep = sweep
+        self.n = sweep.plan.search["n_trials"]
+        self.progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeRemainingColumn(),
+                                 console=console, transient=True, disable=not console.is_terminal)
+        self.tasks = {u.key: self.progress.add_task(u.key, total=self.n, best="") for u in sweep.plan.units}
+        self.overall = self.progress.add_task("all", total=self.n * len(self.tasks), best="")
+
+    def __enter__(self) -> SweepProgress:
+        self.refresh()
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        total = 0
+        for key, task in self.tasks.items():
+            trials = self.sweep.studies[key].get_trials(deepcopy=False)
+            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+            total += min(done, self.n)
+            self.progress.update(task, completed=min(done, self.n), best=f"best {max(values):.4f}" if values else "")
+        self.progress.update(self.overall, completed=total)
+
+
+def print_sweep_result(sweep: Any, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from expt.plan import display_params
+    from expt.tracking import ui_command
+
+    plan = sweep.plan
+    metric = plan.prepared.metric
+    table = Table(title=f"sweep {sweep.sweep_id} · {plan.prepared.dataset.name} · {plan.search['name']} · {metric}",
+                  title_justify="left")
+    for col in ("outer fold", f"inner best {metric}", f"outer {metric}", "trials done/pruned/failed", "best params"):
+        table.add_column(col, justify="left" if col == "best params" else "right")
+    for unit in plan.units:
+        from expt.nested import result_of
+
+        res, c = result_of(sweep.studies[unit.key]), result["counts"][unit.key]
+        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in display_params(res["best_params"]).items())
+        outer = _fmt(res["outer_score"])
+        table.add_row(unit.key, _fmt(res["inner_best"]), outer, f"{c.done}/{c.pruned}/{c.failed}", params)
+    table.add_section()
+    table.add_row("mean ± std", f"{result['inner_mean']:.4f}", f"[bold]{result['outer_mean']:.4f} ± "
+                  f"{result['outer_std']:.4f}[/]", "", "")
+    console = Console()
+    console.print(table)
+    console.print(f"unbiased estimate (outer folds): {result['outer_mean']:.4f} ± {result['outer_std']:.4f}; "
+                  f"mean inner best (optimistic): {result['inner_mean']:.4f}", soft_wrap=True)
+    if result.get("stale"):
+        console.print(f"resumed: {result['stale']} trial(s) left running by a stopped process were failed and re-run")
+    console.print(f"sweep id    {sweep.sweep_id}   storage {sweep.storage_url}", soft_wrap=True)
+    console.print(f"browse      {ui_command(result['uri'])}", soft_wrap=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,137 @@
+"""A sweep's plan: the checked config, the data, the outer folds and the search space.
+
+Built the same way by the process that starts a sweep, by every worker and by a
+resume: from the config stored with the sweep, so they all evaluate the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expt.config import Composed, build
+from expt.cv import build_pipeline, make_splitter
+from expt.errors import ConfigError
+from expt.nested import Unit
+from expt.search import FAMILY_SEP, Param, SearchSpace, apply_params, check_paths, parse_space
+from expt.train import Prepared, _check_estimator_task, prepare
+
+
+@dataclass
+class SweepPlan:
+    prepared: Prepared
+    search: dict[str, Any]
+    space: SearchSpace
+    family_models: dict[str, Any]
+    units: list[Unit]
+    manifest: dict[str, Any]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.prepared.values
+
+    @property
+    def seed(self) -> int:
+        return int(self.values["seed"])
+
+    def pipeline_for(self, params: dict[str, Any]) -> Any:
+        values = apply_params(self.values, params, self.family_models)
+        estimator = build(values["model"]["estimator"], where="model.estimator")
+        _check_estimator_task(estimator, self.prepared.dataset.task)
+        data = self.prepared.dataset
+        return build_pipeline(estimator, data.numeric, data.categorical, values["learner"]["preprocessing"])
+
+    def objective(self, trial: Any, unit: Unit) -> float:
+        """Mean inner-CV score on the unit's training part; each inner fold is an intermediate value."""
+        import numpy as np
+        import optuna
+        from sklearn.base import clone
+
+        pipeline = self.pipeline_for(self.space.suggest(trial))
+        data, scorer = self.prepared.dataset, self.prepared.scorer
+        X, y = data.X.iloc[unit.train], data.y[unit.train]
+        learner = self.values["learner"]
+        inner = make_splitter(data.task, len(y), folds=self.search["inner_folds"], shuffle=True,
+                              stratify=learner["cv"]["stratify"], seed=self.seed)
+        scores: list[float] = []
+        for step, (train, test) in enumerate(inner.split(X, y)):
+            model = clone(pipeline).fit(X.iloc[train], y[train])
+            scores.append(float(scorer(model, X.iloc[test], y[test])))
+            trial.report(scores[-1], step)
+            trial.set_user_attr("inner_scores", scores)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(scores))
+
+    def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:
+        data = self.prepared.dataset
+        model = self.pipeline_for(params).fit(data.X.iloc[unit.train], data.y[unit.train])
+        if unit.test is None:
+            return model, None
+        return model, float(self.prepared.scorer(model, data.X.iloc[unit.test], data.y[unit.test]))
+
+
+def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
+              config_dir: str | Path | None = None) -> SweepPlan:
+    """Check everything a sweep needs before any study or run exists."""
+    import numpy as np
+
+    if "search" not in composed.cfg:
+        raise ConfigError(f"no search space for model {composed.choices.get('model')!r}; choose one with search=NAME")
+    prepared = prepare(composed)
+    values, data = prepared.values, prepared.dataset
+    search = values["search"]
+    space = parse_space(search)
+    model_param = next((p for p in space.params if p.name == "model"), None)
+    if model_param is not None:
+        if family_models is None:
+            family_models = resolve_family_models(model_param.choices, values, config_dir)
+        usable = tuple(f for f in model_param.choices if data.task in family_models[f]["tasks"])
+        if not usable:
+            raise ConfigError(f"none of search.space.model's choices handles {data.task}; add a model that does")
+        space.params = [Param("model", "categorical", choices=usable) if p is model_param else p for p in space.params]
+        space.families = {f: ps for f, ps in space.families.items() if f in usable}
+    family_models = family_models or {}
+    check_paths(space, values, family_models)
+    outer = make_splitter(data.task, data.n_rows, folds=search["outer_folds"], shuffle=True,
+                          stratify=values["learner"]["cv"]["stratify"], seed=values["seed"])
+    units = [Unit(f"fold-{k}", k, train, test) for k, (train, test) in enumerate(outer.split(data.X, data.y))]
+    units.append(Unit("final", len(units), np.arange(data.n_rows), None))
+    tests = [u.test.tolist() for u in units if u.test is not None]
+    digest = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
+    manifest = {"folds": len(tests), "rows": data.n_rows, "fingerprint": data.fingerprint, "hash": digest,
+                "test_indices": tests}
+    return SweepPlan(prepared, search, space, family_models, units, manifest)
+
+
+def resolve_family_models(names: tuple[str, ...], values: dict[str, Any],
+                          config_dir: str | Path | None) -> dict[str, Any]:
+    """The resolved model config of each family a model_selection search chooses among."""
+    from omegaconf import OmegaConf
+
+    from expt.config import _register_resolvers, conf_dir
+
+    _register_resolvers()
+    dirs = [Path(config_dir)] if config_dir else []
+    dirs.append(conf_dir())
+    out = {}
+    for name in names:
+        path = next((d / "model" / f"{name}.yaml" for d in dirs if (d / "model" / f"{name}.yaml").is_file()), None)
+        if path is None:
+            raise ConfigError(f"search.space.model names unknown model {name!r}; add conf model/{name}.yaml")
+        root = OmegaConf.create({"seed": values["seed"], "data": {"task": values["data"]["task"]},
+                                 "model": OmegaConf.load(path)})
+        out[name] = OmegaConf.to_container(root, resolve=True)["model"]
+    return out
+
+
+def family_of(params: dict[str, Any]) -> str | None:
+    return params.get("model")
+
+
+def display_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Trial parameters without the family prefix, for tables and MLflow params."""
+    return {(k.split(FAMILY_SEP, 1)[1] if FAMILY_SEP in k else k): v for k, v in params.items()}

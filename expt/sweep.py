@@ -1,0 +1,405 @@
+"""``expt sweep``: nested cross-validation with Optuna, every outer fold and trial in MLflow.
+
+The Optuna storage holds everything needed to continue: the resolved config, the
+outer-fold manifest, one study per outer fold and one for the final search on all
+data. Starting, joining (the same ``--sweep-id``) and resuming are one code path:
+the plan is rebuilt from the stored config, stale trials are failed (resume only),
+finished work is replayed to the MLflow sink (which skips what it already has),
+and the workers take what budget is left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expt.config import Composed, compose, logged_yaml
+from expt.errors import ConfigError, TrackingError, UsageError
+from expt.nested import Engine, Unit, UnitResult, counts, fail_stale_trials, finalized, result_of
+from expt.plan import SweepPlan, display_params, make_plan
+
+OUTPUTS = Path("outputs") / "sweeps"
+META_CONFIG, META_MANIFEST, META_FAMILIES = "expt.config", "expt.manifest_hash", "expt.family_models"
+
+
+def new_sweep_id() -> str:
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def default_storage(sweep_id: str) -> str:
+    return str((OUTPUTS / sweep_id / "optuna.journal").resolve())
+
+
+def open_storage(url: str) -> Any:
+    """A journal file (a path, default) or any Optuna RDB URL (sqlite:///, postgresql://...)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - any driver error means the same to the user
+        from expt.train import mask_credentials
+
+        raise TrackingError(f"cannot open the Optuna storage {mask_credentials(url)!r}: "
+                            f"{str(exc).splitlines()[0][:200]}; check --storage") from None
+
+
+def _study(storage: Any, name: str, *, create: bool, sampler: Any = None, pruner: Any = None) -> Any:
+    import optuna
+
+    if create:
+        return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                   sampler=sampler, pruner=pruner)
+    return optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+
+
+def _exists(storage: Any, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+@dataclass
+class Sweep:
+    sweep_id: str
+    storage_url: str
+    plan: SweepPlan
+    studies: dict[str, Any]
+    choices: dict[str, str]
+
+
+def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None, resume: bool = False,
+           config_dir: str | None = None, worker: int = 0) -> Sweep:
+    """Create the sweep's studies, or load them and rebuild the plan from the stored config."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    storage = open_storage(storage_url)
+    exists = _exists(storage, sweep_id)
+    if resume and not exists:
+        raise UsageError(f"no sweep {sweep_id!r} in the storage {storage_url}; check the id and --storage")
+    if exists:
+        meta = _study(storage, sweep_id, create=False)
+        stored = _from_stored(meta.user_attrs[META_CONFIG])
+        if composed is not None and not resume and (
+                _config_text(composed, make_plan(composed, config_dir=config_dir)) != meta.user_attrs[META_CONFIG]):
+            raise ConfigError(f"sweep {sweep_id!r} already exists with another config; resume it with "
+                              f"--resume {sweep_id}, or start a new one with another --sweep-id")
+        composed = stored
+        plan = make_plan(composed, family_models=meta.user_attrs.get(META_FAMILIES))
+        if plan.manifest["hash"] != meta.user_attrs[META_MANIFEST]:
+            raise UsageError(f"the data or folds of sweep {sweep_id!r} changed since it started (fold manifest "
+                             "differs); restore the data or start a new sweep")
+    else:
+        assert composed is not None
+        plan = make_plan(composed, config_dir=config_dir)
+        meta = _study(storage, sweep_id, create=True)
+        meta.set_user_attr(META_CONFIG, _config_text(composed, plan))
+        meta.set_user_attr(META_MANIFEST, plan.manifest["hash"])
+        meta.set_user_attr(META_FAMILIES, plan.family_models)
+    studies = {}
+    for unit in plan.units:
+        existing = _exists(storage, f"{sweep_id}/{unit.key}")
+        n_seen = len(_study(storage, f"{sweep_id}/{unit.key}", create=False).trials) if existing else 0
+        studies[unit.key] = _study(storage, f"{sweep_id}/{unit.key}", create=True,
+                                   sampler=_sampler(plan, unit, worker, n_seen), pruner=_pruner(plan))
+    return Sweep(sweep_id, storage_url, plan, studies, composed.choices)
+
+
+def _sampler(plan: SweepPlan, unit: Unit, worker: int, n_seen: int) -> Any:
+    """Seeded per unit, per worker and per restart, so no two processes propose the same points."""
+    from expt.search import make_sampler
+
+    return make_sampler(plan.search["sampler"], plan.seed * 1_000_003 + unit.index * 1009 + worker * 101 + n_seen)
+
+
+def _pruner(plan: SweepPlan) -> Any:
+    from expt.search import make_pruner
+
+    return make_pruner(plan.search["pruner"], plan.search["inner_folds"])
+
+
+def _config_text(composed: Composed, plan: SweepPlan) -> str:
+    return logged_yaml(plan.values, composed.choices)
+
+
+def _from_stored(text: str) -> Composed:
+    """The stored config is untrusted input like any logged config: it goes through compose and the allow-list."""
+    with tempfile.TemporaryDirectory(prefix="expt-sweep-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text)
+        return compose([f"conf={path}"])
+
+
+def enqueue_warm_start(sweep: Sweep, path: str) -> int:
+    """Queue given configurations as the first trials of every study that has none yet."""
+    import yaml
+
+    file = Path(path)
+    files = sorted(file.glob("*.yaml")) if file.is_dir() else [file]
+    if not files or not all(f.is_file() for f in files):
+        raise UsageError(f"--warm-start {path!r} is not a YAML file or a folder of them")
+    configs = []
+    for f in files:
+        loaded = yaml.safe_load(f.read_text())
+        configs.extend(loaded if isinstance(loaded, list) else [loaded])
+    names = {p.name for p in sweep.plan.space.params} | {
+        f"{fam}/{p.name}" for fam, ps in sweep.plan.space.families.items() for p in ps}
+    for config in configs:
+        if not isinstance(config, dict) or not set(config) <= names:
+            raise UsageError(f"--warm-start entries must map search parameters ({', '.join(sorted(names))}) "
+                             f"to values; got {config!r}")
+    fresh = [s for s in sweep.studies.values() if not s.trials]
+    for study in fresh:
+        for config in configs:
+            study.enqueue_trial(config, skip_if_exists=True)
+    return len(configs) if fresh else 0
+
+
+def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | None = None) -> Engine:
+    plan = sweep.plan
+
+    def on_trial(unit: Unit, frozen: Any) -> None:
+        reporter.trial(unit, frozen)
+        if on_progress is not None:
+            on_progress()
+
+    def on_unit(unit: Unit, result: UnitResult) -> None:
+        reporter.unit_done(unit, result, sweep.studies[unit.key])
+        if on_progress is not None:
+            on_progress()
+
+    return Engine(units=plan.units, studies=sweep.studies, n_trials=plan.search["n_trials"],
+                  max_failure_rate=plan.search["max_failure_rate"], objective=plan.objective, refit=plan.refit,
+                  on_trial=on_trial, on_unit=on_unit)
+
+
+def fail_stale(sweep: Sweep) -> list[tuple[Unit, Any]]:
+    return [(u, t) for u in sweep.plan.units for t in fail_stale_trials(sweep.studies[u.key])]
+
+
+def replay(sweep: Sweep, reporter: Any) -> None:
+    """Send everything already in the storage to the sink; it logs only what MLflow lacks."""
+    from optuna.trial import TrialState
+
+    from expt.nested import SURPLUS
+
+    for unit in sweep.plan.units:
+        study = sweep.studies[unit.key]
+        for t in study.get_trials(deepcopy=False):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+                    t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS)):
+                reporter.trial(unit, t)
+        stored = result_of(study)
+        if stored is not None:
+            reporter.unit_done(unit, UnitResult(unit.key, stored["outer_score"], stored["inner_best"],
+                                                stored["best_params"], stored["best_number"]), study)
+
+
+def summary(sweep: Sweep) -> dict[str, Any]:
+    import numpy as np
+
+    folds = [result_of(sweep.studies[u.key]) for u in sweep.plan.units if u.test is not None]
+    outer = [f["outer_score"] for f in folds]
+    inner = [f["inner_best"] for f in folds]
+    return {"outer": outer, "inner": inner, "outer_mean": float(np.mean(outer)), "outer_std": float(np.std(outer)),
+            "inner_mean": float(np.mean(inner)), "final": result_of(sweep.studies["final"]),
+            "counts": {u.key: counts(sweep.studies[u.key]) for u in sweep.plan.units}}
+
+
+def all_finalized(sweep: Sweep) -> bool:
+    return all(finalized(sweep.studies[u.key]) for u in sweep.plan.units)
+
+
+def manifest_json(plan: SweepPlan) -> str:
+    return json.dumps(plan.manifest)
+
+
+def trial_params(frozen: Any) -> dict[str, Any]:
+    return display_params(frozen.params)
+
+
+@dataclass
+class SweepOptions:
+    sweep_id: str | None = None
+    storage: str | None = None
+    resume: bool = False
+    workers: int = 1
+    warm_start: str | None = None
+    config_dir: str | None = None
+
+
+def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
+    """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
+    from expt.sweeplog import Reporter, SinkProcess
+    from expt.tracking import _probe_server, environment_tags, flatten, normalize_uri
+    from expt.train import _masked
+
+    sweep_id = options.sweep_id or new_sweep_id()
+    storage_url = options.storage or default_storage(sweep_id)
+    sweep = attach(sweep_id, storage_url, composed=composed, resume=options.resume, config_dir=options.config_dir)
+    plan = sweep.plan
+    stale = fail_stale(sweep) if options.resume else []
+    if options.warm_start:
+        enqueue_warm_start(sweep, options.warm_start)
+    tracking = plan.values["tracking"]
+    _probe_server(tracking["uri"])
+    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id)
+    base_tags = environment_tags(plan.prepared.dataset.fingerprint, plan.seed)
+    reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
+    shown = _masked(plan.values)
+    reporter.open_sweep(logged_yaml(shown, sweep.choices), manifest_json(plan), flatten(shown))
+    for unit in plan.units:
+        reporter.open_unit(unit)
+    replay(sweep, reporter)
+    progress = progress_factory(sweep) if progress_factory else None
+    try:
+        with progress if progress is not None else _nullcontext():
+            if options.workers > 1:
+                _run_workers(sweep, options.workers, sink, progress)
+            else:
+                def tick() -> None:
+                    if progress is not None:
+                        progress.refresh()
+                make_engine(sweep, reporter, tick).run()
+        result = summary(sweep)
+        files = _plots(sweep, result)
+        metric = plan.prepared.metric
+        reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
+                              f"inner_best_{metric}_mean": result["inner_mean"]}, files)
+    except KeyboardInterrupt:
+        sink.stop(close="KILLED")
+        raise
+    except BaseException:
+        sink.stop(close="FAILED")
+        raise
+    sink.stop()
+    result["stale"] = len(stale)
+    result["uri"] = normalize_uri(tracking["uri"])
+    return sweep, result
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> None:
+    """N processes on the same studies; this one watches the storage and shows progress."""
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=worker_main, args=(sweep.sweep_id, sweep.storage_url, sink.queue, errors, i + 1),
+                         name=f"expt-worker-{i + 1}") for i in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if progress is not None:
+                progress.refresh()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(30)
+        raise
+    if not errors.empty():
+        from expt.errors import RunFailedError
+
+        raise RunFailedError(errors.get())
+    if not all_finalized(sweep):
+        from expt.errors import RunFailedError
+
+        codes = [p.exitcode for p in procs]
+        raise RunFailedError(f"workers stopped before the sweep finished (exit codes {codes}); "
+                             f"continue with: expt sweep --resume {sweep.sweep_id}")
+
+
+def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index: int) -> None:
+    """A worker process: rebuild the plan from the storage and take trials until none are left."""
+    import signal
+    import warnings
+
+    from expt.errors import ExptError
+    from expt.sweeplog import Reporter
+    from expt.tracking import environment_tags
+
+    warnings.filterwarnings("ignore")
+    try:
+        sweep = attach(sweep_id, storage_url, worker=index)
+        reporter = Reporter(queue, sweep.plan, sweep_id,
+                            environment_tags(sweep.plan.prepared.dataset.fingerprint, sweep.plan.seed))
+        make_engine(sweep, reporter).run()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ExptError as exc:
+        errors.put(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one line to the parent
+        errors.put(f"worker {index}: {type(exc).__name__}: {exc}")
+
+
+def _plots(sweep: Sweep, result: dict) -> list[tuple[str, str]]:
+    """Optimization history per fold and outer-vs-inner scores, as PNG artifacts under plots/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.trial import TrialState
+
+    out = Path(tempfile.mkdtemp(prefix="expt-plots-"))
+    metric = sweep.plan.prepared.metric
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for unit in sweep.plan.units:
+        trials = sweep.studies[unit.key].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if trials:
+            values = np.maximum.accumulate([t.value for t in sorted(trials, key=lambda t: t.number)])
+            ax.plot(range(1, len(values) + 1), values, label=unit.key)
+    ax.set(xlabel="completed trial", ylabel=f"best inner {metric}", title="optimization history")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "optimization_history.png", dpi=90)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    k = np.arange(len(result["outer"]))
+    ax.bar(k - 0.2, result["inner"], 0.4, label="inner best (optimistic)")
+    ax.bar(k + 0.2, result["outer"], 0.4, label="outer test (unbiased)")
+    ax.set(xlabel="outer fold", ylabel=metric, title="selection bias: inner best vs outer score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "outer_vs_inner.png", dpi=90)
+    plt.close(fig)
+    files = [("plots", str(out / "optimization_history.png")), ("plots", str(out / "outer_vs_inner.png"))]
+    importance = _importance_plot(sweep, out)
+    return files + ([("plots", importance)] if importance else [])
+
+
+def _importance_plot(sweep: Sweep, out: Path) -> str | None:
+    import matplotlib.pyplot as plt
+    import optuna
+
+    try:
+        importances = optuna.importance.get_param_importances(sweep.studies["final"])
+    except (RuntimeError, ValueError):
+        return None  # too few completed trials, or a single-parameter space
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))
+    ax.barh(list(importances)[::-1], list(importances.values())[::-1])
+    ax.set(xlabel="importance (fANOVA)", title="parameter importances (final search)")
+    fig.tight_layout()
+    path = out / "param_importances.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
