@@ -18,9 +18,17 @@ import os
 import pickle
 import traceback
 from collections.abc import Mapping
+from queue import Empty
 from typing import Any
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def parent_alive() -> bool:
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
 
 
 class Sink:
@@ -89,7 +97,12 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str)
     try:
         sink = Sink(uri, experiment, sweep_id)
         while True:
-            msg = queue.get()
+            try:
+                msg = queue.get(timeout=1.0)
+            except Empty:
+                if parent_alive():
+                    continue
+                return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
             if msg.get("op") == "stop":
                 if msg.get("close"):
                     sink.close_open(msg["close"])

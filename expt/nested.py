@@ -90,15 +90,18 @@ class Engine:
     """What a worker needs: the units, their studies, and how to evaluate and refit a configuration."""
 
     def __init__(self, *, units: list[Unit], studies: dict[str, Any], n_trials: int, max_failure_rate: float,
-                 objective: Callable[[Any, Unit], float], refit: Callable[[dict[str, Any], Unit], tuple[Any, float | None]],
-                 on_trial: Callable[[Unit, Any], None], on_unit: Callable[[Unit, UnitResult], None]) -> None:
+                 objective: Callable[[Any, Unit], float],
+                 refit: Callable[[dict[str, Any], Unit], tuple[Any, float | None]],
+                 on_trial: Callable[[Unit, Any], None], on_unit: Callable[[Unit, UnitResult], None],
+                 keep_going: Callable[[], bool] = lambda: True) -> None:
         self.units, self.studies, self.n_trials = units, studies, n_trials
+        self.keep_going = keep_going
         self.max_failure_rate = max_failure_rate
         self.objective, self.refit, self.on_trial, self.on_unit = objective, refit, on_trial, on_unit
 
     def run(self, poll: float = 0.2) -> None:
         """Work until every unit is finalized."""
-        while True:
+        while self.keep_going():
             pending = [u for u in self.units if not finalized(self.studies[u.key])]
             if not pending:
                 return

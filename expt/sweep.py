@@ -165,7 +165,8 @@ def enqueue_warm_start(sweep: Sweep, path: str) -> int:
     return len(configs) if fresh else 0
 
 
-def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | None = None) -> Engine:
+def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | None = None,
+                keep_going: Callable[[], bool] = lambda: True) -> Engine:
     plan = sweep.plan
 
     def on_trial(unit: Unit, frozen: Any) -> None:
@@ -180,7 +181,7 @@ def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | N
 
     return Engine(units=plan.units, studies=sweep.studies, n_trials=plan.search["n_trials"],
                   max_failure_rate=plan.search["max_failure_rate"], objective=plan.objective, refit=plan.refit,
-                  on_trial=on_trial, on_unit=on_unit)
+                  on_trial=on_trial, on_unit=on_unit, keep_going=keep_going)
 
 
 def fail_stale(sweep: Sweep) -> list[tuple[Unit, Any]]:
@@ -342,7 +343,9 @@ def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index:
         sweep = attach(sweep_id, storage_url, worker=index)
         reporter = Reporter(queue, sweep.plan, sweep_id,
                             environment_tags(sweep.plan.prepared.dataset.fingerprint, sweep.plan.seed))
-        make_engine(sweep, reporter).run()
+        from expt.logsink import parent_alive
+
+        make_engine(sweep, reporter, keep_going=parent_alive).run()  # a worker outlives no dead sweep process
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ExptError as exc:
@@ -388,16 +391,20 @@ def _plots(sweep: Sweep, result: dict) -> list[tuple[str, str]]:
 
 
 def _importance_plot(sweep: Sweep, out: Path) -> str | None:
+    import warnings
+
     import matplotlib.pyplot as plt
     import optuna
 
     try:
-        importances = optuna.importance.get_param_importances(sweep.studies["final"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials per regime" on small budgets: the plot says enough
+            importances = optuna.importance.get_param_importances(sweep.studies["final"])
     except (RuntimeError, ValueError):
         return None  # too few completed trials, or a single-parameter space
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))
     ax.barh(list(importances)[::-1], list(importances.values())[::-1])
-    ax.set(xlabel="importance (fANOVA)", title="parameter importances (final search)")
+    ax.set(xlabel="importance (Optuna's default evaluator)", title="parameter importances (final search)")
     fig.tight_layout()
     path = out / "param_importances.png"
     fig.savefig(path, dpi=90)
