@@ -157,9 +157,15 @@ def _make_dataset(frame: Any, target: str, task: str, name: str) -> Dataset:
     categorical = [str(c) for c in X.columns if str(c) not in numeric]
     X.columns = [str(c) for c in X.columns]
     if numeric:
-        X[numeric] = X[numeric].astype(float)
-        if np.isinf(X[numeric].to_numpy()).any():
+        # One float block, not a block per column: a frame built column by column (as sklearn's loaders do)
+        # made every fold's iloc and every estimator's input check ~5x slower.
+        values = X[numeric].to_numpy(dtype=float)
+        if np.isinf(values).any():
             raise DataError(f"{name} holds inf values in numeric columns; replace them (they cannot be imputed)")
+        parts = [pd.DataFrame(values, columns=numeric, index=X.index)]
+        if categorical:
+            parts.append(X[categorical].copy())
+        X = pd.concat(parts, axis=1)[list(X.columns)].copy()
     return Dataset(
         name=str(name), X=X, y=y, task=task, target=str(target),
         numeric=numeric, categorical=categorical, fingerprint=fingerprint(X, y),

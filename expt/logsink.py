@@ -90,6 +90,7 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str)
 
     # Ctrl-C reaches the whole process group; the parent decides, then sends `stop` after the last message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(10)  # logging may lag; the trials on the critical path may not
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -61,9 +61,10 @@ class SweepPlan:
             model = clone(pipeline).fit(X.iloc[train], y[train])
             scores.append(float(scorer(model, X.iloc[test], y[test])))
             trial.report(scores[-1], step)
-            trial.set_user_attr("inner_scores", scores)
             if trial.should_prune():
+                trial.set_user_attr("inner_scores", scores)
                 raise optuna.TrialPruned()
+        trial.set_user_attr("inner_scores", scores)
         return float(np.mean(scores))
 
     def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:

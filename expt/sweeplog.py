@@ -98,10 +98,16 @@ class SinkProcess:
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.terminate()
+        # Whatever a dead sink did not read must not hold this process at exit (the queue's feeder thread).
+        self.queue.cancel_join_thread()
         self.check()
 
     def check(self) -> None:
+        """Raise if the sink failed; called while trials run, so a dead store stops the sweep early."""
         if not self.errors.empty():
+            self.queue.cancel_join_thread()
             raise TrackingError(f"MLflow logging failed: {self.errors.get()}")
         if self.process.exitcode not in (0, None):
-            raise TrackingError(f"the MLflow logging process exited with code {self.process.exitcode}")
+            self.queue.cancel_join_thread()
+            raise TrackingError(f"the MLflow logging process exited with code {self.process.exitcode}; "
+                                "run with --debug (EXPT_DEBUG=1) to see why")
