@@ -147,6 +147,14 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
             raise ConfigError(_explain_compose_error(exc, rest)) from None
         finally:
             GlobalHydra.instance().clear()
+    asked = next((o.split("=", 1)[1] for o in rest if o.split("=", 1)[0].lstrip("+") == "search"), None)
+    if asked is not None and "search" not in cfg:  # `optional search` skips an unknown option silently
+        dirs = [Path(config_dir).expanduser()] if config_dir else []
+        known = sorted({p.stem for d in [*dirs, conf_dir()] for p in (d / "search").glob("*.yaml")
+                        if not p.stem.startswith("_")})
+        close = difflib.get_close_matches(asked, known, 1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown search {asked!r}{hint} Available: {', '.join(known)} (choose with search=NAME)")
     with _open(cfg):
         del cfg["hydra"]
     OmegaConf.set_struct(cfg, True)

@@ -142,3 +142,23 @@ def test_ctrl_c_marks_the_run_killed(store: str, tmp_path: Path) -> None:
     parent = [r for r in runs if r.data.tags["expt.run_type"] == "train"]
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
     assert "RUNNING" not in {r.info.status for r in runs}
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--resume", "nope"], "no sweep 'nope' in the storage"),
+    (["--resume", "s1", "model=svm"], "drop the overrides"),
+    (["search.n_trials=0"], "search.n_trials must be at least 1"),
+    (["search.pruner=asha"], "search.pruner must be one of"),
+    (["search=nope"], "unknown search 'nope'"),
+])
+def test_sweep_usage_errors(store: str, tmp_path: Path, args: list[str], expected: str) -> None:
+    extra = [] if "--resume" in args else [f"tracking.uri={store}"]
+    result = run_cli("sweep", "--storage", str(tmp_path / "o.journal"), *args, *extra)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and expected in result.stderr and result.stderr.count("\n") == 1
+    assert all_runs(store) == []
+
+
+def test_sweep_cfg_shows_the_search_space(store: str) -> None:
+    result = run_cli("sweep", "--cfg", "model=svm", f"tracking.uri={store}")
+    assert result.exit_code == 0 and "model.estimator.C:" in result.stdout and "n_trials: 20" in result.stdout
