@@ -108,7 +108,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
     try:
         shown = _masked(values)
-        tracker.log(parent, params=flatten(shown))
+        tracker.log(parent, params=flatten({k: v for k, v in shown.items() if k != "search"}))  # sweep-only
         tracker.log_text(parent, logged_yaml(shown, prepared.choices), "config.yaml")
 
         def log_fold(fold: FoldResult) -> None:
