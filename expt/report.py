@@ -63,10 +63,10 @@ def print_train_result(result: Any) -> None:
     console = Console()
     console.print(table)
     console.print(f"run id      {result.run_id}  (experiment {prepared.values['tracking']['experiment']})",
-                  soft_wrap=True)
+                  soft_wrap=True, highlight=False)
     console.print(f"data        {data.name}: {data.n_rows} rows, {data.X.shape[1]} features, {data.task}, "
-                  f"fingerprint {data.fingerprint}", soft_wrap=True)
-    console.print(f"browse      {ui_command(result.uri)}", soft_wrap=True)
+                  f"fingerprint {data.fingerprint}", soft_wrap=True, highlight=False)
+    console.print(f"browse      {ui_command(result.uri)}", soft_wrap=True, highlight=False)
 
 
 class SweepProgress:
@@ -117,8 +117,10 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
     metric = plan.prepared.metric
     table = Table(title=f"sweep {sweep.sweep_id} · {plan.prepared.dataset.name} · {plan.search['name']} · {metric}",
                   title_justify="left")
-    for col in ("outer fold", f"inner best {metric}", f"outer {metric}", "trials done/pruned/failed", "best params"):
-        table.add_column(col, justify="left" if col == "best params" else "right")
+    for col in ("fold", "inner best", "outer", "trials"):  # the metric is in the title
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("best params", overflow="fold", min_width=24, ratio=1)
+    table.caption = "trials: complete/pruned/failed"
     for unit in plan.units:
         from expt.nested import result_of
 
@@ -132,11 +134,12 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
     console = Console()
     console.print(table)
     console.print(f"unbiased estimate (outer folds): {result['outer_mean']:.4f} ± {result['outer_std']:.4f}; "
-                  f"mean inner best (optimistic): {result['inner_mean']:.4f}", soft_wrap=True)
+                  f"mean inner best (optimistic): {result['inner_mean']:.4f}", soft_wrap=True, highlight=False)
     if result.get("stale"):
-        console.print(f"resumed: {result['stale']} trial(s) left running by a stopped process were failed and re-run")
-    console.print(f"sweep id    {sweep.sweep_id}   storage {sweep.storage_url}", soft_wrap=True)
-    console.print(f"browse      {ui_command(result['uri'])}", soft_wrap=True)
+        console.print(f"resumed: {result['stale']} trial(s) left running by a stopped process were failed and re-run",
+                      highlight=False)
+    console.print(f"sweep id    {sweep.sweep_id}   storage {sweep.storage_url}", soft_wrap=True, highlight=False)
+    console.print(f"browse      {ui_command(result['uri'])}", soft_wrap=True, highlight=False)
 
 
 def _short(value: Any) -> str:
