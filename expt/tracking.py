@@ -145,12 +145,16 @@ class Tracker:
         return run.info.run_id
 
     def log(self, run_id: str, *, metrics: Mapping[str, float] = {}, params: Mapping[str, str] = {},
-            tags: Mapping[str, str] = {}, step: int = 0) -> None:
-        """Everything for a run in as few ``log_batch`` calls as MLflow's limits allow."""
+            tags: Mapping[str, str] = {}, step: int = 0, series: Mapping[str, list[float]] = {}) -> None:
+        """Everything for a run in as few ``log_batch`` calls as MLflow's limits allow.
+
+        ``series`` are metrics logged at steps 0, 1, ... (inner-fold scores, say) in the same batch.
+        """
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         m = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        m += [Metric(k, float(v), now, i) for k, values in series.items() for i, v in enumerate(values)]
         p = [Param(k, str(v)) for k, v in params.items()]
         t = [RunTag(k, str(v)) for k, v in tags.items()]
         while m or p or t:
