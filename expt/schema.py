@@ -75,7 +75,8 @@ SCHEMA: dict[str, Any] = {
         "space": Open(),
         "families": Open(),
     },
-    "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops")},
+    "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops"),
+                 "sqlite_wal": bool},
 }
 
 

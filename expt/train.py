@@ -102,7 +102,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     random.seed(seed)
     np.random.seed(seed)
     tracking = values["tracking"]
-    tracker = Tracker(tracking["uri"], tracking["experiment"])
+    tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
     tags = {**environment_tags(data.fingerprint, seed), "expt.run_type": "train", "expt.data": data.name,
             "expt.model": values["model"]["name"], "expt.family": values["model"]["family"]}
     parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
@@ -127,11 +127,14 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
             tracker.log_sklearn_model(parent, final, data.X, tracking["model_format"])
     except KeyboardInterrupt:
         tracker.end_quietly([parent], "KILLED")
+        tracker.checkpoint()
         raise
     except BaseException:
         tracker.end_quietly([parent], "FAILED")
+        tracker.checkpoint()
         raise
     tracker.end(parent)
+    tracker.checkpoint()
     return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
 
 

@@ -139,3 +139,32 @@ def test_every_learner_and_tracking_option_runs(store: str, option: str) -> None
     result = train(store, f"{group}={option}", "model=knn", "tracking.log_model=false")
     cv = result.prepared.values["learner"]["cv"]
     assert len(result.cv.folds) == cv["folds"] * cv["repeats"]
+
+
+def _journal_mode(path: Path) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_sqlite_store_in_wal_mode_is_whole_in_its_db_file(store: str, tmp_path: Path) -> None:
+    import shutil
+
+    result = train(store, "data=iris", "model=knn", *TINY)
+    path = Path(store.removeprefix("sqlite:///"))
+    assert _journal_mode(path) == "wal"
+    copy = tmp_path / "elsewhere" / "mlruns.db"  # a user copies the store: the last run must be in it
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    runs = all_runs(f"sqlite:///{copy}")
+    assert result.run_id in {r.info.run_id for r in runs} and len(runs) == 3
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_sqlite_wal_can_be_turned_off(store: str) -> None:
+    train(store, "data=iris", "model=knn", *TINY, "tracking.sqlite_wal=false")
+    assert _journal_mode(Path(store.removeprefix("sqlite:///"))) == "delete"
