@@ -32,10 +32,10 @@ def parent_alive() -> bool:
 
 
 class Sink:
-    def __init__(self, uri: str, experiment: str, sweep_id: str) -> None:
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True) -> None:
         from expt.tracking import Tracker
 
-        self.tracker = Tracker(uri, experiment)
+        self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
         self.client = self.tracker.client
         self.runs: dict[str, tuple[str, str]] = {}  # key -> (run id, status)
         filt = f"tags.`expt.sweep_id` = '{sweep_id}'"
@@ -48,15 +48,19 @@ class Sink:
         key = msg["key"]
         status = msg.get("status")
         known = self.runs.get(key)
-        if known and known[1] in TERMINAL and status in TERMINAL and not msg.get("update"):
-            return  # already logged in full: a replay after resume
+        replayed = known and known[1] in TERMINAL and status in TERMINAL  # logged in full before a resume
+        reopened = known and known[1] == "FINISHED" and status == "RUNNING"  # a finished unit stays finished
+        if (replayed or reopened) and not msg.get("update"):
+            if msg.get("model"):
+                os.unlink(msg["model"])  # a finished final run logged its model before it ended
+            return
         if known is None:
             parent = self.runs[msg["parent"]][0] if msg.get("parent") else None
             run_id = self.tracker.start(msg["name"], {**msg.get("tags", {}), "expt.key": key}, parent_id=parent,
                                         start_time=msg.get("start"))
         else:
             run_id = known[0]
-            if status == "RUNNING" and known[1] != "RUNNING":
+            if status == "RUNNING" and known[1] != "RUNNING":  # KILLED or FAILED by a stop; resumed now
                 self.client.update_run(run_id, status="RUNNING")
             if msg.get("tags"):
                 self.tracker.log(run_id, tags=msg["tags"])
@@ -65,8 +69,8 @@ class Sink:
                          series=msg.get("steps", {}))
         for path, text in msg.get("texts", {}).items():
             self.tracker.log_text(run_id, text, path)
-        for artifact_dir, local in msg.get("files", []):
-            self.client.log_artifact(run_id, local, artifact_dir or None)
+        if msg.get("plots"):
+            self._log_plots(run_id, msg["plots"])
         if msg.get("model"):
             with open(msg["model"], "rb") as fh:  # written by this sweep's own worker a moment ago
                 model, example, fmt = pickle.load(fh)  # noqa: S301
@@ -76,6 +80,16 @@ class Sink:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
 
+    def _log_plots(self, run_id: str, data: Mapping[str, Any]) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from expt.sweepplots import render
+
+        with tempfile.TemporaryDirectory(prefix="expt-plots-") as tmp:
+            for artifact_dir, local in render(data, Path(tmp)):
+                self.client.log_artifact(run_id, local, artifact_dir)
+
     def close_open(self, status: str) -> None:
         for key, (run_id, state) in self.runs.items():
             if state == "RUNNING":
@@ -83,7 +97,37 @@ class Sink:
                 self.runs[key] = (run_id, status)
 
 
-def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str) -> None:
+def _leave_now() -> None:
+    """Exit without tearing the interpreter down: every write is committed, and the parent waits on this exit.
+
+    Interpreter shutdown with MLflow, scikit-learn and matplotlib loaded took 1.2 s
+    here, all of it garbage collection and module teardown that guards nothing.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def warm_up() -> None:
+    """Import now what the last messages need, while the trials run.
+
+    The final model and the plots arrive after the last trial; importing scikit-learn
+    (to unpickle the model), ``mlflow.sklearn`` and matplotlib only then put ~3 s on
+    the sweep's critical path (measured: logging the final model took 2.4 s cold, 0.05 s warm).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import mlflow.sklearn  # noqa: F401
+    import optuna.importance  # noqa: F401
+    import sklearn.pipeline  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+
+
+def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True) -> None:
     """Process entry: consume messages until ``stop``; report the first failure on ``errors``."""
     import logging
     import signal
@@ -96,7 +140,8 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     sink = None
     try:
-        sink = Sink(uri, experiment, sweep_id)
+        sink = Sink(uri, experiment, sweep_id, sqlite_wal)
+        warm_up()
         while True:
             try:
                 msg = queue.get(timeout=1.0)
@@ -107,7 +152,8 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str)
             if msg.get("op") == "stop":
                 if msg.get("close"):
                     sink.close_open(msg["close"])
-                return
+                sink.tracker.checkpoint()
+                _leave_now()
             sink.handle(msg)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which prints one line
         from expt.errors import ExptError

@@ -57,6 +57,17 @@ class UnitResult:
     model: Any = field(default=None, repr=False)
 
 
+def run_order(units: list[Unit]) -> list[Unit]:
+    """The final search first, then the outer folds.
+
+    Its model is the one large thing to pickle and log; done first, the sink writes it
+    while the outer folds run instead of after them (with it last, logging the model
+    was the longest part of a cheap sweep's tail). Results do not depend on the order:
+    each unit has its own study and seeded sampler.
+    """
+    return sorted(units, key=lambda u: u.test is not None)
+
+
 def counts(study: Any) -> Counts:
     from optuna.trial import TrialState
 
@@ -94,7 +105,7 @@ class Engine:
                  refit: Callable[[dict[str, Any], Unit], tuple[Any, float | None]],
                  on_trial: Callable[[Unit, Any], None], on_unit: Callable[[Unit, UnitResult], None],
                  keep_going: Callable[[], bool] = lambda: True) -> None:
-        self.units, self.studies, self.n_trials = units, studies, n_trials
+        self.units, self.studies, self.n_trials = run_order(units), studies, n_trials
         self.keep_going = keep_going
         self.max_failure_rate = max_failure_rate
         self.objective, self.refit, self.on_trial, self.on_unit = objective, refit, on_trial, on_unit

@@ -76,13 +76,15 @@ class SweepProgress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from expt.nested import run_order
+
         console = Console(stderr=True)
         self.sweep = sweep
         self.n = sweep.plan.search["n_trials"]
         self.progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[best]}"), TimeRemainingColumn(),
                                  console=console, transient=True, disable=not console.is_terminal)
-        self.tasks = {u.key: self.progress.add_task(u.key, total=self.n, best="") for u in sweep.plan.units}
+        self.tasks = {u.key: self.progress.add_task(u.key, total=self.n, best="") for u in run_order(sweep.plan.units)}
         self.overall = self.progress.add_task("all", total=self.n * len(self.tasks), best="")
 
     def __enter__(self) -> SweepProgress:

@@ -202,8 +202,13 @@ def replay(sweep: Sweep, reporter: Any) -> None:
                 reporter.trial(unit, t)
         stored = result_of(study)
         if stored is not None:
+            # The final model may have died with the process before the sink logged it; refitting is
+            # deterministic, and the sink drops it again if the final run already ended with it.
+            model = None
+            if unit.test is None and sweep.plan.values["tracking"]["log_model"]:
+                model, _ = sweep.plan.refit(stored["best_params"], unit)
             reporter.unit_done(unit, UnitResult(unit.key, stored["outer_score"], stored["inner_best"],
-                                                stored["best_params"], stored["best_number"]), study)
+                                                stored["best_params"], stored["best_number"], model), study)
 
 
 def summary(sweep: Sweep) -> dict[str, Any]:
@@ -242,6 +247,7 @@ class SweepOptions:
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
     from expt.sweeplog import Reporter, SinkProcess
+    from expt.sweepplots import plot_data
     from expt.tracking import _probe_server, environment_tags, flatten, normalize_uri
     from expt.train import _masked
 
@@ -254,7 +260,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
         enqueue_warm_start(sweep, options.warm_start)
     tracking = plan.values["tracking"]
     _probe_server(tracking["uri"])
-    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id)
+    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"])
     base_tags = environment_tags(plan.prepared.dataset.fingerprint, plan.seed)
     reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
     shown = _masked(plan.values)
@@ -272,13 +278,12 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
                     sink.check()
                     if progress is not None:
                         progress.refresh()
-                with _blas_threads(reserve=1):
+                with _thread_limits(reserve=1):
                     make_engine(sweep, reporter, tick).run()
         result = summary(sweep)
-        files = _plots(sweep, result)
         metric = plan.prepared.metric
         reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
-                              f"inner_best_{metric}_mean": result["inner_mean"]}, files)
+                              f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result))
     except KeyboardInterrupt:
         sink.stop(close="KILLED")
         raise
@@ -291,18 +296,21 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     return sweep, result
 
 
-def _blas_threads(reserve: int, workers: int = 1) -> Any:
-    """Leave a core to the MLflow sink: BLAS threads spinning against a busy core cost more than they give.
+def _thread_limits(reserve: int, workers: int = 1) -> Any:
+    """Leave a core to the MLflow sink: threads of a trial waiting on a busy core cost more than they give.
 
-    Measured on 2 cores: a logistic-regression sweep ran 30.6 s with OpenBLAS's default
-    two threads and 23.0 s with one, the sink process working beside it.
+    Every pool, not just BLAS: scikit-learn's losses and gradients run OpenMP ``prange``
+    loops on all cores. Measured on 2 cores with the other core busy (as the sink
+    keeps it), one logistic-regression fit and score: 23.9 ms with every pool at one
+    thread, 29.4 ms with only BLAS at one (each OpenMP region waited for its second
+    thread); with both cores idle one thread was as fast as two (19.2 vs 21.7 ms).
     """
     import os
 
     from threadpoolctl import threadpool_limits
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threadpool_limits(limits=max(1, (cores - reserve) // workers), user_api="blas")
+    return threadpool_limits(limits=max(1, (cores - reserve) // workers))
 
 
 class _nullcontext:
@@ -362,7 +370,7 @@ def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index:
                             environment_tags(sweep.plan.prepared.dataset.fingerprint, sweep.plan.seed))
         from expt.logsink import parent_alive
 
-        with _blas_threads(reserve=1, workers=workers):
+        with _thread_limits(reserve=1, workers=workers):
             make_engine(sweep, reporter, keep_going=parent_alive).run()  # a worker outlives no dead sweep process
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -370,61 +378,3 @@ def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index:
         errors.put(str(exc))
     except Exception as exc:  # noqa: BLE001 - one line to the parent
         errors.put(f"worker {index}: {type(exc).__name__}: {exc}")
-
-
-def _plots(sweep: Sweep, result: dict) -> list[tuple[str, str]]:
-    """Optimization history per fold and outer-vs-inner scores, as PNG artifacts under plots/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from optuna.trial import TrialState
-
-    out = Path(tempfile.mkdtemp(prefix="expt-plots-"))
-    metric = sweep.plan.prepared.metric
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for unit in sweep.plan.units:
-        trials = sweep.studies[unit.key].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trials:
-            values = np.maximum.accumulate([t.value for t in sorted(trials, key=lambda t: t.number)])
-            ax.plot(range(1, len(values) + 1), values, label=unit.key)
-    ax.set(xlabel="completed trial", ylabel=f"best inner {metric}", title="optimization history")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "optimization_history.png", dpi=90)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    k = np.arange(len(result["outer"]))
-    ax.bar(k - 0.2, result["inner"], 0.4, label="inner best (optimistic)")
-    ax.bar(k + 0.2, result["outer"], 0.4, label="outer test (unbiased)")
-    ax.set(xlabel="outer fold", ylabel=metric, title="selection bias: inner best vs outer score")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "outer_vs_inner.png", dpi=90)
-    plt.close(fig)
-    files = [("plots", str(out / "optimization_history.png")), ("plots", str(out / "outer_vs_inner.png"))]
-    importance = _importance_plot(sweep, out)
-    return files + ([("plots", importance)] if importance else [])
-
-
-def _importance_plot(sweep: Sweep, out: Path) -> str | None:
-    import warnings
-
-    import matplotlib.pyplot as plt
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "too few trials per regime" on small budgets: the plot says enough
-            importances = optuna.importance.get_param_importances(sweep.studies["final"])
-    except (RuntimeError, ValueError):
-        return None  # too few completed trials, or a single-parameter space
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))
-    ax.barh(list(importances)[::-1], list(importances.values())[::-1])
-    ax.set(xlabel="importance (Optuna's default evaluator)", title="parameter importances (final search)")
-    fig.tight_layout()
-    path = out / "param_importances.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,10 +14,12 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import EXPT, all_runs
+from mlflow import MlflowClient
 
 from expt.config import compose
 from expt.errors import ConfigError, RunFailedError
 from expt.sweep import SweepOptions, open_storage, run_sweep
+from expt.sweeplog import TRIAL_TAGS
 
 SMALL = ["search.outer_folds=2", "search.inner_folds=2", "search.n_trials=3"]
 UNITS = ("fold-0", "fold-1", "final")
@@ -65,6 +68,26 @@ def test_counts_and_run_tree(store: str, tmp_path: Path) -> None:
         assert fold.data.metrics["outer_accuracy"] == stored["outer_score"]
     assert parent.data.metrics["outer_accuracy_mean"] == pytest.approx(result["outer_mean"])
     assert parent.data.tags["expt.dataset_fingerprint"] and parent.data.tags["expt.git_commit"]
+    contract = ("expt.git_commit", "expt.git_dirty", "expt.version", "expt.dataset_fingerprint", "expt.seed")
+    for run in runs["trial"]:
+        assert {k: run.data.tags[k] for k in contract} == {k: parent.data.tags[k] for k in contract}
+    client = MlflowClient(tracking_uri=store)
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"optimization_history.png", "outer_vs_inner.png"} <= plots
+    png = client.download_artifacts(parent.info.run_id, "plots/outer_vs_inner.png", str(tmp_path))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    copy = tmp_path / "copy" / "mlruns.db"  # the write-ahead log was folded in: the .db file alone is the store
+    copy.parent.mkdir()
+    shutil.copy(store.removeprefix("sqlite:///"), copy)
+    assert len(all_runs(f"sqlite:///{copy}")) == 13
+
+
+def test_importance_plot_comes_with_the_final_search(store: str, tmp_path: Path) -> None:
+    sweep(store, tmp_path, "data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+          "search.n_trials=8", "search.sampler=random", sweep_id="imp")
+    parent = by_type(store)["sweep"][0]
+    plots = {Path(a.path).name for a in MlflowClient(tracking_uri=store).list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"optimization_history.png", "outer_vs_inner.png", "param_importances.png"}
 
 
 def test_the_same_sweep_id_with_another_config_is_refused(store: str, tmp_path: Path) -> None:
@@ -83,6 +106,34 @@ def test_final_model_is_logged_and_predicts(store: str, tmp_path: Path) -> None:
     model = mlflow.pyfunc.load_model(f"runs:/{final.info.run_id}/model")
     X = sw.plan.prepared.dataset.X
     assert np.asarray(model.predict(X.head(10))).shape == (10,)
+
+
+class _Lost:
+    """A queue whose messages never reach MLflow: what a sink that died with them leaves behind."""
+
+    def put(self, msg: dict) -> None:
+        if msg.get("model"):
+            os.unlink(msg["model"])
+
+
+def test_resume_logs_everything_the_sink_never_wrote_with_the_final_model(store: str, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    from expt.sweep import attach, make_engine
+    from expt.sweeplog import Reporter
+
+    storage = str(tmp_path / "optuna.journal")
+    composed = compose(["data=wine", "model=logistic_regression", *SMALL, f"tracking.uri={store}"])
+    lost = attach("lost", storage, composed=composed)
+    make_engine(lost, Reporter(_Lost(), lost.plan, "lost", {k: "x" for k in TRIAL_TAGS})).run()
+    assert all_runs(store) == []
+    sw, _ = run_sweep(None, SweepOptions(sweep_id="lost", storage=storage, resume=True))
+    runs = by_type(store)
+    assert [len(runs[k]) for k in ("sweep", "outer_fold", "final", "trial")] == [1, 2, 1, 9]
+    assert {r.info.status for rs in runs.values() for r in rs} == {"FINISHED"}
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pyfunc.load_model(f"runs:/{runs['final'][0].info.run_id}/model")
+    assert len(model.predict(sw.plan.prepared.dataset.X.head(4))) == 4
 
 
 def test_two_workers_meet_the_budget_exactly(store: str, tmp_path: Path) -> None:
