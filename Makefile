@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEMO    ?= outputs/demo
 
-.PHONY: help install run test test-fast bench lint clean
+.PHONY: help install run test test-fast bench kb lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,11 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison as a ratio
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+kb: $(STAMP)  ## rebuild the knowledge base expt/kb/records.jsonl.gz from recipes/kb/ (~20-30 min on 2 cores)
+	$(PY) -m expt.kb
 
 lint: $(STAMP)  ## ruff over the code, tests and benchmarks
 	$(VENV)/bin/ruff check expt tests benchmarks

@@ -68,6 +68,20 @@ def _split_overrides(overrides: Iterable[str]) -> tuple[str | None, list[str]]:
     return conf, rest
 
 
+def read_yaml(path: Path, label: str) -> Any:
+    """A user's YAML file; unreadable text or broken syntax becomes a ConfigError naming ``label`` and the line."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label} is not UTF-8 text; save it as UTF-8 YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{label} is not valid YAML{where}; fix its syntax") from None
+
+
 def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
     """Copy a recipe or logged config into a temporary ``recipe/`` group.
 
@@ -81,15 +95,7 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
     path = Path(path_str).expanduser()
     if not path.is_file():
         raise ConfigError(f"config file {path_str!r} not found; pass conf=PATH to an existing YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        loaded = yaml.safe_load(text)
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path_str!r} is not UTF-8 text; save it as UTF-8 YAML") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path_str!r} is not valid YAML{where}; fix its syntax") from None
+    loaded = read_yaml(path, f"config file {path_str!r}")
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -102,7 +108,8 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
         for group in overridden:
             loaded.pop(group, None)
     loaded.pop("hydra", None)
-    name = re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "conf"
+    # A letter first: Hydra's override grammar reads `recipe=1` (from conf=recommended/1.yaml) as the number 1.
+    name = "conf_" + re.sub(r"[^A-Za-z0-9_]", "_", path.stem)
     (stage / RECIPE_GROUP).mkdir(parents=True, exist_ok=True)
     (stage / RECIPE_GROUP / f"{name}.yaml").write_text(LOGGED_HEADER + yaml.safe_dump(loaded, sort_keys=False))
     return name

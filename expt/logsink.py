@@ -38,6 +38,7 @@ class Sink:
         self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
         self.client = self.tracker.client
         self.runs: dict[str, tuple[str, str]] = {}  # key -> (run id, status)
+        self.waiting: dict[str, list[Mapping[str, Any]]] = {}  # parent key -> messages that came before it
         filt = f"tags.`expt.sweep_id` = '{sweep_id}'"
         for run in self.client.search_runs([self.tracker.experiment_id], filt, max_results=50_000):
             key = run.data.tags.get("expt.key")
@@ -53,6 +54,11 @@ class Sink:
         if (replayed or reopened) and not msg.get("update"):
             if msg.get("model"):
                 os.unlink(msg["model"])  # a finished final run logged its model before it ended
+            return
+        if known is None and ("name" not in msg or msg.get("parent") and msg["parent"] not in self.runs):
+            # Workers and the sweep process feed one queue through threads of their own: a worker's trial (or
+            # a fold's result) can arrive before the message that opens its fold. It waits for that run.
+            self.waiting.setdefault(key if "name" not in msg else msg["parent"], []).append(msg)
             return
         if known is None:
             parent = self.runs[msg["parent"]][0] if msg.get("parent") else None
@@ -71,6 +77,8 @@ class Sink:
             self.tracker.log_text(run_id, text, path)
         if msg.get("plots"):
             self._log_plots(run_id, msg["plots"])
+        if msg.get("records"):
+            self._log_records(run_id, msg["records"], msg["records_path"])
         if msg.get("model"):
             with open(msg["model"], "rb") as fh:  # written by this sweep's own worker a moment ago
                 model, example, fmt = pickle.load(fh)  # noqa: S301
@@ -79,6 +87,8 @@ class Sink:
         if status in TERMINAL:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
+        for held in self.waiting.pop(key, []):
+            self.handle(held)
 
     def _log_plots(self, run_id: str, data: Mapping[str, Any]) -> None:
         import tempfile
@@ -89,6 +99,25 @@ class Sink:
         with tempfile.TemporaryDirectory(prefix="expt-plots-") as tmp:
             for artifact_dir, local in render(data, Path(tmp)):
                 self.client.log_artifact(run_id, local, artifact_dir)
+
+    def set_dataset(self, dataset: Any, seed: int) -> None:
+        from expt.records import features_of
+
+        self.meta_features = features_of(dataset, seed)
+
+    def _log_records(self, run_id: str, records: list[dict[str, Any]], path: str) -> None:
+        """Records whole or not at all: in MLflow with the sweep run, then appended to the records file."""
+        import json
+
+        from expt.records import ARTIFACT, RecordStore
+
+        features = getattr(self, "meta_features", None)
+        if not features:
+            return  # the dataset message never came (an older sweep process): no record rather than a partial one
+        records = [{**r, "meta_features": features} for r in records]
+        self.tracker.log_text(run_id, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), ARTIFACT)
+        self.tracker.log(run_id, tags={"expt.records": str(len(records))})
+        RecordStore(path).append(records)
 
     def close_open(self, status: str) -> None:
         for key, (run_id, state) in self.runs.items():
@@ -149,10 +178,17 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
                 if parent_alive():
                     continue
                 return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
+            if msg.get("op") == "dataset":
+                sink.set_dataset(msg["dataset"], msg["seed"])
+                continue
             if msg.get("op") == "stop":
                 if msg.get("close"):
                     sink.close_open(msg["close"])
                 sink.tracker.checkpoint()
+                if sink.waiting:  # a bug, not a user's mistake: say so rather than lose the runs quietly
+                    errors.put(f"runs never opened for {sorted(sink.waiting)}; their messages were not logged")
+                    errors.close()
+                    errors.join_thread()  # os._exit would drop what the queue's feeder thread still holds
                 _leave_now()
             sink.handle(msg)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which prints one line

@@ -146,3 +146,70 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def print_metafeatures(dataset: Any, features: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"meta-features · {dataset.name} · {dataset.task} · {dataset.n_rows} rows × "
+                        f"{dataset.X.shape[1]} features", title_justify="left")
+    table.add_column("group")
+    table.add_column("meta-feature")
+    table.add_column("value", justify="right")
+    for name, value in features.items():
+        group, short = name.split(".", 1)
+        table.add_row(group, short, f"{value:.4g}")
+    Console().print(table)
+
+
+def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: Any, written: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from expt.advise import key_params
+
+    out = Table(title=f"recommendations for {dataset.name} ({dataset.task}, {dataset.n_rows} rows) · {method}, "
+                      f"{len(table.datasets)} datasets · {table.metric}", title_justify="left")
+    out.add_column("#", justify="right")
+    out.add_column("model", overflow="fold")
+    out.add_column("params (vs defaults)", overflow="fold")
+    out.add_column(f"expected {table.metric}", justify="right", no_wrap=True)
+    out.add_column("regret", justify="right")
+    out.add_column("evidence: nearest datasets", overflow="fold")
+    for rec in recs:
+        score = "-" if rec.expected_score is None else f"{rec.expected_score:.3f}" + (
+            f" ± {rec.score_sd:.3f}" if rec.score_sd is not None else "")
+        support = sorted(rec.support, key=lambda s: (s["distance"] is None, s["distance"] or 0.0, s["regret"]))[:3]
+        evidence = ", ".join(f"{s['dataset']} {s['score']:.3f}" for s in support)
+        model = rec.config["model"]
+        out.add_row(str(rec.rank), model["name"], key_params(model, dataset.task), score,
+                    f"{rec.expected_regret:.2f}", evidence)
+    out.caption = "regret: expected normalized regret (0: a dataset's best configuration; 1: its median or worse)"
+    console = Console()
+    console.print(out)
+    for path in written:
+        console.print(f"wrote {path}   run it: expt train conf={path}", soft_wrap=True, highlight=False)
+
+
+def print_evaluation(evaluations: list[Any], default: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for ev in evaluations:
+        if not ev.n_datasets:
+            console.print(f"{ev.task}: fewer than 3 datasets with records; leave-one-dataset-out needs at least 3",
+                          highlight=False)
+            continue
+        out = Table(title=f"leave-one-dataset-out · {ev.task} · {ev.n_datasets} datasets, {ev.n_configs} "
+                          "configurations", title_justify="left")
+        for col in ("recommender", "mean regret t_d", "top-3 regret", "hit@1", "datasets"):
+            out.add_column(col, justify="left" if col == "recommender" else "right")
+        names = {"knn": "knn (meta-features)", "portfolio": "best-on-average", "rf_defaults": "random forest defaults",
+                 "random": "random (expected)"}
+        for name, row in sorted(ev.rows.items(), key=lambda kv: kv[1]["mean_regret"]):
+            label = names.get(name, name) + (" ← default" if name == default else "")
+            out.add_row(label, f"{row['mean_regret']:.3f}", f"{row['top3_regret']:.3f}", f"{row['hit_at_1']:.2f}",
+                        str(row["n"]))
+        console.print(out)

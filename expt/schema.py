@@ -76,7 +76,7 @@ SCHEMA: dict[str, Any] = {
         "families": Open(),
     },
     "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops"),
-                 "sqlite_wal": bool},
+                 "sqlite_wal": bool, "records": OPTIONAL_STR},
 }
 
 

@@ -148,10 +148,25 @@ def enqueue_warm_start(sweep: Sweep, path: str) -> int:
     files = sorted(file.glob("*.yaml")) if file.is_dir() else [file]
     if not files or not all(f.is_file() for f in files):
         raise UsageError(f"--warm-start {path!r} is not a YAML file or a folder of them")
-    configs = []
+    from expt.advise import is_recipe, warm_start_entries
+
+    configs, recipes = [], []
     for f in files:
-        loaded = yaml.safe_load(f.read_text())
-        configs.extend(loaded if isinstance(loaded, list) else [loaded])
+        try:
+            loaded = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise UsageError(f"--warm-start file {str(f)!r} is not valid UTF-8 YAML; fix it") from None
+        if is_recipe(loaded):  # a config `expt recommend --out` wrote
+            recipes.append(f)
+        else:
+            configs.extend(loaded if isinstance(loaded, list) else [loaded])
+    from_recipes = warm_start_entries(recipes, sweep.plan.space, sweep.choices.get("model"))
+    if recipes and not from_recipes:
+        import warnings
+
+        warnings.warn(f"none of the {len(recipes)} config(s) in --warm-start {path} sets this sweep's search space "
+                      f"(model {sweep.choices.get('model')}); nothing enqueued from them", stacklevel=2)
+    configs.extend(from_recipes)
     names = {p.name for p in sweep.plan.space.params} | {
         f"{fam}/{p.name}" for fam, ps in sweep.plan.space.families.items() for p in ps}
     for config in configs:
@@ -246,6 +261,7 @@ class SweepOptions:
 
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
+    from expt.records import sweep_records
     from expt.sweeplog import Reporter, SinkProcess
     from expt.sweepplots import plot_data
     from expt.tracking import _probe_server, environment_tags, flatten, normalize_uri
@@ -282,8 +298,9 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
                     make_engine(sweep, reporter, tick).run()
         result = summary(sweep)
         metric = plan.prepared.metric
+        records = sweep_records(sweep, tracking["uri"]) if tracking["records"] else []
         reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
-                              f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result))
+                              f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records)
     except KeyboardInterrupt:
         sink.stop(close="KILLED")
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from expt.errors import TrackingError
@@ -41,6 +42,8 @@ class Reporter:
         self.put({"key": "sweep", "name": f"sweep-{self.sweep_id}", "status": "RUNNING", "params": params,
                   "tags": {**self.tags, "expt.run_type": "sweep"},
                   "texts": {"config.yaml": config_text, "folds.json": manifest}})
+        if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
+            self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
 
     def open_unit(self, unit: Unit) -> None:
         name = "final" if unit.test is None else f"outer-fold-{unit.index}"
@@ -82,9 +85,14 @@ class Reporter:
         if unit.test is None:  # the final search runs first: its importance plot is drawn while the folds run
             self.put({"key": "sweep", "update": True, "plots": importance_data(study)})
 
-    def close_sweep(self, metrics: dict[str, float], plots: dict[str, Any], status: str = "FINISHED") -> None:
-        """The sink draws the plots (``expt.sweepplots``) and logs them under ``plots/`` before it ends the run."""
-        self.put({"key": "sweep", "status": status, "metrics": metrics, "plots": plots, "update": True})
+    def close_sweep(self, metrics: dict[str, float], plots: dict[str, Any], records: list[dict[str, Any]],
+                    status: str = "FINISHED") -> None:
+        """The sink draws the plots (``expt.sweepplots``) and logs them under ``plots/``, completes the records
+        with the dataset's meta-features, logs them and appends them to the records file, then ends the run."""
+        msg = {"key": "sweep", "status": status, "metrics": metrics, "plots": plots, "update": True}
+        if records:
+            msg["records"], msg["records_path"] = records, str(Path(self.plan.values["tracking"]["records"]).resolve())
+        self.put(msg)
 
 
 class SinkProcess:

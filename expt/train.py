@@ -125,6 +125,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
 
             final = clone(prepared.pipeline).fit(data.X, data.y)
             tracker.log_sklearn_model(parent, final, data.X, tracking["model_format"])
+        record = _record(prepared, result, parent, tracker) if tracking["records"] else None
     except KeyboardInterrupt:
         tracker.end_quietly([parent], "KILLED")
         tracker.checkpoint()
@@ -135,7 +136,40 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
         raise
     tracker.end(parent)
     tracker.checkpoint()
+    if record is not None:
+        _append_record(tracking["records"], record)
     return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
+
+
+def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any) -> dict[str, Any] | None:
+    """The run's record, also logged with it; a record that cannot be made is a warning, not a failed run."""
+    import json
+    import warnings
+
+    from expt.records import ARTIFACT, train_record
+
+    if result.n_failed == len(result.folds):
+        return None
+    try:
+        record = train_record(prepared, result, run_id, tracker.experiment_id, tracker.uri)
+    except Exception as exc:  # noqa: BLE001 - the run itself is fine
+        warnings.warn(f"no record for this run: {type(exc).__name__}: {exc}", stacklevel=2)
+        return None
+    tracker.log_text(run_id, json.dumps(record, sort_keys=True) + "\n", ARTIFACT)
+    tracker.log(run_id, tags={"expt.records": "1"})
+    return record
+
+
+def _append_record(path: str, record: dict[str, Any]) -> None:
+    import warnings
+
+    from expt.records import RecordStore
+
+    try:
+        RecordStore(path).append([record])
+    except OSError as exc:
+        warnings.warn(f"record not appended to {path} ({exc.strerror or exc}); it is logged with the run as "
+                      "records.jsonl", stacklevel=2)
 
 
 def _masked(values: dict[str, Any]) -> dict[str, Any]:

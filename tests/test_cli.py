@@ -128,7 +128,8 @@ def test_ctrl_c_marks_the_run_killed(store: str, tmp_path: Path) -> None:
     import signal
     import time
 
-    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest", "model.estimator.n_estimators=400",
+    # Long enough that the interrupt lands mid-run even when polling the store is slow on a loaded machine.
+    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest", "model.estimator.n_estimators=3000",
                              "learner=repeated", f"tracking.uri={store}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

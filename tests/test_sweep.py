@@ -260,3 +260,24 @@ def test_sigkill_mid_trial_then_resume_is_exact(store: str, tmp_path: Path) -> N
     killed_run = [r for r in runs if r.data.tags.get("expt.key") == f"fold-0/trial-{killed[0].number}"]
     assert killed_run and killed_run[0].info.status == "FAILED"
     assert len([r for r in runs if r.data.tags.get("expt.run_type") == "sweep"]) == 1
+
+
+def test_the_sink_builds_the_tree_whatever_order_the_processes_deliver_in(store: str) -> None:
+    """Workers and the sweep process write one queue from threads of their own; delivery order is not send order."""
+    from expt.logsink import Sink
+
+    sink = Sink(store, "expt", "order")
+    trial = {"key": "fold-0/trial-0", "parent": "fold-0", "name": "trial-0", "status": "FINISHED",
+             "tags": {"expt.sweep_id": "order", "expt.run_type": "trial"}, "metrics": {"inner_accuracy_mean": 0.9}}
+    done = {"key": "fold-0", "parent": "sweep", "status": "FINISHED", "metrics": {"outer_accuracy": 0.8}}
+    fold = {"key": "fold-0", "parent": "sweep", "name": "outer-fold-0", "status": "RUNNING",
+            "tags": {"expt.sweep_id": "order", "expt.run_type": "outer_fold"}}
+    sweep_open = {"key": "sweep", "name": "sweep-order", "status": "RUNNING",
+                  "tags": {"expt.sweep_id": "order", "expt.run_type": "sweep"}}
+    for msg in (trial, done, fold, sweep_open):  # exactly backwards
+        sink.handle(msg)
+    assert not sink.waiting
+    runs = {r.data.tags["expt.run_type"]: r for r in all_runs(store)}
+    assert runs["trial"].data.tags["mlflow.parentRunId"] == runs["outer_fold"].info.run_id
+    assert runs["outer_fold"].data.tags["mlflow.parentRunId"] == runs["sweep"].info.run_id
+    assert runs["outer_fold"].info.status == "FINISHED" and runs["outer_fold"].data.metrics["outer_accuracy"] == 0.8

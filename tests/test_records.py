@@ -1,0 +1,101 @@
+"""Records: whole or absent, round-tripped, written by train and sweep, readable from files and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import train
+
+from expt.data import load_dataset
+from expt.records import SCHEMA, RecordStore, make_record, read_records
+
+
+def record(record_id: str = "r1", score: float = 0.9) -> dict:
+    data = load_dataset({"source": "sklearn", "id": "iris", "target": "target"})
+    return make_record(record_id=record_id, dataset=data, meta_features={"general.log_rows": 2.2},
+                       model={"name": "svm", "family": "svm", "params": {"C": 1.0}, "preprocessing": {},
+                              "config_key": "svm(C=1.0)|"},
+                       config={"model_option": "svm"}, metric="accuracy", scores=[score, score - 0.1, float("nan")],
+                       evaluation="3-fold CV", seed=0, source={"kind": "test"})
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "records.jsonl")
+    written = [record("a"), record("b", 0.8)]
+    assert store.append(written) == 2
+    assert store.read() == json.loads(json.dumps(written))
+    assert store.read()[0]["scores"][2] is None and store.read()[0]["score"] == pytest.approx(0.85)
+    assert store.read()[0]["schema"] == SCHEMA
+
+
+def test_a_record_cut_short_by_a_crash_is_never_read_and_is_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    store = RecordStore(path)
+    store.append([record("a")])
+    whole = path.read_bytes()
+    path.write_bytes(whole + json.dumps(record("torn")).encode()[:57])  # a crash mid-write: no newline
+    assert [r["id"] for r in store.read()] == ["a"]
+    store.append([record("b")])
+    assert [r["id"] for r in store.read()] == ["a", "b"]
+    assert path.read_bytes().count(b"\n") == 2 and b"torn" not in path.read_bytes()
+
+
+def test_appending_the_same_record_twice_keeps_one(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "records.jsonl")
+    store.append([record("a")])
+    assert store.append([record("a"), record("b")]) == 1
+    assert [r["id"] for r in store.read()] == ["a", "b"]
+
+
+def test_records_of_another_schema_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    other = {**record("future"), "schema": SCHEMA + 1}
+    path.write_text(json.dumps(other) + "\n" + json.dumps(record("now")) + "\n" + "not json\n")
+    assert [r["id"] for r in RecordStore(path).read()] == ["now"]
+
+
+def test_train_appends_its_record_and_logs_it_with_the_run(store: str, tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    result = train(store, "data=wine", "model=knn", "learner=quick", f"tracking.records={path}")
+    (rec,) = RecordStore(path).read()
+    assert rec["id"] == f"train/{result.run_id}" and rec["source"]["run_id"] == result.run_id
+    assert rec["scores"] == pytest.approx(result.cv.scores) and rec["metric"]["name"] == "accuracy"
+    assert rec["dataset"]["fingerprint"] == result.prepared.dataset.fingerprint
+    assert rec["model"]["family"] == "knn" and rec["model"]["params"]["n_neighbors"] == 5
+    assert len(rec["meta_features"]) > 20
+    from_mlflow = read_records([store], kb=False)
+    assert [r["id"] for r in from_mlflow] == [rec["id"]] and from_mlflow[0] == rec
+
+
+def test_records_can_be_turned_off(store: str, tmp_path: Path) -> None:
+    train(store, "data=iris", "model=knn", "learner=quick", "tracking.records=null")
+    assert read_records([store], kb=False) == [] and not (tmp_path / "records.jsonl").exists()
+
+
+def test_a_failed_run_leaves_no_record(store: str, tmp_path: Path) -> None:
+    from expt.errors import ExptError
+
+    path = tmp_path / "records.jsonl"
+    with pytest.raises(ExptError):  # every fold fails: n_neighbors larger than any training part
+        train(store, "data=iris", "model=knn", "model.estimator.n_neighbors=500", "learner=quick",
+              f"tracking.records={path}")
+    assert not path.exists() and read_records([store], kb=False) == []
+
+
+def test_sweep_records_its_final_search_once_even_when_resumed(store: str, tmp_path: Path) -> None:
+    from expt.config import compose
+    from expt.sweep import SweepOptions, run_sweep
+
+    path = tmp_path / "records.jsonl"
+    composed = compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                        "search.n_trials=3", f"tracking.uri={store}", f"tracking.records={path}"])
+    options = SweepOptions(sweep_id="rec", storage=str(tmp_path / "optuna.journal"))
+    run_sweep(composed, options)
+    records = RecordStore(path).read()
+    assert len(records) == 3 and {r["source"]["sweep_id"] for r in records} == {"rec"}
+    assert all(len(r["scores"]) == 2 and r["meta_features"] for r in records)
+    run_sweep(None, SweepOptions(sweep_id="rec", storage=str(tmp_path / "optuna.journal"), resume=True))
+    assert len(RecordStore(path).read()) == 3
+    assert len(read_records([store], kb=False)) == 3
