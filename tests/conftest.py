@@ -16,6 +16,12 @@ OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml") if not p
                     for g in GROUP_NAMES}
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test works in its own folder: defaults like ./records.jsonl and ./outputs never land in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated MLflow database, made once: creating one costs seconds."""
@@ -47,5 +53,7 @@ def train(store: str, *overrides: str):
     from expt.config import compose
     from expt.train import prepare, run_train
 
-    composed = compose([*overrides, f"tracking.uri={store}"])
+    records = f"tracking.records={Path(store.removeprefix('sqlite:///')).parent / 'records.jsonl'}"
+    explicit = any(o.startswith("tracking.records=") for o in overrides)
+    composed = compose([*([] if explicit else [records]), *overrides, f"tracking.uri={store}"])
     return run_train(prepare(composed))
