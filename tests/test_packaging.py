@@ -37,3 +37,13 @@ def test_wheel_install_finds_its_configs_from_another_directory(tmp_path: Path, 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(str(target)), "the installed copy, not the checkout, must have run"
     assert "mean ± std" in proc.stdout
+    # A fresh install recommends from the knowledge base the wheel carries.
+    (elsewhere / "d.yaml").write_text("id: wine\n")
+    recommend = subprocess.run([sys.executable, "-c", code, "recommend", "d.yaml", "--json", "--top", "3"],
+                               cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert recommend.returncode == 0, recommend.stderr
+    import json
+
+    payload = json.loads(recommend.stdout.split("\n", 1)[1])  # after the line that prints expt.__file__
+    assert len(payload["recommendations"]) == 3
+    assert all(r["support"] for r in payload["recommendations"])

@@ -48,6 +48,8 @@ def test_leave_one_dataset_out_reproduces_hand_computed_regret() -> None:
     assert result.rows["portfolio"]["top3_regret"] == pytest.approx(1 / 6)
     assert result.rows["portfolio"]["hit_at_1"] == pytest.approx(2 / 3)
     assert result.rows["rf_defaults"]["mean_regret"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    # Hindsight (all three datasets): z (.5+0+0+.5)/4 = .25 is best on average; its regrets .5, 0, 0.
+    assert result.rows["hindsight"]["mean_regret"] == pytest.approx(1 / 6)
     expected_random = np.mean([(1 + 0 + 1 + .5) / 4, (2 / 3 + 1 + 1 + 0) / 4, (1 + 1 + .5 + 0) / 4])
     assert result.rows["random"]["mean_regret"] == pytest.approx(expected_random, abs=0.04)
 
@@ -137,7 +139,7 @@ def test_evaluate_reports_every_recommender_and_baseline(records: Path) -> None:
     assert result.exit_code == 0, result.output
     (classification, regression) = json.loads(result.output)
     assert classification["task"] == "classification" and classification["n_datasets"] == 4
-    assert set(classification["rows"]) == {"knn", "portfolio", "rf_defaults", "random"}
+    assert set(classification["rows"]) == {"knn", "portfolio", "rf_defaults", "random", "hindsight"}
     assert all(0 <= row["mean_regret"] <= 1 for row in classification["rows"].values())
     assert regression["n_datasets"] == 0  # one regression dataset: nothing to leave out
 
