@@ -207,9 +207,115 @@ def print_evaluation(evaluations: list[Any], default: str) -> None:
         for col in ("recommender", "mean regret t_d", "top-3 regret", "hit@1", "datasets"):
             out.add_column(col, justify="left" if col == "recommender" else "right")
         names = {"knn": "knn (meta-features)", "portfolio": "best-on-average", "rf_defaults": "random forest defaults",
-                 "random": "random (expected)"}
+                 "random": "random (expected)", "hindsight": "(hindsight: best on average incl. d)"}
         for name, row in sorted(ev.rows.items(), key=lambda kv: kv[1]["mean_regret"]):
             label = names.get(name, name) + (" ← default" if name == default else "")
             out.add_row(label, f"{row['mean_regret']:.3f}", f"{row['top3_regret']:.3f}", f"{row['hit_at_1']:.2f}",
                         str(row["n"]))
         console.print(out)
+
+
+def print_drift(plan: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    run = plan.original
+    table = Table(title=f"re-running {plan.kind} run {run.info.run_id} ({run.info.run_name}): what changed since",
+                  title_justify="left")
+    for col in ("", "logged run", "now", ""):
+        table.add_column(col, overflow="fold")
+    for row in plan.drift:
+        table.add_row(row.what, row.then, row.now, "[yellow]changed[/]" if row.changed else "")
+    Console(stderr=True).print(table)
+
+
+def print_matches(matches: list[Any], original: str, new: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scores: logged run {original} vs rerun {new}", title_justify="left")
+    for col, just in (("score", "left"), ("logged", "right"), ("rerun", "right"), ("", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for m in matches:
+        table.add_row(m.metric, _fmt(m.then), _fmt(m.now), "[green]same[/]" if m.same else "[red]differs[/]")
+    console = Console()
+    console.print(table)
+    differ = sum(not m.same for m in matches)
+    console.print(f"all {len(matches)} scores match exactly" if not differ
+                  else f"{differ} of {len(matches)} scores differ", highlight=False)
+
+
+def print_runs(rows: list[dict], uri: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs in {uri}", title_justify="left")
+    table.add_column("run id", no_wrap=True)  # whole: show, compare and rerun take it
+    for col, just in (("type", "left"), ("data", "left"), ("model", "left"), ("metric", "left"), ("score", "right"),
+                      ("status", "left"), ("started", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for row in rows:
+        score = "-" if row["value"] is None else f"{row['value']:.4f}" + (
+            f" ± {row['std']:.4f}" if row.get("std") is not None else "")
+        table.add_row(row["run_id"], row["type"], row["data"], row["model"], row["metric"] or "-", score,
+                      row["status"], row["started"] or "")
+    Console().print(table)
+    if not rows:
+        Console().print("no runs match; `expt train` and `expt sweep` make them", highlight=False)
+
+
+def print_show(shown: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    score = "-" if shown["value"] is None else f"{shown['metric']} {shown['value']:.4f}" + (
+        f" ± {shown['std']:.4f}" if shown.get("std") is not None else "")
+    console.print(f"{shown['type']} run {shown['run_id']} ({shown['name']}) · {shown['status']} · {shown['data']} · "
+                  f"{shown['model']} · {score}", highlight=False, soft_wrap=True)
+    if shown["folds"]:
+        folds = Table(title="folds", title_justify="left")
+        folds.add_column("run")
+        folds.add_column("status")
+        folds.add_column("scores", overflow="fold")
+        for fold in shown["folds"]:
+            folds.add_row(fold["name"], fold["status"], ", ".join(f"{k} {v:.4f}" for k, v in fold["scores"].items()))
+        console.print(folds)
+    if shown["children"]:
+        console.print("children: " + "; ".join(f"{kind}: " + ", ".join(f"{n} {s}" for s, n in states.items())
+                                               for kind, states in shown["children"].items()), highlight=False)
+    for title, items in (("metrics", {k: f"{v:.6g}" for k, v in shown["metrics"].items()}),
+                         ("config", shown["params"]), ("tags", shown["tags"])):
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        for key, value in items.items():
+            table.add_row(key, str(value))
+        console.print(table)
+
+
+def print_compare(diff: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    a, b = diff["a"], diff["b"]
+    console = Console()
+    console.print(f"A = {a['run_id']} ({a['type']}, {a['data']}, {a['model']})\nB = {b['run_id']} ({b['type']}, "
+                  f"{b['data']}, {b['model']})", highlight=False, soft_wrap=True)
+    for title, rows in (("config values that differ", diff["params"]), ("tags that differ", diff["tags"])):
+        if rows:
+            table = Table(title=title, title_justify="left")
+            for col in ("key", "A", "B"):
+                table.add_column(col, overflow="fold")
+            for row in rows:
+                table.add_row(row["key"], str(row["a"]), str(row["b"]))
+            console.print(table)
+    if not diff["params"]:
+        console.print("the two configs are the same", highlight=False)
+    table = Table(title="metrics", title_justify="left")
+    for col, just in (("metric", "left"), ("A", "right"), ("B", "right"), ("B - A", "right")):
+        table.add_column(col, justify=just)
+    for row in diff["metrics"]:
+        table.add_row(row["key"], _fmt(row["a"]), _fmt(row["b"]),
+                      "" if row["diff"] is None else f"{row['diff']:+.4g}")
+    console.print(table)

@@ -257,6 +257,7 @@ class SweepOptions:
     workers: int = 1
     warm_start: str | None = None
     config_dir: str | None = None
+    tags: dict[str, str] | None = None  # on every run of the sweep (expt rerun: expt.rerun_of)
 
 
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
@@ -277,7 +278,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     tracking = plan.values["tracking"]
     _probe_server(tracking["uri"])
     sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"])
-    base_tags = environment_tags(plan.prepared.dataset.fingerprint, plan.seed)
+    base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
     reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
     shown = _masked(plan.values)
     reporter.open_sweep(logged_yaml(shown, sweep.choices), manifest_json(plan), flatten(shown))

@@ -39,9 +39,11 @@ class Reporter:
         self.queue.put(msg)
 
     def open_sweep(self, config_text: str, manifest: str, params: dict[str, str]) -> None:
+        from expt.tracking import ENVIRONMENT, environment_lock
+
         self.put({"key": "sweep", "name": f"sweep-{self.sweep_id}", "status": "RUNNING", "params": params,
                   "tags": {**self.tags, "expt.run_type": "sweep"},
-                  "texts": {"config.yaml": config_text, "folds.json": manifest}})
+                  "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
 

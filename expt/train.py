@@ -91,11 +91,12 @@ def mask_credentials(text: str) -> str:
     return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
 
 
-def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None) -> TrainResult:
+def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None,
+              tags: dict[str, str] | None = None) -> TrainResult:
     """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error."""
     import numpy as np
 
-    from expt.tracking import Tracker, environment_tags, flatten
+    from expt.tracking import ENVIRONMENT, Tracker, environment_lock, environment_tags, flatten
 
     values, data = prepared.values, prepared.dataset
     seed = values["seed"]
@@ -104,12 +105,13 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     tracking = values["tracking"]
     tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
     tags = {**environment_tags(data.fingerprint, seed), "expt.run_type": "train", "expt.data": data.name,
-            "expt.model": values["model"]["name"], "expt.family": values["model"]["family"]}
+            "expt.model": values["model"]["name"], "expt.family": values["model"]["family"], **(tags or {})}
     parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
     try:
         shown = _masked(values)
         tracker.log(parent, params=flatten({k: v for k, v in shown.items() if k != "search"}))  # sweep-only
         tracker.log_text(parent, logged_yaml(shown, prepared.choices), "config.yaml")
+        tracker.log_text(parent, environment_lock(), ENVIRONMENT)
 
         def log_fold(fold: FoldResult) -> None:
             _log_fold(tracker, parent, tags, prepared.metric, fold)
