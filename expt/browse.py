@@ -114,6 +114,7 @@ def compare_runs(a: Any, b: Any) -> dict[str, Any]:
         x, y = ma.get(key), mb.get(key)
         metrics.append({"key": key, "a": x, "b": y, "diff": (y - x) if x is not None and y is not None else None})
     tags = [{"key": k, "a": a.data.tags.get(k), "b": b.data.tags.get(k)} for k in
-            ("expt.data", "expt.model", "expt.dataset_fingerprint", "expt.git_commit", "expt.seed", "expt.version")
+            ("expt.data", "expt.model", "expt.dataset_fingerprint", "expt.folds_hash", "expt.git_commit",
+             "expt.seed", "expt.version")
             if a.data.tags.get(k) != b.data.tags.get(k)]
     return {"a": summary(a), "b": summary(b), "params": params, "metrics": metrics, "tags": tags}

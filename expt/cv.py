@@ -28,6 +28,7 @@ class FoldResult:
     train_score: float | None = None
     error: str | None = None
     model: Any = None  # the fitted fold model, only with return_models=True
+    history: list[dict[str, float]] | None = None  # per-epoch losses and scores of a torch model
 
 
 @dataclass
@@ -156,12 +157,16 @@ def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metr
 
 def _run_fold(model: Any, X: Any, y: Any, train: Any, test: Any, scoring: Any, index: int,
               keep: bool = False) -> FoldResult:
+    from expt.models.hooks import epoch_hooks, history_of
+
     X_train, X_test = X.iloc[train], X.iloc[test]
     started = time.time()
     start = time.perf_counter()
     fold = FoldResult(index, float("nan"), 0.0, 0.0, len(train), len(test), started)
     try:
-        model.fit(X_train, y[train])
+        with epoch_hooks(scorer=scoring):  # a torch model scores its validation split with the run's metric
+            model.fit(X_train, y[train])
+        fold.history = history_of(model)
         fold.fit_time = time.perf_counter() - start
         start = time.perf_counter()
         fold.score = float(scoring(model, X_test, y[test]))

@@ -44,8 +44,22 @@ class SweepPlan:
         data = self.prepared.dataset
         return build_pipeline(estimator, data.numeric, data.categorical, values["learner"]["preprocessing"])
 
+    @property
+    def epochs_per_fold(self) -> int | None:
+        """A torch model's most epochs per fit, when its epochs are the pruner's steps.
+
+        Only in a one-family search: in model_selection, an early epoch's score would be
+        compared with other families' whole-fold scores, so there every model reports per fold.
+        """
+        estimator = self.values["model"]["estimator"]
+        if self.family_models or not str(estimator.get("_target_", "")).startswith("expt.models."):
+            return None
+        searched = next((p for p in self.space.params if p.name == "model.estimator.max_epochs"), None)
+        return int(searched.high) if searched is not None else int(estimator.get("max_epochs") or 1)
+
     def objective(self, trial: Any, unit: Unit) -> float:
-        """Mean inner-CV score on the unit's training part; each inner fold is an intermediate value."""
+        """Mean inner-CV score on the unit's training part; each inner fold (or, for a torch model,
+        each epoch's validation score) is an intermediate value for the pruner."""
         import numpy as np
         import optuna
         from sklearn.base import clone
@@ -57,15 +71,38 @@ class SweepPlan:
         inner = make_splitter(data.task, len(y), folds=self.search["inner_folds"], shuffle=True,
                               stratify=learner["cv"]["stratify"], seed=self.seed)
         scores: list[float] = []
-        for step, (train, test) in enumerate(inner.split(X, y)):
-            model = clone(pipeline).fit(X.iloc[train], y[train])
-            scores.append(float(scorer(model, X.iloc[test], y[test])))
-            trial.report(scores[-1], step)
+        epochs = self.epochs_per_fold
+
+        def prune(step: int, where: str) -> None:
             if trial.should_prune():
                 trial.set_user_attr("inner_scores", scores)
+                trial.set_user_attr("pruned_at", where)
                 raise optuna.TrialPruned()
+
+        for fold, (train, test) in enumerate(inner.split(X, y)):
+            with self._epoch_reports(trial, fold, epochs, prune):
+                model = clone(pipeline).fit(X.iloc[train], y[train])
+            scores.append(float(scorer(model, X.iloc[test], y[test])))
+            if epochs is None:
+                trial.report(scores[-1], fold)
+                prune(fold, f"inner fold {fold}")
         trial.set_user_attr("inner_scores", scores)
         return float(np.mean(scores))
+
+    def _epoch_reports(self, trial: Any, fold: int, epochs: int | None, prune: Any) -> Any:
+        import contextlib
+
+        from expt.models.hooks import epoch_hooks
+
+        if epochs is None:
+            return contextlib.nullcontext()
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            if "valid_score" in row:  # none without a validation split (validation_fraction=0)
+                trial.report(row["valid_score"], fold * epochs + epoch)
+                prune(fold * epochs + epoch, f"inner fold {fold} epoch {epoch}")
+
+        return epoch_hooks(scorer=self.prepared.scorer, on_epoch=on_epoch)
 
     def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:
         data = self.prepared.dataset
@@ -123,7 +160,7 @@ def resolve_family_models(names: tuple[str, ...], values: dict[str, Any],
         path = next((d / "model" / f"{name}.yaml" for d in dirs if (d / "model" / f"{name}.yaml").is_file()), None)
         if path is None:
             raise ConfigError(f"search.space.model names unknown model {name!r}; add conf model/{name}.yaml")
-        root = OmegaConf.create({"seed": values["seed"], "data": {"task": values["data"]["task"]},
+        root = OmegaConf.create({"seed": values["seed"], "data": values["data"],
                                  "model": OmegaConf.load(path)})
         out[name] = OmegaConf.to_container(root, resolve=True)["model"]
     return out

@@ -45,8 +45,10 @@ DATA = {
     "target": str,
     "task": Choice("auto", "classification", "regression"),
     "drop": list,
+    "image_shape": (list, type(None)),  # rows are flattened images of this [height, width] (model=cnn)
 }
-DATA_DEFAULTS = {"name": None, "id": None, "path": None, "package": None, "item": None, "drop": [], "task": "auto"}
+DATA_DEFAULTS = {"name": None, "id": None, "path": None, "package": None, "item": None, "drop": [], "task": "auto",
+                 "image_shape": None}
 
 SCHEMA: dict[str, Any] = {
     "seed": Int(0),

@@ -151,15 +151,17 @@ def make_sampler(name: str, seed: int) -> Any:
     return samplers[name]()
 
 
-def make_pruner(name: str, inner_folds: int) -> Any:
-    """Pruners see one intermediate value per inner fold (step = fold index)."""
+def make_pruner(name: str, n_steps: int, *, warmup: int = 0) -> Any:
+    """Pruners see one intermediate value per inner fold (step = fold index), or for a torch model one per
+    epoch (step = fold x max_epochs + epoch); ``n_steps`` is the most a trial reports, ``warmup`` the steps
+    the median pruner waits (early epochs are noisy)."""
     import optuna
 
     pruners = {
         "none": lambda: optuna.pruners.NopPruner(),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=inner_folds),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_steps),
         "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
     }
     return pruners[name]()

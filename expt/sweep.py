@@ -125,7 +125,10 @@ def _sampler(plan: SweepPlan, unit: Unit, worker: int, n_seen: int) -> Any:
 def _pruner(plan: SweepPlan) -> Any:
     from expt.search import make_pruner
 
-    return make_pruner(plan.search["pruner"], plan.search["inner_folds"])
+    epochs = plan.epochs_per_fold
+    if epochs is None:
+        return make_pruner(plan.search["pruner"], plan.search["inner_folds"])
+    return make_pruner(plan.search["pruner"], plan.search["inner_folds"] * epochs, warmup=min(5, epochs // 4))
 
 
 def _config_text(composed: Composed, plan: SweepPlan) -> str:

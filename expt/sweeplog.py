@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from expt.errors import TrackingError
+from expt.models.hooks import history_of
 from expt.nested import ERROR, Unit, UnitResult, counts
 from expt.plan import SweepPlan, display_params
 from expt.sweepplots import importance_data
+from expt.train import epoch_series
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 # A trial run carries what identifies its code, data and sweep; package and Python versions stay on
@@ -42,7 +44,7 @@ class Reporter:
         from expt.tracking import ENVIRONMENT, environment_lock
 
         self.put({"key": "sweep", "name": f"sweep-{self.sweep_id}", "status": "RUNNING", "params": params,
-                  "tags": {**self.tags, "expt.run_type": "sweep"},
+                  "tags": {**self.tags, "expt.run_type": "sweep", "expt.folds_hash": self.plan.manifest["hash"]},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
@@ -76,7 +78,8 @@ class Reporter:
             metrics[f"outer_{self.metric}"] = result.outer_score
         msg = {"key": unit.key, "parent": "sweep", "status": "FINISHED", "metrics": metrics,
                "params": {f"best.{k}": v for k, v in display_params(result.best_params).items()},
-               "tags": {"expt.best_trial": str(result.best_number)}}
+               "tags": {"expt.best_trial": str(result.best_number)},
+               "steps": epoch_series(history_of(result.model), self.metric)}  # a torch refit's epochs
         if result.model is not None and unit.test is None and self.plan.values["tracking"]["log_model"]:
             fd, path = tempfile.mkstemp(prefix="expt-model-", suffix=".pkl")
             with os.fdopen(fd, "wb") as fh:

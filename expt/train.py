@@ -63,6 +63,7 @@ def prepare(composed: Composed) -> Prepared:
     estimator = build(model["estimator"], where="model.estimator")
     _check_estimator_task(estimator, dataset.task)
     learner = values["learner"]
+    _check_network_input(estimator, dataset, learner["preprocessing"])
     cv = learner["cv"]
     splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
                              shuffle=cv["shuffle"], stratify=cv["stratify"], seed=learner["seed"])
@@ -84,6 +85,30 @@ def _check_estimator_task(estimator: Any, task: str) -> None:
     if task == "regression" and is_classifier(estimator):
         raise ConfigError(f"model.estimator {name} is a classifier but the data is a regression task; "
                           "choose a regressor or set data.task=classification")
+
+
+def _check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[str, Any]) -> None:
+    """What a torch network cannot take, named before any run exists (inside a fold it would be a NaN score)."""
+    if not type(estimator).__module__.startswith("expt.models"):
+        return
+    name = type(estimator).__name__
+    if preprocessing["impute"] == "none" and dataset.numeric and dataset.X[dataset.numeric].isna().to_numpy().any():
+        raise ConfigError(f"{name} cannot take missing values, and learner.preprocessing.impute=none leaves those of "
+                          f"{dataset.name} in; set learner.preprocessing.impute=median")
+    if not getattr(estimator, "needs_image", False):
+        return
+    if estimator.image_shape is None:
+        raise ConfigError(f"{name} reads rows as images, but {dataset.name} is a table ({dataset.X.shape[1]} columns, "
+                          "no data.image_shape); use model=mlp, or set data.image_shape=[H,W] for image data")
+    if dataset.categorical:
+        raise ConfigError(f"{name} reads rows as images, but {dataset.name} has non-numeric columns "
+                          f"({', '.join(dataset.categorical[:3])}); use model=mlp for tables")
+    from expt.models.estimators import image_shape
+
+    try:
+        image_shape(estimator.image_shape, len(dataset.numeric), name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def mask_credentials(text: str) -> str:
@@ -192,11 +217,21 @@ def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold
     try:
         tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train,
                                                     "n_test": fold.n_test}, tags=extra)
+        for key, values in epoch_series(fold.history, metric).items():
+            tracker.log_steps(child, key, values)
     except BaseException:
         tracker.end_quietly([child], "FAILED")
         raise
     tracker.end(child, "FAILED" if fold.error else "FINISHED",
                 end_time=fold.started + fold.fit_time + fold.score_time)
+
+
+def epoch_series(history: list[dict[str, float]] | None, metric: str) -> dict[str, list[float]]:
+    """A torch model's per-epoch history as MLflow series (step = epoch): train_loss, valid_loss, valid_<metric>."""
+    if not history:
+        return {}
+    names = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_score": f"valid_{metric}"}
+    return {names[k]: [row[k] for row in history] for k in names if k in history[0]}
 
 
 def _summary_metrics(result: CVResult) -> dict[str, float]:
