@@ -34,6 +34,11 @@ ConfigDir = Annotated[
     typer.Option("--config-dir", help="A folder of your own config groups, searched before the packaged ones."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+TrustTarget = Annotated[
+    list[str] | None,
+    typer.Option("--trust-target", metavar="PREFIX", help="Also allow a _target_ under this module or class path "
+                 "(repeatable; e.g. mylib.models). Only for code you trust: a config may come from anywhere."),
+]
 
 
 def _version(value: bool) -> None:
@@ -110,6 +115,7 @@ def train(
     cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
     resolve: Annotated[bool, typer.Option("--resolve", help="With --cfg: resolve interpolations.")] = False,
     config_dir: ConfigDir = None,
+    trust_target: TrustTarget = None,
     debug: Debug = False,
 ) -> None:
     """Cross-validate one configuration, refit it on all data, and track everything in MLflow.
@@ -117,7 +123,7 @@ def train(
     The refit is skipped with tracking.log_model=false.
     """
     with user_errors(debug):
-        from expt.config import compose
+        from expt.config import compose, trusting
 
         composed = compose(_split_args(list(ctx.args)), config_dir=config_dir)
         if cfg:
@@ -128,9 +134,10 @@ def train(
         from expt.report import TrainProgress, print_train_result
         from expt.train import prepare, run_train
 
-        prepared = prepare(composed)
-        with TrainProgress(prepared) as progress:
-            result = run_train(prepared, on_fold=progress.advance)
+        with trusting(trust_target):
+            prepared = prepare(composed)
+            with TrainProgress(prepared) as progress:
+                result = run_train(prepared, on_fold=progress.advance)
         print_train_result(result)
 
 
@@ -147,13 +154,22 @@ def sweep(
     warm_start: Annotated[str | None, typer.Option("--warm-start", metavar="FILE",
                                                     help="YAML list of parameter sets to try first.")] = None,
     cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
+    status: Annotated[str | None, typer.Option("--status", metavar="SWEEP_ID",
+                                                help="Show a sweep's progress from its storage; runs nothing.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON instead of a table.")] = False,
     config_dir: ConfigDir = None,
+    trust_target: TrustTarget = None,
     debug: Debug = False,
 ) -> None:
     """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow."""
     with user_errors(debug):
         from expt.errors import UsageError
 
+        for option, value in (("--sweep-id", sweep_id), ("--resume", resume), ("--status", status)):
+            _check_name(option, value)
+        if status:
+            _sweep_status(status, storage, as_json)
+            return
         overrides = _split_args(list(ctx.args))
         if resume and overrides:
             raise UsageError("--resume continues the stored config; drop the overrides (or start a new sweep)")
@@ -174,21 +190,68 @@ def sweep(
 
         options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume), workers=workers,
                                warm_start=warm_start, config_dir=str(config_dir) if config_dir else None)
-        result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+        from expt.config import trusting
+
+        with trusting(trust_target):  # an environment variable: the spawned workers inherit it
+            result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
         print_sweep_result(result_sweep, result)
 
 
+def _check_name(option: str, value: str | None) -> None:
+    """A sweep id names the folder outputs/sweeps/<id>: a name, never a path that climbs out of it."""
+    import re
+
+    from expt.errors import UsageError
+
+    if value is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value) or ".." in value):
+        raise UsageError(f"{option} {value!r} is not a name: use letters, digits, '.', '_' and '-' "
+                         "(it names the folder outputs/sweeps/<id>), e.g. exp42")
+
+
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _sweep_status(sweep_id: str, storage: str | None, as_json: bool) -> None:
+    import json
+
+    from expt.status import print_status, sweep_status
+    from expt.sweep import default_storage
+
+    result = sweep_status(sweep_id, storage or default_storage(sweep_id))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        print_status(result)
 
 
 def main() -> None:
     import gc
 
     try:
-        app()
+        code = _run_app()
     finally:
         # Nothing is collected after the command: freezing skips the ~0.5 s final GC pass over MLflow's objects.
         gc.freeze()
+    sys.exit(code)
+
+
+def _run_app() -> int:
+    """Run the app; click's own errors (unknown command, bad option value) become one line like every other."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click: UsageError, BadParameter, NoSuchOption, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # `expt` alone prints the help
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        message = " ".join(getattr(exc, "format_message", exc.__str__)().split())
+        typer.echo(f"error: {message}{hint}", err=True)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 # The other commands live in their own modules and register on `app` when imported.

@@ -16,7 +16,8 @@ DatasetFile = Annotated[Path | None, typer.Argument(help="A dataset.yaml: the ke
 @app.command()
 def metafeatures(
     dataset: DatasetFile = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the subsample and the landmarkers.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
+                                      help="Seed of the subsample and the landmarkers.")] = 0,
     json_out: JsonOut = False,
     debug: Debug = False,
 ) -> None:
@@ -56,7 +57,8 @@ def recommend(
                                         "(best on average).")] = "knn",
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Leave-one-dataset-out quality of every recommender "
                                            "and the baselines, on the records.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the meta-features and of the random baseline.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
+                                      help="Seed of the meta-features and of the random baseline.")] = 0,
     json_out: JsonOut = False,
     debug: Debug = False,
 ) -> None:
@@ -68,6 +70,8 @@ def recommend(
             raise UsageError(f"--method {method!r} is not a recommender; use knn or portfolio")
         if evaluate == (dataset is not None):
             raise UsageError("pass a dataset.yaml to recommend for, or --evaluate (not both)")
+        if out is not None and out.exists() and not out.is_dir():
+            raise UsageError(f"--out {str(out)!r} is a file; pass a folder for the recommended configs")
         from expt.recommend import check_records
         from expt.records import read_records
 

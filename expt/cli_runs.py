@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from expt.cli import OVERRIDES_HELP, Debug, JsonOut, _split_args, app, user_errors
+from expt.cli import OVERRIDES_HELP, Debug, JsonOut, TrustTarget, _split_args, app, user_errors
 
 TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", help="MLflow tracking URI (default: "
                                                  "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in this folder).")]
@@ -44,19 +44,22 @@ def rerun(
     allow_data_drift: Annotated[bool, typer.Option("--allow-data-drift", help="Run even if the dataset changed "
                                                    "since (its scores cannot match).")] = False,
     check: Annotated[bool, typer.Option("--check", help="Exit 1 if any score differs from the logged run.")] = False,
+    trust_target: TrustTarget = None,
     debug: Debug = False,
 ) -> None:
     """Run again exactly what a logged run ran; report what drifted and whether the scores match."""
     with user_errors(debug):
+        from expt.config import trusting
         from expt.report import print_drift, print_matches
         from expt.reproduce import compare_scores, open_client, plan_rerun
 
         uri = _uri(tracking_uri)
         client = open_client(uri)
-        plan = plan_rerun(client, run_id, _split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift)
-        print_drift(plan)
-        tags = {"expt.rerun_of": plan.original.info.run_id}
-        new_id, new_uri = _run_again(plan, tags)
+        with trusting(trust_target):
+            plan = plan_rerun(client, run_id, _split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift)
+            print_drift(plan)
+            tags = {"expt.rerun_of": plan.original.info.run_id}
+            new_id, new_uri = _run_again(plan, tags)
         new_client = client if new_uri == client.tracking_uri else open_client(new_uri)
         matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client)
         print_matches(matches, plan.original.info.run_id, new_id)

@@ -9,10 +9,12 @@ run (untrusted input).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from expt.errors import ConfigError
 GROUPS = ("data", "model", "learner", "tracking", "search")
 RECIPE_GROUP = "recipe"
 DEFAULT_ALLOWED = ("sklearn.", "expt.", "torch.nn.", "torch.optim.", "optuna.samplers.", "optuna.pruners.")
+# Prefixes trusted beyond the defaults for one invocation (`--trust-target`). An environment variable, not a
+# module global, so that a sweep's worker processes (multiprocessing 'spawn') inherit it with nothing passed.
+TRUST_ENV = "EXPT_TRUST_TARGETS"
 LOGGED_HEADER = "# @package _global_\n"
 
 
@@ -101,6 +106,11 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
     if not isinstance(loaded, dict):
         kind = type(loaded).__name__
         raise ConfigError(f"config file {path_str!r} must hold a mapping of keys to values, not a {kind}")
+    defaults = loaded.get("defaults", [])
+    if not isinstance(defaults, list) or not all(
+            isinstance(d, str) or (isinstance(d, dict) and len(d) == 1) for d in defaults):
+        raise ConfigError(f"config file {path_str!r}: defaults must be a list of entries like "
+                          f"'- override /model: svm', got {defaults!r}")
     if overridden:
         loaded["defaults"] = [
             d for d in loaded.get("defaults", []) if not (isinstance(d, dict) and _default_group(d) in overridden)
@@ -196,8 +206,14 @@ def _explain_compose_error(exc: Exception, overrides: list[str]) -> str:
     key = re.search(r"Could not override '([^']+)'", msg)
     if key:
         return _unknown_key_message(key.group(1))
+    there = re.search(r"An item is already at '([^']+)'", msg)
+    if there:
+        return f"{there.group(1)} is already set; drop the + to change it ({there.group(1)}=VALUE)"
     if "override_grammar" in msg or "mismatched input" in msg or "no viable alternative" in msg:
         bad = next((o for o in overrides if not re.fullmatch(r"[+~]?[\w./@-]+=.*", o)), None)
+        fragment = re.search(r"at input '([^']+)'", msg)
+        if bad is None and fragment:  # the key is fine, the value is not: name the override it is in
+            bad = next((o for o in overrides if fragment.group(1) in o), None)
         first = msg.splitlines()[0]
         shown = f" {bad!r}" if bad else ""
         return f"cannot parse override{shown} ({first}); write overrides as key=value, e.g. model.estimator.C=3"
@@ -242,15 +258,50 @@ def logged_yaml(values: Mapping[str, Any], choices: Mapping[str, str]) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
-def check_targets(node: Any, allowed: Iterable[str] = DEFAULT_ALLOWED, where: str = "") -> None:
+def allowed_targets() -> tuple[str, ...]:
+    """The allow-list now: the defaults plus the prefixes trusted for this invocation."""
+    extra = [p.strip() for p in os.environ.get(TRUST_ENV, "").split(",") if p.strip()]
+    return DEFAULT_ALLOWED + tuple(p for p in extra if p not in DEFAULT_ALLOWED)
+
+
+@contextlib.contextmanager
+def trusting(prefixes: Iterable[str] | None) -> Iterator[None]:
+    """Extend the allow-list while the block runs (and in the processes it starts), then restore it."""
+    prefixes = list(prefixes or [])
+    for prefix in prefixes:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.?", prefix):
+            raise ConfigError(f"--trust-target {prefix!r} is not a module or class path; "
+                              "pass one like --trust-target mylib.models")
+    if not prefixes:
+        yield
+        return
+    before = os.environ.get(TRUST_ENV)
+    os.environ[TRUST_ENV] = ",".join([*(before.split(",") if before else []), *prefixes])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = before
+
+
+def _is_allowed(target: str, allowed: tuple[str, ...]) -> bool:
+    """``mylib.`` trusts what is under mylib; ``mylib`` the same plus mylib itself (not ``mylibx``)."""
+    return any(target.startswith(p) if p.endswith(".") else target == p or target.startswith(p + ".")
+               for p in allowed)
+
+
+def check_targets(node: Any, allowed: Iterable[str] | None = None, where: str = "") -> None:
     """Refuse any ``_target_`` outside the allow-list, however deep it sits."""
-    allowed = tuple(allowed)
+    allowed = tuple(allowed) if allowed is not None else allowed_targets()
     if isinstance(node, Mapping):
         target = node.get("_target_")
-        if target is not None and not str(target).startswith(allowed):
+        if target is not None and not _is_allowed(str(target), allowed):
+            module = str(target).rpartition(".")[0] or str(target)
             raise ConfigError(
                 f"{where or 'config'}._target_ {target!r} is not allowed (allowed prefixes: "
-                f"{', '.join(allowed)}); pass --trust-target PREFIX if you trust it"
+                f"{', '.join(allowed)}); if you trust that code, pass --trust-target {module}"
             )
         for key, value in node.items():
             check_targets(value, allowed, f"{where}.{key}" if where else str(key))
@@ -259,8 +310,9 @@ def check_targets(node: Any, allowed: Iterable[str] = DEFAULT_ALLOWED, where: st
             check_targets(value, allowed, f"{where}[{i}]")
 
 
-def build(node: Mapping[str, Any], *, where: str, allowed: Iterable[str] = DEFAULT_ALLOWED) -> Any:
-    """Instantiate a ``_target_`` node: the one door from config to object."""
+def build(node: Mapping[str, Any], *, where: str, allowed: Iterable[str] | None = None) -> Any:
+    """Instantiate a ``_target_`` node: the one door from config to object (``allowed``: default
+    :func:`allowed_targets`, the defaults plus ``--trust-target``)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 

@@ -58,12 +58,12 @@ class CVResult:
 
 
 def make_splitter(task: str, n_rows: int, *, folds: int, repeats: int = 1, shuffle: bool = True,
-                  stratify: bool | str = "auto", seed: int = 0) -> Any:
-    """The CV splitter a learner config asks for, seeded when it shuffles."""
+                  stratify: bool | str = "auto", seed: int = 0, key: str = "learner.cv.folds") -> Any:
+    """The CV splitter a learner config asks for, seeded when it shuffles (``key`` names the folds in errors)."""
     from sklearn.model_selection import KFold, RepeatedKFold, RepeatedStratifiedKFold, StratifiedKFold
 
     if folds > n_rows:
-        raise DataError(f"the dataset has {n_rows} rows, fewer than learner.cv.folds={folds}; lower learner.cv.folds")
+        raise DataError(f"the dataset has {n_rows} rows, fewer than {key}={folds}; lower {key}")
     stratified = task == "classification" if stratify == "auto" else bool(stratify)
     if stratified and task != "classification":
         raise ConfigError("learner.cv.stratify=true needs a classification target; set learner.cv.stratify=auto")
@@ -76,7 +76,7 @@ def make_splitter(task: str, n_rows: int, *, folds: int, repeats: int = 1, shuff
     return cls(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
 
 
-def check_class_counts(y: Any, folds: int) -> None:
+def check_class_counts(y: Any, folds: int, *, stratified: bool = True) -> None:
     """Stratified k-fold needs every class in every fold's training part."""
     import numpy as np
 
@@ -86,6 +86,9 @@ def check_class_counts(y: Any, folds: int) -> None:
             f"a class of the target has only {counts.min()} row; every class needs at least 2 rows "
             "(drop or merge rare classes)"
         )
+    if stratified and counts.max() < folds:  # StratifiedKFold refuses it at the first split, after runs exist
+        raise DataError(f"every class of the target has fewer rows than learner.cv.folds={folds} (the largest has "
+                        f"{counts.max()}); lower learner.cv.folds to {counts.max()} or add rows")
     if counts.min() < folds:
         warnings.warn(f"the rarest class has {counts.min()} rows, fewer than {folds} folds", stacklevel=2)
 
@@ -127,13 +130,21 @@ def get_scorer(name: str, task: str) -> Any:
     from sklearn.metrics import get_scorer, get_scorer_names
 
     try:
-        return get_scorer(name)
+        scorer = get_scorer(name)
     except ValueError:
         import difflib
 
         close = difflib.get_close_matches(name, get_scorer_names(), 3)
         hint = f"did you mean {', '.join(close)}?" if close else "see sklearn.metrics.get_scorer_names()"
         raise ConfigError(f"unknown metric {name!r} for learner.metric.{task}; {hint}") from None
+    # Checked now: inside the folds a metric of the other task fails every fold, after the runs exist.
+    module = getattr(getattr(scorer, "_score_func", None), "__module__", "") or ""
+    kind = "regression" if module.endswith("._regression") else "classification"
+    if module.startswith("sklearn.metrics") and kind != task:
+        default = "accuracy" if task == "classification" else "r2"
+        raise ConfigError(f"{name!r} is a {kind} metric but the data is a {task} task; "
+                          f"set learner.metric.{task} to a {task} metric (e.g. {default})")
+    return scorer
 
 
 def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metric: str,

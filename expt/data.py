@@ -58,7 +58,19 @@ def load_dataset(spec: Mapping[str, Any]) -> Dataset:
     if unknown:
         raise DataError(f"data.drop names columns not in {default_name}: {', '.join(map(str, unknown))}")
     frame = frame.drop(columns=drop)
+    _check_no_empty_columns(frame, target, spec.get("name") or default_name)
     return _make_dataset(frame, target, spec.get("task", "auto"), spec.get("name") or default_name)
+
+
+def _check_no_empty_columns(frame: Any, target: str, name: str) -> None:
+    """A feature column without a single value: the imputers would drop it in every fold, warning each time."""
+    if len(frame) == 0:
+        return  # said by _make_dataset: no rows at all
+    empty = [str(c) for c in frame.columns if c != target and frame[c].isna().all()]
+    if empty:
+        shown = ", ".join(repr(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataError(f"column{'s' if len(empty) > 1 else ''} {shown} of {name} "
+                        f"{'have' if len(empty) > 1 else 'has'} no values; drop with data.drop=[{','.join(empty)}]")
 
 
 def _load_sklearn(spec: Mapping[str, Any]) -> tuple[Any, str]:
@@ -130,6 +142,8 @@ def _make_dataset(frame: Any, target: str, task: str, name: str) -> Dataset:
 
     if len(frame.columns) < 2:
         raise DataError(f"{name} has no feature columns besides the target {target!r}")
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows, only column names; point data.path at a file with data rows")
     y_raw = frame[target]
     missing = y_raw.isna()
     if missing.all():

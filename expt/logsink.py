@@ -32,14 +32,26 @@ def parent_alive() -> bool:
 
 
 class Sink:
-    def __init__(self, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True) -> None:
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True,
+                 storage_url: str | None = None) -> None:
         from expt.tracking import Tracker
 
         self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
+        self.claims = None
+        if storage_url:  # the sweep and fold runs are shared by every process on the sweep: claimed once
+            from expt.distributed import RunClaims
+
+            self.claims = RunClaims(storage_url, sweep_id)
         self.client = self.tracker.client
+        self.sweep_id = sweep_id
         self.runs: dict[str, tuple[str, str]] = {}  # key -> (run id, status)
         self.waiting: dict[str, list[Mapping[str, Any]]] = {}  # parent key -> messages that came before it
-        filt = f"tags.`expt.sweep_id` = '{sweep_id}'"
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Learn the runs the store holds for this sweep: at start (a resume), and before a closing replay
+        (what other processes' sinks logged meanwhile)."""
+        filt = f"tags.`expt.sweep_id` = '{self.sweep_id}'"
         for run in self.client.search_runs([self.tracker.experiment_id], filt, max_results=50_000):
             key = run.data.tags.get("expt.key")
             if key:
@@ -61,9 +73,12 @@ class Sink:
             self.waiting.setdefault(key if "name" not in msg else msg["parent"], []).append(msg)
             return
         if known is None:
-            parent = self.runs[msg["parent"]][0] if msg.get("parent") else None
-            run_id = self.tracker.start(msg["name"], {**msg.get("tags", {}), "expt.key": key}, parent_id=parent,
-                                        start_time=msg.get("start"))
+            run_id, created = self._open(key, msg)
+            if not created and status == "RUNNING":  # another process opened it and logged its config
+                self.runs[key] = (run_id, "RUNNING")
+                for held in self.waiting.pop(key, []):
+                    self.handle(held)
+                return
         else:
             run_id = known[0]
             if status == "RUNNING" and known[1] != "RUNNING":  # KILLED or FAILED by a stop; resumed now
@@ -89,6 +104,20 @@ class Sink:
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
         for held in self.waiting.pop(key, []):
             self.handle(held)
+
+    def _open(self, key: str, msg: Mapping[str, Any]) -> tuple[str, bool]:
+        """A new run for ``key``, or, for the sweep and fold runs, the one another process made first."""
+        parent = self.runs[msg["parent"]][0] if msg.get("parent") else None
+        made: list[str] = []
+
+        def create() -> str:
+            made.append(self.tracker.start(msg["name"], {**msg.get("tags", {}), "expt.key": key}, parent_id=parent,
+                                           start_time=msg.get("start")))
+            return made[0]
+
+        shared = msg.get("parent") in (None, "sweep")
+        run_id = self.claims.run_id(key, create) if shared and self.claims is not None else create()
+        return run_id, bool(made)
 
     def _log_plots(self, run_id: str, data: Mapping[str, Any]) -> None:
         import tempfile
@@ -156,7 +185,8 @@ def warm_up() -> None:
     from mlflow.models import infer_signature  # noqa: F401
 
 
-def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True) -> None:
+def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True,
+              storage_url: str | None = None) -> None:
     """Process entry: consume messages until ``stop``; report the first failure on ``errors``."""
     import logging
     import signal
@@ -169,7 +199,7 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
     logging.getLogger("alembic").setLevel(logging.WARNING)
     sink = None
     try:
-        sink = Sink(uri, experiment, sweep_id, sqlite_wal)
+        sink = Sink(uri, experiment, sweep_id, sqlite_wal, storage_url)
         warm_up()
         while True:
             try:
@@ -178,6 +208,9 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
                 if parent_alive():
                     continue
                 return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
+            if msg.get("op") == "rescan":
+                sink.rescan()
+                continue
             if msg.get("op") == "dataset":
                 sink.set_dataset(msg["dataset"], msg["seed"])
                 continue

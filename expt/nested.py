@@ -16,6 +16,7 @@ lock, across processes and machines.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,7 @@ class Engine:
         self.keep_going = keep_going
         self.max_failure_rate = max_failure_rate
         self.objective, self.refit, self.on_trial, self.on_unit = objective, refit, on_trial, on_unit
+        self._reaped: dict[str, float] = {}
 
     def run(self, poll: float = 0.2) -> None:
         """Work until every unit is finalized."""
@@ -121,6 +123,7 @@ class Engine:
 
     def _step(self, unit: Unit) -> bool:
         study = self.studies[unit.key]
+        self._reap(unit)
         c = counts(study)
         self._check_failures(unit, c)
         if c.done + c.running < self.n_trials:
@@ -130,6 +133,21 @@ class Engine:
             self.finalize(unit)
             return True
         return False
+
+    def _reap(self, unit: Unit) -> None:
+        """Every heartbeat interval: fail (and re-queue) the trials of workers that stopped beating."""
+        from expt.distributed import grace_period, has_heartbeat, reap_stale
+
+        study = self.studies[unit.key]
+        if not has_heartbeat(study._storage):
+            return
+        now = time.monotonic()
+        if now - self._reaped.get(unit.key, 0.0) < study._storage.get_heartbeat_interval():
+            return
+        self._reaped[unit.key] = now
+        grace = grace_period(study._storage)
+        for t in reap_stale(study, f"worker died mid-trial (no heartbeat for {grace} s); its configuration is re-run"):
+            self.on_trial(unit, t)
 
     def _check_failures(self, unit: Unit, c: Counts) -> None:
         finished = c.done + c.failed
@@ -143,14 +161,21 @@ class Engine:
         import optuna
         from optuna.trial import TrialState
 
+        from expt.distributed import WORKER_ATTR, heartbeat, worker_id
+
         study = self.studies[unit.key]
-        trial = study.ask()
+        with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we beat ourselves
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
         if is_surplus(study, trial.number, self.n_trials):
             trial.set_user_attr(SURPLUS, True)
             study.tell(trial, state=TrialState.FAIL)
             return
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         try:
-            frozen = study.tell(trial, self.objective(trial, unit))
+            with heartbeat(study, trial):
+                value = self.objective(trial, unit)
+            frozen = study.tell(trial, value)
         except optuna.TrialPruned:
             frozen = study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
@@ -187,14 +212,18 @@ def stale_trials(study: Any) -> list[Any]:
 
 
 def fail_stale_trials(study: Any) -> list[Any]:
-    """Mark trials left RUNNING by a dead process FAIL so their budget is run again."""
+    """Mark trials left RUNNING by a dead process FAIL and queue their configurations to run again."""
     from optuna.trial import TrialState
+
+    from expt.distributed import retry
 
     failed = []
     for t in stale_trials(study):
         study._storage.set_trial_user_attr(t._trial_id, ERROR, "worker died mid-trial (re-run on resume)")
         if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
             failed.append(study._storage.get_trial(t._trial_id))
+    for t in failed:
+        retry(study, t)
     return failed
 
 

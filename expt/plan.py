@@ -69,7 +69,7 @@ class SweepPlan:
         X, y = data.X.iloc[unit.train], data.y[unit.train]
         learner = self.values["learner"]
         inner = make_splitter(data.task, len(y), folds=self.search["inner_folds"], shuffle=True,
-                              stratify=learner["cv"]["stratify"], seed=self.seed)
+                              stratify=learner["cv"]["stratify"], seed=self.seed, key="search.inner_folds")
         scores: list[float] = []
         epochs = self.epochs_per_fold
 
@@ -134,7 +134,7 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
         space.families = {f: ps for f, ps in space.families.items() if f in usable}
     family_models = family_models or {}
     check_paths(space, values, family_models)
-    outer = make_splitter(data.task, data.n_rows, folds=search["outer_folds"], shuffle=True,
+    outer = make_splitter(data.task, data.n_rows, folds=search["outer_folds"], shuffle=True, key="search.outer_folds",
                           stratify=values["learner"]["cv"]["stratify"], seed=values["seed"])
     units = [Unit(f"fold-{k}", k, train, test) for k, (train, test) in enumerate(outer.split(data.X, data.y))]
     units.append(Unit("final", len(units), np.arange(data.n_rows), None))

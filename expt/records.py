@@ -78,6 +78,26 @@ def check_record(record: Any) -> str | None:
     return None
 
 
+def check_records_path(value: str | None) -> None:
+    """``tracking.records`` may come from a logged config (``expt rerun``, ``conf=``): it must name a JSON-lines
+    file, so an append (and the cut of a torn last line) can never land in a data file or a dotfile, and a
+    relative path must stay under the working directory."""
+    from expt.errors import ConfigError
+
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.suffix != ".jsonl":
+        raise ConfigError(f"tracking.records {value!r} must name a .jsonl file (records are JSON lines); "
+                          "set tracking.records=records.jsonl, or tracking.records=null for none")
+    if not path.is_absolute() and ".." in path.parts:
+        raise ConfigError(f"tracking.records {value!r} leaves the working directory; give a path under it or an "
+                          "absolute path (tracking.records=/abs/path/records.jsonl)")
+    if path.is_dir():
+        raise ConfigError(f"tracking.records {value!r} is a folder; name a file in it (tracking.records="
+                          f"{path / 'records.jsonl'})")
+
+
 class RecordStore:
     """An append-only JSON-lines file of records."""
 
@@ -214,6 +234,8 @@ def read_mlflow(uri: str) -> list[dict[str, Any]]:
 
     uri = normalize_uri(uri)
     _probe_server(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create it
+        raise UsageError(f"no MLflow store at {uri}; check --records (a records file, a folder or a tracking URI)")
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

@@ -8,6 +8,7 @@ allowed values and the fix in one line, and groups like ``model.estimator`` are 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,20 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def check_finite(node: Any, where: str = "") -> None:
+    """No config value is nan or inf: an estimator would take one (SVC(C=inf)) and fail in every fold,
+    or a record could not be written as JSON; open groups like model.estimator included."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where or 'a config value'} is {node}, and config values must be finite; "
+                          f"set {where or 'it'} to a number")
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            check_finite(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_finite(value, f"{where}[{i}]")
+
+
 def fill_data_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """Give every data spec the same keys, so logged configs merge onto any data option."""
     return {**DATA_DEFAULTS, **data}
@@ -93,6 +108,7 @@ OPTIONAL_GROUPS = ("search",)
 def validate(values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, where: str = "") -> None:
     """Raise ConfigError naming the first key that is unknown, missing or of the wrong type."""
     if not where:
+        check_finite(values)
         schema = {k: v for k, v in schema.items() if k in values or k not in OPTIONAL_GROUPS}
     for key in values:
         if key not in schema:
@@ -131,7 +147,7 @@ def _check(value: Any, spec: Any, path: str) -> None:
             raise ConfigError(f"{path} must be at least {spec.low}, got {value}")
         return
     if isinstance(spec, Float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ConfigError(f"{path} must be a number, got {value!r}; set {path}=X")
         if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
             raise ConfigError(f"{path} must be between {spec.low} and {spec.high}, got {value}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from expt.config import Composed, compose, logged_yaml
-from expt.errors import ConfigError, TrackingError, UsageError
+from expt.errors import ConfigError, ExptError, TrackingError, UsageError
 from expt.nested import Engine, Unit, UnitResult, counts, fail_stale_trials, finalized, result_of
 from expt.plan import SweepPlan, display_params, make_plan
 
@@ -45,7 +46,11 @@ def open_storage(url: str) -> Any:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(url))
-        return optuna.storages.RDBStorage(url)
+        from expt.distributed import rdb_storage
+
+        return rdb_storage(url)  # with heartbeats: a dead worker's trial is detected and re-run
+    except ExptError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any driver error means the same to the user
         from expt.train import mask_credentials
 
@@ -76,17 +81,22 @@ class Sweep:
 
 
 def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None, resume: bool = False,
-           config_dir: str | None = None, worker: int = 0) -> Sweep:
+           config_dir: str | None = None, worker: int = 0, check: Callable[[SweepPlan], None] | None = None) -> Sweep:
     """Create the sweep's studies, or load them and rebuild the plan from the stored config."""
     import logging
 
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
+    journal = Path(storage_url) if "://" not in storage_url else None
+    made = [p for p in (journal, *journal.parents) if not p.exists()] if journal else []  # innermost first
     storage = open_storage(storage_url)
     exists = _exists(storage, sweep_id)
     if resume and not exists:
-        raise UsageError(f"no sweep {sweep_id!r} in the storage {storage_url}; check the id and --storage")
+        from expt.train import mask_credentials
+
+        raise UsageError(f"no sweep {sweep_id!r} in the storage {mask_credentials(storage_url)}; check the id and "
+                         "--storage")
     if exists:
         meta = _study(storage, sweep_id, create=False)
         stored = _from_stored(meta.user_attrs[META_CONFIG])
@@ -101,7 +111,14 @@ def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None,
                              "differs); restore the data or start a new sweep")
     else:
         assert composed is not None
-        plan = make_plan(composed, config_dir=config_dir)
+        try:
+            plan = make_plan(composed, config_dir=config_dir)
+            if check is not None:
+                check(plan)
+        except BaseException:
+            for path in made:  # a config refused before the sweep existed leaves no empty journal behind
+                path.unlink() if path.is_file() else path.rmdir() if not any(path.iterdir()) else None
+            raise
         meta = _study(storage, sweep_id, create=True)
         meta.set_user_attr(META_CONFIG, _config_text(composed, plan))
         meta.set_user_attr(META_MANIFEST, plan.manifest["hash"])
@@ -143,8 +160,8 @@ def _from_stored(text: str) -> Composed:
         return compose([f"conf={path}"])
 
 
-def enqueue_warm_start(sweep: Sweep, path: str) -> int:
-    """Queue given configurations as the first trials of every study that has none yet."""
+def read_warm_start(path: str, plan: SweepPlan, model: str | None) -> list[dict[str, Any]]:
+    """The configurations a --warm-start file or folder gives, checked against the space before any study exists."""
     import yaml
 
     file = Path(path)
@@ -163,19 +180,24 @@ def enqueue_warm_start(sweep: Sweep, path: str) -> int:
             recipes.append(f)
         else:
             configs.extend(loaded if isinstance(loaded, list) else [loaded])
-    from_recipes = warm_start_entries(recipes, sweep.plan.space, sweep.choices.get("model"))
+    from_recipes = warm_start_entries(recipes, plan.space, model)
     if recipes and not from_recipes:
         import warnings
 
         warnings.warn(f"none of the {len(recipes)} config(s) in --warm-start {path} sets this sweep's search space "
-                      f"(model {sweep.choices.get('model')}); nothing enqueued from them", stacklevel=2)
+                      f"(model {model}); nothing enqueued from them", stacklevel=2)
     configs.extend(from_recipes)
-    names = {p.name for p in sweep.plan.space.params} | {
-        f"{fam}/{p.name}" for fam, ps in sweep.plan.space.families.items() for p in ps}
+    names = {p.name for p in plan.space.params} | {
+        f"{fam}/{p.name}" for fam, ps in plan.space.families.items() for p in ps}
     for config in configs:
         if not isinstance(config, dict) or not set(config) <= names:
             raise UsageError(f"--warm-start entries must map search parameters ({', '.join(sorted(names))}) "
                              f"to values; got {config!r}")
+    return configs
+
+
+def enqueue_warm_start(sweep: Sweep, configs: list[dict[str, Any]]) -> int:
+    """Queue given configurations as the first trials of every study that has none yet."""
     fresh = [s for s in sweep.studies.values() if not s.trials]
     for study in fresh:
         for config in configs:
@@ -203,6 +225,7 @@ def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | N
 
 
 def fail_stale(sweep: Sweep) -> list[tuple[Unit, Any]]:
+    """--resume: every trial left RUNNING is a dead worker's (the user says none is at work)."""
     return [(u, t) for u in sweep.plan.units for t in fail_stale_trials(sweep.studies[u.key])]
 
 
@@ -265,34 +288,47 @@ class SweepOptions:
 
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
-    from expt.records import sweep_records
     from expt.sweeplog import Reporter, SinkProcess
-    from expt.sweepplots import plot_data
     from expt.tracking import _probe_server, environment_tags, flatten, normalize_uri
     from expt.train import _masked
 
     sweep_id = options.sweep_id or new_sweep_id()
     storage_url = options.storage or default_storage(sweep_id)
-    sweep = attach(sweep_id, storage_url, composed=composed, resume=options.resume, config_dir=options.config_dir)
+    warm: list[list[dict[str, Any]]] = []
+
+    def read_warm(plan: SweepPlan, model: str | None) -> None:  # refused before a new sweep exists
+        warm.append(read_warm_start(options.warm_start, plan, model) if options.warm_start else [])
+
+    sweep = attach(sweep_id, storage_url, composed=composed, resume=options.resume, config_dir=options.config_dir,
+                   check=lambda plan: read_warm(plan, composed.choices.get("model") if composed else None))
     plan = sweep.plan
-    stale = fail_stale(sweep) if options.resume else []
-    if options.warm_start:
-        enqueue_warm_start(sweep, options.warm_start)
+    if not warm:  # joined or resumed an existing sweep
+        read_warm(plan, sweep.choices.get("model"))
+    from expt.distributed import Node, claim_close, foreign_workers, reap, worker_id
+
+    node = Node(sweep).start()  # other processes on this sweep see this one at work
+    stale = fail_stale(sweep) if options.resume else reap(sweep)
+    if warm[0]:
+        enqueue_warm_start(sweep, warm[0])
     tracking = plan.values["tracking"]
     _probe_server(tracking["uri"])
-    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"])
+    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
     base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
     reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
     shown = _masked(plan.values)
     reporter.open_sweep(logged_yaml(shown, sweep.choices), manifest_json(plan), flatten(shown))
     for unit in plan.units:
         reporter.open_unit(unit)
-    replay(sweep, reporter)
+    for unit, t in stale:
+        reporter.trial(unit, t)
+    if options.resume or not node.others_working():  # while others work, their own sinks log their trials
+        replay(sweep, reporter)
     progress = progress_factory(sweep) if progress_factory else None
     try:
         with progress if progress is not None else _nullcontext():
+            own = {worker_id()}
             if options.workers > 1:
-                _run_workers(sweep, options.workers, sink, progress)
+                own |= _run_workers(sweep, options.workers, sink, progress)
             else:
                 def tick() -> None:
                     sink.check()
@@ -301,20 +337,39 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
                 with _thread_limits(reserve=1):
                     make_engine(sweep, reporter, tick).run()
         result = summary(sweep)
-        metric = plan.prepared.metric
-        records = sweep_records(sweep, tracking["uri"]) if tracking["records"] else []
-        reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
-                              f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records)
+        sink.check()  # a process whose logging died must not take the closing on itself
+        if options.resume or claim_close(sweep):  # one process closes the sweep and appends its records
+            if not options.resume and foreign_workers(sweep, own):
+                # Others took part, and one that died may have taken unlogged trials with it: once every
+                # live one's sink has drained, log what the store lacks.
+                node.wait_for_others()
+                reporter.put({"op": "rescan"})
+                replay(sweep, reporter)
+            _close(sweep, reporter, result)
     except KeyboardInterrupt:
         sink.stop(close="KILLED")
+        node.drained()
         raise
     except BaseException:
         sink.stop(close="FAILED")
+        node.drained()
         raise
     sink.stop()
+    node.drained()
     result["stale"] = len(stale)
     result["uri"] = normalize_uri(tracking["uri"])
     return sweep, result
+
+
+def _close(sweep: Sweep, reporter: Any, result: dict[str, Any]) -> None:
+    from expt.records import sweep_records
+    from expt.sweepplots import plot_data
+
+    plan = sweep.plan
+    tracking, metric = plan.values["tracking"], plan.prepared.metric
+    records = sweep_records(sweep, tracking["uri"]) if tracking["records"] else []
+    reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
+                          f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records)
 
 
 def _thread_limits(reserve: int, workers: int = 1) -> Any:
@@ -331,7 +386,10 @@ def _thread_limits(reserve: int, workers: int = 1) -> Any:
     from threadpoolctl import threadpool_limits
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threadpool_limits(limits=max(1, (cores - reserve) // workers))
+    limit = max(1, (cores - reserve) // workers)
+    if "torch" in sys.modules:  # a torch model: its intra-op pool is its own, threadpoolctl does not reach it
+        sys.modules["torch"].set_num_threads(limit)
+    return threadpool_limits(limits=limit)
 
 
 class _nullcontext:
@@ -342,8 +400,8 @@ class _nullcontext:
         return None
 
 
-def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> None:
-    """N processes on the same studies; this one watches the storage and shows progress."""
+def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> set[str]:
+    """N processes on the same studies; this one watches the storage and shows progress. Returns their ids."""
     import multiprocessing as mp
     import time
 
@@ -353,6 +411,9 @@ def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> None:
                          name=f"expt-worker-{i + 1}") for i in range(n)]
     for p in procs:
         p.start()
+    from expt.distributed import worker_id
+
+    ids = {worker_id(p.pid) for p in procs}
     try:
         while any(p.is_alive() for p in procs):
             sink.check()
@@ -373,6 +434,7 @@ def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> None:
         codes = [p.exitcode for p in procs]
         raise RunFailedError(f"workers stopped before the sweep finished (exit codes {codes}); "
                              f"continue with: expt sweep --resume {sweep.sweep_id}")
+    return ids
 
 
 def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index: int, workers: int = 1) -> None:

@@ -103,14 +103,15 @@ class Reporter:
 class SinkProcess:
     """The MLflow sink in its own process, fed through a queue that worker processes share."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True) -> None:
+    def __init__(self, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True,
+                 storage_url: str | None = None) -> None:
         import multiprocessing as mp
 
         from expt.logsink import sink_main
 
         ctx = mp.get_context("spawn")
         self.queue, self.errors = ctx.Queue(), ctx.Queue()
-        args = (self.queue, self.errors, uri, experiment, sweep_id, sqlite_wal)
+        args = (self.queue, self.errors, uri, experiment, sweep_id, sqlite_wal, storage_url)
         self.process = ctx.Process(target=sink_main, args=args, name="expt-mlflow-sink", daemon=False)
         self.process.start()
 

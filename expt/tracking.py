@@ -8,12 +8,13 @@ starts is ended FINISHED, FAILED or KILLED, never left RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,20 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
+def mask_credentials(text: str) -> str:
+    """user:password@host → user:***@host, wherever a URI carries a password (logged params, messages)."""
+    import re
+
+    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+
 def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri}"
+    """How to browse a store: a server has its own UI; a database or folder needs `mlflow ui` on it."""
+    from expt.train import mask_credentials
+
+    if uri.startswith(("http://", "https://")):
+        return f"open {mask_credentials(uri)} in a browser (the tracking server's UI)"
+    return f"mlflow ui --backend-store-uri {mask_credentials(uri)}"
 
 
 def environment_tags(fingerprint: str, seed: int) -> dict[str, str]:
@@ -123,17 +136,22 @@ def _probe_server(uri: str, timeout: float = 5.0) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    dialect = parts.scheme.split("+", 1)[0]  # postgresql+psycopg -> postgresql
+    if dialect not in ("http", "https", *DATABASE_PORTS) or not parts.hostname:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port or {"http": 80, "https": 443, **DATABASE_PORTS}[dialect]
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        shown = f"{parts.scheme}://{parts.hostname}:{port}"
-        raise TrackingError(
-            f"cannot reach the MLflow tracking server at {shown} ({exc.strerror or exc}); "
-            "start it (mlflow server ...) or set tracking.uri"
-        ) from None
+    except (OSError, ValueError) as exc:  # a port out of range is a ValueError
+        shown = f"{parts.scheme}://{parts.hostname}:{port}"  # never the user name or password
+        what, fix = (("the MLflow tracking server", "start it (mlflow server ...)") if dialect.startswith("http")
+                     else ("the database of the MLflow tracking store", "start the database"))
+        raise TrackingError(f"cannot reach {what} at {shown} ({getattr(exc, 'strerror', None) or exc}); "
+                            f"{fix} or set tracking.uri") from None
+
+
+# MLflow retries a database it cannot reach for ~2 minutes, printing each attempt: probed like a server.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
 def sqlite_write_ahead(uri: str) -> None:
@@ -174,6 +192,42 @@ def sqlite_write_ahead(uri: str) -> None:
 _WAL_STORES: set[str] = set()
 
 
+@contextlib.contextmanager
+def _sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store: MLflow migrates a new file on first open, and two
+    processes migrating one file at once (sweeps joining together) broke it (alembic temp tables,
+    'expected to match one row'). A lock file beside the database serializes that first open."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        fh = open(db.parent / f".{db.name}.lock", "a")  # noqa: SIM115 - held for the block
+    except OSError:
+        yield  # a folder we cannot write: MLflow will say so in its own words
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _client_again(uri: str) -> Any:
+    """A client with a fresh store object: MLflow caches one per URI, and a failed migration poisons it."""
+    from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service import utils
+
+    cache = getattr(type(utils._tracking_store_registry), "_get_store_with_resolved_uri", None)  # lru_cache
+    clear = getattr(cache, "cache_clear", None)
+    if clear is not None:
+        clear()
+    return MlflowClient(tracking_uri=uri)
+
+
 class Tracker:
     """One experiment in one MLflow store."""
 
@@ -181,28 +235,45 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         # Runs stay local: no usage telemetry unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # No "View run at http://..." line per run: a sweep creates hundreds (expt prints where to browse once).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         self.uri = normalize_uri(uri)
         _probe_server(self.uri)
-        if sqlite_wal:
-            sqlite_write_ahead(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(experiment)
+        with _sqlite_creation_lock(self.uri):
+            if sqlite_wal:
+                sqlite_write_ahead(self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(experiment)
 
-    def _experiment(self, name: str) -> str:
-        try:
-            found = self.client.get_experiment_by_name(name)
-            if found is not None:
-                if found.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(found.experiment_id)
-                return found.experiment_id
-            return self.client.create_experiment(name, artifact_location=self._artifact_location())
-        except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
-            raise TrackingError(
-                f"cannot open MLflow store {self.uri!r}: {str(exc).splitlines()[0][:200]}; "
-                "check tracking.uri (e.g. tracking.uri=sqlite:///mlruns.db)"
-            ) from None
+    def _experiment(self, name: str, attempts: int = 5) -> str:
+        """The experiment's id, created if missing.
+
+        Processes that start together on a fresh store race to create the experiment (one
+        gets 'already exists'); a second look settles it.
+        """
+        for attempt in range(attempts):
+            try:
+                found = self.client.get_experiment_by_name(name)
+                if found is not None:
+                    if found.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(found.experiment_id)
+                    return found.experiment_id
+                return self.client.create_experiment(name, artifact_location=self._artifact_location())
+            except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
+                text = str(exc)
+                racing = "already exists" in text or "RESOURCE_ALREADY_EXISTS" in text or "locked" in text
+                if racing and attempt < attempts - 1:
+                    time.sleep(0.5 + attempt)
+                    self.client = _client_again(self.uri)
+                    continue
+                raise TrackingError(
+                    f"cannot open MLflow store {mask_credentials(self.uri)!r}: "
+                    f"{mask_credentials(text.splitlines()[0][:200])}; "
+                    "check tracking.uri (e.g. tracking.uri=sqlite:///mlruns.db)"
+                ) from None
+        raise AssertionError("unreachable")
 
     def _artifact_location(self) -> str | None:
         """Keep a SQLite store's artifacts next to its file, not in whatever directory runs it."""

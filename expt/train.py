@@ -8,7 +8,6 @@ here), and only then :func:`run_train` opens MLflow runs.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,9 @@ from expt.config import Composed, build, logged_yaml, resolve_values
 from expt.cv import CVResult, FoldResult, build_pipeline, check_class_counts, cross_validate, get_scorer, make_splitter
 from expt.data import Dataset, load_dataset
 from expt.errors import ConfigError
+from expt.records import check_records_path
 from expt.schema import DATA, fill_data_defaults, validate
+from expt.tracking import mask_credentials  # noqa: F401 - its old home: sweep.py, records.py import it here
 
 
 @dataclass
@@ -54,6 +55,9 @@ def prepare(composed: Composed) -> Prepared:
         cfg.data = OmegaConf.create({**data_spec, "task": dataset.task, "name": dataset.name})
     values = resolve_values(cfg)
     validate(values)
+    check_records_path(values["tracking"]["records"])
+    if not values["tracking"]["experiment"].strip():
+        raise ConfigError("tracking.experiment is empty; name the MLflow experiment (tracking.experiment=expt)")
     model = values["model"]
     if dataset.task not in model["tasks"]:
         raise ConfigError(
@@ -68,7 +72,7 @@ def prepare(composed: Composed) -> Prepared:
     splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
                              shuffle=cv["shuffle"], stratify=cv["stratify"], seed=learner["seed"])
     if dataset.task == "classification":
-        check_class_counts(dataset.y, cv["folds"])
+        check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
     metric = learner["metric"][dataset.task]
     scorer = get_scorer(metric, dataset.task)
     pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
@@ -109,11 +113,6 @@ def _check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[s
         image_shape(estimator.image_shape, len(dataset.numeric), name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def mask_credentials(text: str) -> str:
-    """user:password@host → user:***@host, wherever a URI carries a password."""
-    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
 
 
 def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import mlflow_server, postgres  # noqa: F401  (fixtures: a real PostgreSQL and mlflow server)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPT = str(Path(sys.executable).with_name("expt"))
@@ -57,3 +58,11 @@ def train(store: str, *overrides: str):
     explicit = any(o.startswith("tracking.records=") for o in overrides)
     composed = compose([*([] if explicit else [records]), *overrides, f"tracking.uri={store}"])
     return run_train(prepare(composed))
+
+
+BAD_INPUT_TRIED: list[str] = []  # ids of the bad-input cases run this session (tests/test_bad_input.py)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if BAD_INPUT_TRIED:
+        terminalreporter.write_line(f"bad-input suite: {len(BAD_INPUT_TRIED)} cases")

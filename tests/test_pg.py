@@ -1,0 +1,65 @@
+"""Smoke tests on a real PostgreSQL (Optuna's RDB storage) and a real `mlflow server` backed by it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import EXPT
+from servers import Postgres
+
+pytestmark = pytest.mark.pg
+
+
+def test_optuna_rdb_storage_on_postgres(postgres: Postgres) -> None:
+    import optuna
+
+    url = postgres.create_database("optuna_smoke")  # its own database: the shared `optuna` one is the sweeps'
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="smoke", direction="minimize")
+    study.optimize(lambda t: (t.suggest_float("x", -2, 2) - 1) ** 2, n_trials=3)
+    storage.remove_session()
+    storage.engine.dispose()
+
+    loaded = optuna.load_study(study_name="smoke", storage=optuna.storages.RDBStorage(url))
+    assert [t.state.name for t in loaded.trials] == ["COMPLETE"] * 3
+    assert loaded.best_value == min(t.value for t in loaded.trials)
+    assert {s.study_name for s in optuna.get_all_study_summaries(url)} == {"smoke"}
+
+
+@pytest.mark.slow
+def test_sweep_on_postgres_and_mlflow_server(postgres: Postgres, mlflow_server: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    done = subprocess.run(
+        [EXPT, "sweep", "data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+         "search.n_trials=3", f"tracking.uri={mlflow_server}", "--storage", postgres.optuna_url,
+         "--sweep-id", "pgsmoke"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert postgres.password not in output
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string="tags.`expt.sweep_id` = 'pgsmoke'", max_results=1000)
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run.info.run_name, []).append(run)
+    sweeps = by_name.get("sweep-pgsmoke", [])
+    assert len(sweeps) == 1, sorted(by_name)
+    sweep = sweeps[0]
+    assert sweep.info.status == "FINISHED"
+
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    names = sorted(r.info.run_name for r in children)
+    assert len(children) == 3 and names.count("final") == 1, names
+    assert sum(n.startswith("outer-fold-") for n in names) == 2, names
+    trials = [r for r in runs if r.info.run_name.startswith("trial-")]
+    assert len(trials) == 9  # 3 studies (2 outer folds + final) x 3 trials
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {r.info.run_id for r in children}
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    for run in runs:
+        leaked = {k: v for k, v in {**run.data.params, **run.data.tags}.items() if postgres.password in v}
+        assert not leaked, (run.info.run_name, leaked)
