@@ -7,6 +7,7 @@ budget) and, on every trial, the worker that ran it. Safe to run while workers w
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from expt.errors import UsageError
@@ -27,6 +28,8 @@ def sweep_status(sweep_id: str, storage_url: str, *, now: dt.datetime | None = N
     from expt.train import mask_credentials
 
     optuna.logging.set_verbosity(logging.WARNING)
+    if "://" not in storage_url and not Path(storage_url).is_file():  # reading must not create a journal
+        raise UsageError(f"no sweep {sweep_id!r}: there is no storage at {storage_url}; pass the sweep's --storage")
     storage = open_storage(storage_url)
     names = [s.study_name for s in storage.get_all_studies()]
     if sweep_id not in names:

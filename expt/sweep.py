@@ -160,51 +160,6 @@ def _from_stored(text: str) -> Composed:
         return compose([f"conf={path}"])
 
 
-def read_warm_start(path: str, plan: SweepPlan, model: str | None) -> list[dict[str, Any]]:
-    """The configurations a --warm-start file or folder gives, checked against the space before any study exists."""
-    import yaml
-
-    file = Path(path)
-    files = sorted(file.glob("*.yaml")) if file.is_dir() else [file]
-    if not files or not all(f.is_file() for f in files):
-        raise UsageError(f"--warm-start {path!r} is not a YAML file or a folder of them")
-    from expt.advise import is_recipe, warm_start_entries
-
-    configs, recipes = [], []
-    for f in files:
-        try:
-            loaded = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise UsageError(f"--warm-start file {str(f)!r} is not valid UTF-8 YAML; fix it") from None
-        if is_recipe(loaded):  # a config `expt recommend --out` wrote
-            recipes.append(f)
-        else:
-            configs.extend(loaded if isinstance(loaded, list) else [loaded])
-    from_recipes = warm_start_entries(recipes, plan.space, model)
-    if recipes and not from_recipes:
-        import warnings
-
-        warnings.warn(f"none of the {len(recipes)} config(s) in --warm-start {path} sets this sweep's search space "
-                      f"(model {model}); nothing enqueued from them", stacklevel=2)
-    configs.extend(from_recipes)
-    names = {p.name for p in plan.space.params} | {
-        f"{fam}/{p.name}" for fam, ps in plan.space.families.items() for p in ps}
-    for config in configs:
-        if not isinstance(config, dict) or not set(config) <= names:
-            raise UsageError(f"--warm-start entries must map search parameters ({', '.join(sorted(names))}) "
-                             f"to values; got {config!r}")
-    return configs
-
-
-def enqueue_warm_start(sweep: Sweep, configs: list[dict[str, Any]]) -> int:
-    """Queue given configurations as the first trials of every study that has none yet."""
-    fresh = [s for s in sweep.studies.values() if not s.trials]
-    for study in fresh:
-        for config in configs:
-            study.enqueue_trial(config, skip_if_exists=True)
-    return len(configs) if fresh else 0
-
-
 def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | None = None,
                 keep_going: Callable[[], bool] = lambda: True) -> Engine:
     plan = sweep.plan
@@ -291,6 +246,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     from expt.sweeplog import Reporter, SinkProcess
     from expt.tracking import _probe_server, environment_tags, flatten, normalize_uri
     from expt.train import _masked
+    from expt.warmstart import enqueue_warm_start, read_warm_start
 
     sweep_id = options.sweep_id or new_sweep_id()
     storage_url = options.storage or default_storage(sweep_id)

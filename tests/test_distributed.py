@@ -91,3 +91,30 @@ def test_status_shows_each_study_and_the_workers_seen(store: str, tmp_path: Path
     assert "fold-1" in table.output and worker_id() in table.output
     missing = CliRunner().invoke(app, ["sweep", "--status", "nope", "--storage", storage])
     assert missing.exit_code == 2 and "no sweep 'nope'" in missing.output
+    nowhere = CliRunner().invoke(app, ["sweep", "--status", "gone"])  # its default journal does not exist
+    assert nowhere.exit_code == 2 and "no storage at" in nowhere.output and not Path("outputs").exists()
+
+
+@pytest.mark.slow
+def test_the_slurm_array_script_starts_a_worker_that_joins_the_sweep(store: str, tmp_path: Path) -> None:
+    """SLURM itself cannot run here: `srun` is a stand-in that runs its command, as srun does on a node."""
+    import os
+
+    from conftest import ROOT
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
+    (bin_dir / "srun").chmod(0o755)
+    storage = str(tmp_path / "optuna.journal")
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(EXPT).parent}:{os.environ['PATH']}", "EXPT_OPTUNA_URL": storage,
+           "EXPT_TRACKING_URI": store, "SLURM_CPUS_PER_TASK": "2"}
+    args = ["data=iris", "model=logistic_regression", "search.outer_folds=2", "search.inner_folds=2",
+            "search.n_trials=3"]
+    proc = subprocess.run(["bash", str(ROOT / "recipes" / "slurm" / "sweep_array.sbatch"), "slurm1", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for unit in UNITS:
+        study = optuna.load_study(study_name=f"slurm1/{unit}", storage=open_storage(storage))
+        assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
+    assert {r.info.status for r in all_runs(store)} == {"FINISHED"}
