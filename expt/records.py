@@ -243,7 +243,7 @@ def read_mlflow(uri: str) -> list[dict[str, Any]]:
         experiments = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(experiments, "tags.`expt.records` != ''", max_results=50_000) if experiments else []
     except Exception as exc:  # noqa: BLE001 - any store error means the same here
-        from expt.train import mask_credentials
+        from expt.tracking import mask_credentials
 
         raise TrackingError(f"cannot read records from {mask_credentials(uri)}: {str(exc).splitlines()[0][:200]}; "
                             "check --records") from None
@@ -282,7 +282,7 @@ def runnable_config(values: Mapping[str, Any], choices: Mapping[str, str]) -> di
 
 def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
     from expt.metafeatures import model_features
-    from expt.train import mask_credentials
+    from expt.tracking import mask_credentials
 
     values = prepared.values
     folds, repeats = values["learner"]["cv"]["folds"], values["learner"]["cv"]["repeats"]
@@ -307,7 +307,7 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
 
     from expt.metafeatures import model_features
     from expt.search import apply_params
-    from expt.train import mask_credentials
+    from expt.tracking import mask_credentials
 
     plan = sweep.plan
     inner = plan.search["inner_folds"]

@@ -140,7 +140,7 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
     if result.get("stale"):
         console.print(f"resumed: {result['stale']} trial(s) left running by a stopped process were failed and re-run",
                       highlight=False)
-    from expt.train import mask_credentials
+    from expt.tracking import mask_credentials
 
     console.print(f"sweep id    {sweep.sweep_id}   storage {mask_credentials(sweep.storage_url)}", soft_wrap=True,
                   highlight=False)

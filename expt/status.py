@@ -25,7 +25,7 @@ def sweep_status(sweep_id: str, storage_url: str, *, now: dt.datetime | None = N
     from expt.distributed import WORKER_ATTR
     from expt.nested import ERROR, RESULT, SURPLUS
     from expt.sweep import META_CONFIG, open_storage
-    from expt.train import mask_credentials
+    from expt.tracking import mask_credentials
 
     optuna.logging.set_verbosity(logging.WARNING)
     if "://" not in storage_url and not Path(storage_url).is_file():  # reading must not create a journal

@@ -52,7 +52,7 @@ def open_storage(url: str) -> Any:
     except ExptError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error means the same to the user
-        from expt.train import mask_credentials
+        from expt.tracking import mask_credentials
 
         raise TrackingError(f"cannot open the Optuna storage {mask_credentials(url)!r}: "
                             f"{str(exc).splitlines()[0][:200]}; check --storage") from None
@@ -93,7 +93,7 @@ def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None,
     storage = open_storage(storage_url)
     exists = _exists(storage, sweep_id)
     if resume and not exists:
-        from expt.train import mask_credentials
+        from expt.tracking import mask_credentials
 
         raise UsageError(f"no sweep {sweep_id!r} in the storage {mask_credentials(storage_url)}; check the id and "
                          "--storage")
@@ -250,22 +250,23 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
 
     sweep_id = options.sweep_id or new_sweep_id()
     storage_url = options.storage or default_storage(sweep_id)
-    warm: list[list[dict[str, Any]]] = []
+    warm: list[dict[str, Any]] | None = None
 
-    def read_warm(plan: SweepPlan, model: str | None) -> None:  # refused before a new sweep exists
-        warm.append(read_warm_start(options.warm_start, plan, model) if options.warm_start else [])
+    def check(plan: SweepPlan) -> None:  # a new sweep: a bad --warm-start file is refused before it exists
+        nonlocal warm
+        warm = read_warm_start(options.warm_start, plan, composed.choices.get("model") if composed else None)
 
     sweep = attach(sweep_id, storage_url, composed=composed, resume=options.resume, config_dir=options.config_dir,
-                   check=lambda plan: read_warm(plan, composed.choices.get("model") if composed else None))
+                   check=check)
     plan = sweep.plan
-    if not warm:  # joined or resumed an existing sweep
-        read_warm(plan, sweep.choices.get("model"))
+    if warm is None:  # joined or resumed an existing sweep
+        warm = read_warm_start(options.warm_start, plan, sweep.choices.get("model"))
     from expt.distributed import Node, claim_close, foreign_workers, reap, worker_id
 
     node = Node(sweep).start()  # other processes on this sweep see this one at work
     stale = fail_stale(sweep) if options.resume else reap(sweep)
-    if warm[0]:
-        enqueue_warm_start(sweep, warm[0])
+    if warm:
+        enqueue_warm_start(sweep, warm)
     tracking = plan.values["tracking"]
     _probe_server(tracking["uri"])
     sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)

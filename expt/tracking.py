@@ -44,8 +44,6 @@ def mask_credentials(text: str) -> str:
 
 def ui_command(uri: str) -> str:
     """How to browse a store: a server has its own UI; a database or folder needs `mlflow ui` on it."""
-    from expt.train import mask_credentials
-
     if uri.startswith(("http://", "https://")):
         return f"open {mask_credentials(uri)} in a browser (the tracking server's UI)"
     return f"mlflow ui --backend-store-uri {mask_credentials(uri)}"
@@ -216,18 +214,6 @@ def _sqlite_creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _client_again(uri: str) -> Any:
-    """A client with a fresh store object: MLflow caches one per URI, and a failed migration poisons it."""
-    from mlflow import MlflowClient
-    from mlflow.tracking._tracking_service import utils
-
-    cache = getattr(type(utils._tracking_store_registry), "_get_store_with_resolved_uri", None)  # lru_cache
-    clear = getattr(cache, "cache_clear", None)
-    if clear is not None:
-        clear()
-    return MlflowClient(tracking_uri=uri)
-
-
 class Tracker:
     """One experiment in one MLflow store."""
 
@@ -266,7 +252,6 @@ class Tracker:
                 racing = "already exists" in text or "RESOURCE_ALREADY_EXISTS" in text or "locked" in text
                 if racing and attempt < attempts - 1:
                     time.sleep(0.5 + attempt)
-                    self.client = _client_again(self.uri)
                     continue
                 raise TrackingError(
                     f"cannot open MLflow store {mask_credentials(self.uri)!r}: "

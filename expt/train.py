@@ -18,7 +18,7 @@ from expt.data import Dataset, load_dataset
 from expt.errors import ConfigError
 from expt.records import check_records_path
 from expt.schema import DATA, fill_data_defaults, validate
-from expt.tracking import mask_credentials  # noqa: F401 - its old home: sweep.py, records.py import it here
+from expt.tracking import mask_credentials
 
 
 @dataclass
@@ -215,9 +215,8 @@ def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold
     extra = {"expt.error": fold.error[:5000]} if fold.error else {}
     try:
         tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train,
-                                                    "n_test": fold.n_test}, tags=extra)
-        for key, values in epoch_series(fold.history, metric).items():
-            tracker.log_steps(child, key, values)
+                                                    "n_test": fold.n_test}, tags=extra,
+                    series=epoch_series(fold.history, metric))  # a torch model's epochs, in the same batch
     except BaseException:
         tracker.end_quietly([child], "FAILED")
         raise

@@ -12,8 +12,10 @@ from typing import Any
 from expt.errors import UsageError
 
 
-def read_warm_start(path: str, plan: Any, model: str | None) -> list[dict[str, Any]]:
-    """The configurations a --warm-start file or folder gives, checked against the space before any study exists."""
+def read_warm_start(path: str | None, plan: Any, model: str | None) -> list[dict[str, Any]]:
+    """The configurations a --warm-start file or folder gives (none without one), checked against the space."""
+    if not path:
+        return []
     import yaml
 
     file = Path(path)

@@ -16,6 +16,7 @@ and a fitted model lives on the CPU so it loads anywhere.
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 from collections.abc import Callable, Sequence
@@ -55,20 +56,20 @@ def default_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3)
 
 
-class TorchEstimator(BaseEstimator):
+class TorchEstimator(BaseEstimator, abc.ABC):
     """Training loop, early stopping and prediction shared by every network."""
 
     _parameter_constraints = _BASE_CONSTRAINTS
 
-    # -- what subclasses define
-    def _make_module(self, n_features: int, n_outputs: int) -> nn.Module:
-        raise NotImplementedError
+    # -- what subclasses define: the network (_MLPParams, _CNNParams) and the task (_Classifier, _Regressor)
+    @abc.abstractmethod
+    def _make_module(self, n_features: int, n_outputs: int) -> nn.Module: ...
 
-    def _loss(self) -> nn.Module:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _loss(self) -> nn.Module: ...
 
-    def _encode_target(self, y: Any) -> np.ndarray:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _encode_target(self, y: Any) -> np.ndarray: ...
 
     # -- fitting
     def fit(self, X: Any, y: Any) -> TorchEstimator:
