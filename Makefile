@@ -34,11 +34,12 @@ bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-kb: $(STAMP)  ## rebuild the knowledge base expt/kb/records.jsonl.gz from recipes/kb/ (~20-30 min on 2 cores)
+kb: $(STAMP)  ## rebuild the knowledge base expt/kb/records.jsonl.gz from recipes/kb/ (~50 min on 2 cores)
 	$(PY) -m expt.kb
 
-lint: $(STAMP)  ## ruff over the code, tests and benchmarks
+lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the import contracts (layers, no cycles)
 	$(VENV)/bin/ruff check expt tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:  ## remove the virtual environment and outputs
 	rm -rf $(VENV) outputs .pytest_cache

@@ -19,8 +19,8 @@ def main() -> None:
     import pandas as pd
     from sklearn.datasets import make_classification
 
-    from expt.data import _make_dataset
-    from expt.metafeatures import dataset_features
+    from expt.core.data import _make_dataset
+    from expt.meta.features import dataset_features
 
     warnings.filterwarnings("ignore")
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3

@@ -20,8 +20,8 @@ from pathlib import Path
 def make_records(path: Path, n: int, configs: int = 20, seed: int = 0) -> None:
     import numpy as np
 
-    from expt.data import load_dataset
-    from expt.metafeatures import VERSION, dataset_features
+    from expt.core.data import load_dataset
+    from expt.meta.features import VERSION, dataset_features
 
     rng = np.random.default_rng(seed)
     template = dataset_features(load_dataset({"source": "sklearn", "id": "breast_cancer", "target": "target"}))
@@ -44,11 +44,11 @@ def make_records(path: Path, n: int, configs: int = 20, seed: int = 0) -> None:
 
 
 def main() -> None:
-    from expt.advise import recommend
-    from expt.data import load_dataset
-    from expt.metafeatures import dataset_features
-    from expt.recommend import build_table
-    from expt.records import read_records
+    from expt.core.data import load_dataset
+    from expt.meta.advise import recommend
+    from expt.meta.features import dataset_features
+    from expt.meta.recommend import build_table
+    from expt.meta.records import read_records
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5

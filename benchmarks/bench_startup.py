@@ -7,7 +7,7 @@ types it) with two references:
 * ``python -c "import mlflow"``: what every ``expt`` invocation would cost if the CLI
   imported MLflow at module level instead of inside the commands.
 
-``expt/cli.py`` promises to import no heavy library (torch, mlflow, sklearn, optuna,
+``expt/cli/`` promises to import no heavy library (torch, mlflow, sklearn, optuna,
 pandas) until a command needs it, so it also checks, in a fresh interpreter, which
 of them ``import expt.cli`` (and then rendering ``--help``) leaves in ``sys.modules``.
 

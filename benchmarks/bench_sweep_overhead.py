@@ -112,8 +112,8 @@ def hand_written(model: str, one_thread: bool = False) -> list[float]:
 
 
 def with_expt(model: str, workdir: Path, store: str, run: int) -> list[float]:
-    from expt.config import compose
-    from expt.sweep import SweepOptions, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
 
     composed = compose(["data=breast_cancer", f"model={model}", f"search.n_trials={TRIALS}",
                         f"search.outer_folds={OUTER}", f"search.inner_folds={INNER}", f"tracking.uri={store}"])

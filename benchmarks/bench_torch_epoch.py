@@ -46,7 +46,7 @@ def data() -> tuple:
 def expt_side(X, y) -> tuple[float, float]:
     from sklearn.model_selection import KFold
 
-    from expt.cv import _run_fold, build_pipeline, get_scorer
+    from expt.core.cv import _run_fold, build_pipeline, get_scorer
     from expt.models import MLPClassifier
 
     estimator = MLPClassifier(hidden_sizes=[128, 64], dropout=0.1, max_epochs=EPOCHS, batch_size=BATCH,

@@ -51,7 +51,7 @@ def quiet_like_the_cli() -> None:
 
 def time_tracker_calls() -> None:
     """Wrap the Tracker methods run_train calls, to say how much of a run is MLflow round trips."""
-    from expt.tracking import Tracker
+    from expt.tracking.client import Tracker
 
     def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
         def timed_method(*args: Any, **kwargs: Any) -> Any:
@@ -102,8 +102,9 @@ def hand_written() -> dict[str, Any]:
 
 def expt_train(store: str, log_model: bool) -> dict[str, Any]:
     """``expt train data=breast_cancer model=logistic_regression ...`` without the CLI's printing."""
-    from expt.config import compose
-    from expt.train import prepare, run_train
+    from expt.core.config import compose
+    from expt.core.prepare import prepare
+    from expt.train import run_train
 
     overrides = ["data=breast_cancer", "model=logistic_regression", f"tracking.uri=sqlite:///{store}",
                  "learner.preprocessing.impute=none", f"tracking.log_model={str(log_model).lower()}"]
@@ -118,7 +119,7 @@ def expt_train(store: str, log_model: bool) -> dict[str, Any]:
 
 def one_time_costs(store: str) -> dict[str, float]:
     """The first tracked run's extra work, split into the parts that are paid once per process."""
-    from expt.tracking import Tracker
+    from expt.tracking.client import Tracker
 
     t_import, _ = timed(lambda: __import__("mlflow"))
     t_store, _ = timed(lambda: Tracker(f"sqlite:///{store}", "expt"))  # creates the tables (alembic)

@@ -32,7 +32,7 @@ EXPT = str(Path(sys.executable).with_name("expt"))
 def run(workers: int, tmp: Path, sweep_id: str) -> tuple[float, int, float]:
     import optuna
 
-    from expt.sweep import open_storage
+    from expt.sweep.storage import open_storage
 
     storage = str(tmp / f"{sweep_id}.journal")
     start = time.perf_counter()

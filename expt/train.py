@@ -1,8 +1,8 @@
 """``expt train``: one configuration, k-fold cross-validated, refit, tracked.
 
-Split in two so that nothing is written for bad input: :func:`prepare` composes,
-validates, loads the data and builds the estimator (every user mistake surfaces
-here), and only then :func:`run_train` opens MLflow runs.
+Split in two so that nothing is written for bad input: :func:`expt.core.prepare.prepare`
+composes, validates, loads the data and builds the estimator (every user mistake
+surfaces there), and only then :func:`run_train` opens MLflow runs.
 """
 
 from __future__ import annotations
@@ -12,26 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from expt.config import Composed, build, logged_yaml, resolve_values
-from expt.cv import CVResult, FoldResult, build_pipeline, check_class_counts, cross_validate, get_scorer, make_splitter
-from expt.data import Dataset, load_dataset
-from expt.errors import ConfigError
-from expt.records import check_records_path
-from expt.schema import DATA, fill_data_defaults, validate
-from expt.tracking import mask_credentials
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs, checked."""
-
-    values: dict[str, Any]
-    choices: dict[str, str]
-    dataset: Dataset
-    pipeline: Any
-    splitter: Any
-    scorer: Any
-    metric: str
+from expt.core.config import logged_yaml
+from expt.core.cv import CVResult, FoldResult, cross_validate
+from expt.core.prepare import Prepared
+from expt.models.hooks import epoch_series
+from expt.tracking.uri import masked_config
 
 
 @dataclass
@@ -43,84 +28,13 @@ class TrainResult:
     prepared: Prepared
 
 
-def prepare(composed: Composed) -> Prepared:
-    """Validate config and data and build the pipeline; raise ExptError before anything is tracked."""
-    from omegaconf import OmegaConf, open_dict
-
-    cfg = composed.cfg
-    data_spec = fill_data_defaults(resolve_values(cfg.data))
-    validate(data_spec, DATA, "data")
-    dataset = load_dataset(data_spec)
-    with open_dict(cfg):
-        cfg.data = OmegaConf.create({**data_spec, "task": dataset.task, "name": dataset.name})
-    values = resolve_values(cfg)
-    validate(values)
-    check_records_path(values["tracking"]["records"])
-    if not values["tracking"]["experiment"].strip():
-        raise ConfigError("tracking.experiment is empty; name the MLflow experiment (tracking.experiment=expt)")
-    model = values["model"]
-    if dataset.task not in model["tasks"]:
-        raise ConfigError(
-            f"model {model['name']!r} handles {' and '.join(model['tasks'])}, but {dataset.name} is a "
-            f"{dataset.task} task; pick another model (e.g. model=random_forest)"
-        )
-    estimator = build(model["estimator"], where="model.estimator")
-    _check_estimator_task(estimator, dataset.task)
-    learner = values["learner"]
-    _check_network_input(estimator, dataset, learner["preprocessing"])
-    cv = learner["cv"]
-    splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
-                             shuffle=cv["shuffle"], stratify=cv["stratify"], seed=learner["seed"])
-    if dataset.task == "classification":
-        check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
-    metric = learner["metric"][dataset.task]
-    scorer = get_scorer(metric, dataset.task)
-    pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
-    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorer, metric)
-
-
-def _check_estimator_task(estimator: Any, task: str) -> None:
-    from sklearn.base import is_classifier, is_regressor
-
-    name = type(estimator).__name__
-    if task == "classification" and is_regressor(estimator):
-        raise ConfigError(f"model.estimator {name} is a regressor but the data is a classification task; "
-                          "choose a classifier or set data.task=regression")
-    if task == "regression" and is_classifier(estimator):
-        raise ConfigError(f"model.estimator {name} is a classifier but the data is a regression task; "
-                          "choose a regressor or set data.task=classification")
-
-
-def _check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[str, Any]) -> None:
-    """What a torch network cannot take, named before any run exists (inside a fold it would be a NaN score)."""
-    if not type(estimator).__module__.startswith("expt.models"):
-        return
-    name = type(estimator).__name__
-    if preprocessing["impute"] == "none" and dataset.numeric and dataset.X[dataset.numeric].isna().to_numpy().any():
-        raise ConfigError(f"{name} cannot take missing values, and learner.preprocessing.impute=none leaves those of "
-                          f"{dataset.name} in; set learner.preprocessing.impute=median")
-    if not getattr(estimator, "needs_image", False):
-        return
-    if estimator.image_shape is None:
-        raise ConfigError(f"{name} reads rows as images, but {dataset.name} is a table ({dataset.X.shape[1]} columns, "
-                          "no data.image_shape); use model=mlp, or set data.image_shape=[H,W] for image data")
-    if dataset.categorical:
-        raise ConfigError(f"{name} reads rows as images, but {dataset.name} has non-numeric columns "
-                          f"({', '.join(dataset.categorical[:3])}); use model=mlp for tables")
-    from expt.models.estimators import image_shape
-
-    try:
-        image_shape(estimator.image_shape, len(dataset.numeric), name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None,
               tags: dict[str, str] | None = None) -> TrainResult:
     """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error."""
     import numpy as np
 
-    from expt.tracking import ENVIRONMENT, Tracker, environment_lock, environment_tags, flatten
+    from expt.tracking.client import Tracker, flatten
+    from expt.tracking.environment import ENVIRONMENT, environment_lock, environment_tags
 
     values, data = prepared.values, prepared.dataset
     seed = values["seed"]
@@ -132,7 +46,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
             "expt.model": values["model"]["name"], "expt.family": values["model"]["family"], **(tags or {})}
     parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
     try:
-        shown = _masked(values)
+        shown = masked_config(values)
         tracker.log(parent, params=flatten({k: v for k, v in shown.items() if k != "search"}))  # sweep-only
         tracker.log_text(parent, logged_yaml(shown, prepared.choices), "config.yaml")
         tracker.log_text(parent, environment_lock(), ENVIRONMENT)
@@ -172,7 +86,7 @@ def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any) -> 
     import json
     import warnings
 
-    from expt.records import ARTIFACT, train_record
+    from expt.meta.records import ARTIFACT, train_record
 
     if result.n_failed == len(result.folds):
         return None
@@ -189,18 +103,13 @@ def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any) -> 
 def _append_record(path: str, record: dict[str, Any]) -> None:
     import warnings
 
-    from expt.records import RecordStore
+    from expt.meta.records import RecordStore
 
     try:
         RecordStore(path).append([record])
     except OSError as exc:
         warnings.warn(f"record not appended to {path} ({exc.strerror or exc}); it is logged with the run as "
                       "records.jsonl", stacklevel=2)
-
-
-def _masked(values: dict[str, Any]) -> dict[str, Any]:
-    tracking = {**values["tracking"], "uri": mask_credentials(values["tracking"]["uri"])}
-    return {**values, "tracking": tracking}
 
 
 def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold: FoldResult) -> None:
@@ -222,14 +131,6 @@ def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold
         raise
     tracker.end(child, "FAILED" if fold.error else "FINISHED",
                 end_time=fold.started + fold.fit_time + fold.score_time)
-
-
-def epoch_series(history: list[dict[str, float]] | None, metric: str) -> dict[str, list[float]]:
-    """A torch model's per-epoch history as MLflow series (step = epoch): train_loss, valid_loss, valid_<metric>."""
-    if not history:
-        return {}
-    names = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_score": f"valid_{metric}"}
-    return {names[k]: [row[k] for row in history] for k in names if k in history[0]}
 
 
 def _summary_metrics(result: CVResult) -> dict[str, float]:

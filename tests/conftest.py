@@ -11,7 +11,7 @@ from servers import mlflow_server, postgres  # noqa: F401  (fixtures: a real Pos
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPT = str(Path(sys.executable).with_name("expt"))
-CONF = ROOT / "expt" / "conf"
+CONF = ROOT / "conf"
 GROUP_NAMES = ("data", "model", "learner", "tracking", "search")
 OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml") if not p.stem.startswith("_"))
                     for g in GROUP_NAMES}
@@ -51,8 +51,9 @@ def all_runs(uri: str) -> list:
 
 def train(store: str, *overrides: str):
     """Compose, prepare and run `expt train` in this process against `store`."""
-    from expt.config import compose
-    from expt.train import prepare, run_train
+    from expt.core.config import compose
+    from expt.core.prepare import prepare
+    from expt.train import run_train
 
     records = f"tracking.records={Path(store.removeprefix('sqlite:///')).parent / 'records.jsonl'}"
     explicit = any(o.startswith("tracking.records=") for o in overrides)

@@ -268,8 +268,8 @@ def test_a_10000_level_categorical_column_runs_capped_and_without_warnings(tmp_p
         assert con.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall() == [("FINISHED", 4)]
     con.close()
 
-    from expt.config import compose
-    from expt.train import prepare
+    from expt.core.config import compose
+    from expt.core.prepare import prepare
 
     prepared = prepare(compose([*args, STORE]))
     assert prepared.dataset.X["city"].nunique() == n

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from expt.config import GROUPS, build, check_targets, compose, conf_dir, logged_yaml, resolve_values
-from expt.errors import ConfigError
+from expt.core.build import build, check_targets
+from expt.core.config import GROUPS, compose, conf_dir, logged_yaml, resolve_values
+from expt.core.errors import ConfigError
 
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml")) if not p.stem.startswith("_")]
 

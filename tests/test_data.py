@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expt.data import SKLEARN_DATASETS, load_dataset
-from expt.errors import DataError
-from expt.schema import fill_data_defaults
+from expt.core.data import SKLEARN_DATASETS, load_dataset
+from expt.core.errors import DataError
+from expt.core.schema import fill_data_defaults
 
 
 def spec(**kw) -> dict:

@@ -14,8 +14,8 @@ from conftest import EXPT, all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app
-from expt.distributed import RETRY_ATTR, WORKER_ATTR, heartbeat, reap_stale, worker_id
-from expt.sweep import open_storage
+from expt.sweep.coordination import heartbeat, reap_stale, worker_id
+from expt.sweep.storage import RETRY_ATTR, WORKER_ATTR, open_storage
 
 UNITS = ("fold-0", "fold-1", "final")
 
@@ -74,8 +74,8 @@ def test_two_invocations_join_one_sweep_with_one_run_tree_and_one_set_of_records
 
 
 def test_status_shows_each_study_and_the_workers_seen(store: str, tmp_path: Path) -> None:
-    from expt.config import compose
-    from expt.sweep import SweepOptions, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
 
     storage = str(tmp_path / "optuna.journal")
     run_sweep(compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expt.data import _make_dataset, load_dataset
-from expt.metafeatures import dataset_features, model_features
+from expt.core.data import _make_dataset, load_dataset
+from expt.meta.features import dataset_features, model_features
 
 
 def messy(task: str, n: int = 240, seed: int = 0):

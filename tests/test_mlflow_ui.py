@@ -30,7 +30,7 @@ def _post(url: str, body: dict) -> dict:
 
 @pytest.mark.slow
 def test_mlflow_ui_serves_the_run_tree(store: str, tmp_path: Path) -> None:
-    from expt.tracking import ui_command
+    from expt.tracking.uri import ui_command
 
     result = train(store, "data=iris", "model=knn", "learner=quick", "tracking.log_model=false")
     port = _free_port()

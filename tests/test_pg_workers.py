@@ -14,9 +14,7 @@ import pytest
 from conftest import EXPT
 from mlflow import MlflowClient
 
-from expt.distributed import RETRY_ATTR, WORKER_ATTR
-from expt.nested import ERROR, RESULT, SURPLUS
-from expt.sweep import open_storage
+from expt.sweep.storage import ERROR, RESULT, RETRY_ATTR, SURPLUS, WORKER_ATTR, open_storage
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 UNITS = ("fold-0", "fold-1", "final")

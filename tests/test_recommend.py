@@ -13,8 +13,8 @@ from conftest import EXPT, all_runs, train
 from typer.testing import CliRunner
 
 from expt.cli import app
-from expt.metafeatures import VERSION
-from expt.recommend import build_table, evaluate, normalized_regret
+from expt.meta.features import VERSION
+from expt.meta.recommend import build_table, evaluate, normalized_regret
 
 
 def run_cli(*args: str):
@@ -119,8 +119,9 @@ def test_recommendations_as_json_carry_their_evidence(records: Path, tmp_path: P
 def test_recommended_configs_warm_start_a_sweep(records: Path, tmp_path: Path, store: str) -> None:
     import optuna
 
-    from expt.config import compose
-    from expt.sweep import SweepOptions, open_storage, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
+    from expt.sweep.storage import open_storage
 
     out = tmp_path / "recommended"
     spec = dataset_yaml(tmp_path, "id: iris\n")

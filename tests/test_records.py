@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import train
 
-from expt.data import load_dataset
-from expt.records import SCHEMA, RecordStore, make_record, read_records
+from expt.core.data import load_dataset
+from expt.meta.records import SCHEMA, RecordStore, make_record, read_records
 
 
 def record(record_id: str = "r1", score: float = 0.9) -> dict:
@@ -75,7 +75,7 @@ def test_records_can_be_turned_off(store: str, tmp_path: Path) -> None:
 
 
 def test_a_failed_run_leaves_no_record(store: str, tmp_path: Path) -> None:
-    from expt.errors import ExptError
+    from expt.core.errors import ExptError
 
     path = tmp_path / "records.jsonl"
     with pytest.raises(ExptError):  # every fold fails: n_neighbors larger than any training part
@@ -85,8 +85,8 @@ def test_a_failed_run_leaves_no_record(store: str, tmp_path: Path) -> None:
 
 
 def test_sweep_records_its_final_search_once_even_when_resumed(store: str, tmp_path: Path) -> None:
-    from expt.config import compose
-    from expt.sweep import SweepOptions, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
 
     path = tmp_path / "records.jsonl"
     composed = compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",

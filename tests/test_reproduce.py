@@ -126,8 +126,8 @@ def test_show_has_config_metrics_and_fold_scores(store: str) -> None:
 
 
 def test_sweep_rerun_reproduces_the_outer_scores(store: str, tmp_path: Path) -> None:
-    from expt.config import compose
-    from expt.sweep import SweepOptions, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
 
     composed = compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
                         "search.n_trials=3", f"tracking.uri={store}"])

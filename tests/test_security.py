@@ -11,9 +11,10 @@ from conftest import EXPT, all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app
-from expt.config import TRUST_ENV, allowed_targets, check_targets, trusting
-from expt.errors import ConfigError
-from expt.tracking import flatten, mask_credentials
+from expt.core.build import TRUST_ENV, allowed_targets, check_targets, trusting
+from expt.core.errors import ConfigError
+from expt.tracking.client import flatten
+from expt.tracking.uri import mask_credentials
 
 TRUSTED = '''from sklearn.linear_model import LogisticRegression
 
@@ -94,10 +95,10 @@ def test_credentials_are_masked_in_uris_params_and_messages() -> None:
     assert mask_credentials("postgresql+psycopg://u:pw@db/optuna and sqlite:///a.db") == (
         "postgresql+psycopg://u:***@db/optuna and sqlite:///a.db")
     assert mask_credentials("http://host:5000") == "http://host:5000"
-    from expt.train import _masked
+    from expt.tracking.uri import masked_config
 
     values = {"seed": 0, "tracking": {"uri": "http://alice:s3cret@host:5000", "records": None}}
-    params = flatten(_masked(values))
+    params = flatten(masked_config(values))
     assert params["tracking.uri"] == "http://alice:***@host:5000"
     assert not any("s3cret" in v for v in params.values())
 

@@ -16,10 +16,11 @@ import pytest
 from conftest import EXPT, all_runs
 from mlflow import MlflowClient
 
-from expt.config import compose
-from expt.errors import ConfigError, RunFailedError
-from expt.sweep import SweepOptions, open_storage, run_sweep
-from expt.sweeplog import TRIAL_TAGS
+from expt.core.config import compose
+from expt.core.errors import ConfigError, RunFailedError
+from expt.sweep.reporter import TRIAL_TAGS
+from expt.sweep.runner import SweepOptions, run_sweep
+from expt.sweep.storage import open_storage
 
 SMALL = ["search.outer_folds=2", "search.inner_folds=2", "search.n_trials=3"]
 UNITS = ("fold-0", "fold-1", "final")
@@ -119,8 +120,8 @@ class _Lost:
 def test_resume_logs_everything_the_sink_never_wrote_with_the_final_model(store: str, tmp_path: Path) -> None:
     import mlflow.pyfunc
 
-    from expt.sweep import attach, make_engine
-    from expt.sweeplog import Reporter
+    from expt.sweep.attach import attach, make_engine
+    from expt.sweep.reporter import Reporter
 
     storage = str(tmp_path / "optuna.journal")
     composed = compose(["data=wine", "model=logistic_regression", *SMALL, f"tracking.uri={store}"])
@@ -264,7 +265,7 @@ def test_sigkill_mid_trial_then_resume_is_exact(store: str, tmp_path: Path) -> N
 
 def test_the_sink_builds_the_tree_whatever_order_the_processes_deliver_in(store: str) -> None:
     """Workers and the sweep process write one queue from threads of their own; delivery order is not send order."""
-    from expt.logsink import Sink
+    from expt.sweep.sink import Sink
 
     sink = Sink(store, "expt", "order")
     trial = {"key": "fold-0/trial-0", "parent": "fold-0", "name": "trial-0", "status": "FINISHED",

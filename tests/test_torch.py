@@ -103,8 +103,9 @@ def test_rerun_reproduces_the_mlp_scores(store: str) -> None:
 
 
 def test_a_sweep_prunes_mlp_trials_on_epoch_scores(store: str, tmp_path: Path) -> None:
-    from expt.config import compose
-    from expt.sweep import SweepOptions, open_storage, run_sweep
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
+    from expt.sweep.storage import open_storage
 
     storage = str(tmp_path / "optuna.journal")
     composed = compose(["data=breast_cancer", "model=mlp", "search=mlp", "search.outer_folds=2",

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from conftest import OPTIONS_BY_GROUP, all_runs, train
 
-from expt.config import compose, resolve_values
-from expt.cv import build_pipeline, cross_validate, make_splitter
-from expt.data import load_dataset
-from expt.schema import fill_data_defaults
+from expt.core.config import compose, resolve_values
+from expt.core.cv import build_pipeline, cross_validate, make_splitter
+from expt.core.data import load_dataset
+from expt.core.schema import fill_data_defaults
 
 TINY = ["learner.cv.folds=2"]
 

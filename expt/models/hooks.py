@@ -48,3 +48,11 @@ def history_of(model: Any) -> list[dict[str, float]] | None:
     steps = getattr(model, "steps", None)
     final = steps[-1][1] if steps else model
     return getattr(final, "history_", None)
+
+
+def epoch_series(history: list[dict[str, float]] | None, metric: str) -> dict[str, list[float]]:
+    """A torch model's per-epoch history as MLflow series (step = epoch): train_loss, valid_loss, valid_<metric>."""
+    if not history:
+        return {}
+    names = {"train_loss": "train_loss", "valid_loss": "valid_loss", "valid_score": f"valid_{metric}"}
+    return {names[k]: [row[k] for row in history] for k in names if k in history[0]}

@@ -1,0 +1,119 @@
+"""What every command shares: the common options, one-line errors, and override checks."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+class Group:
+    """The commands of one module, kept until ``expt.cli`` registers them on its app.
+
+    Each command module fills its own group, so none imports the app module (which
+    imports them all): the commands can be read, and tested, one module at a time.
+    """
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, dict[str, Any]]] = []
+
+    def command(self, **kwargs: Any) -> Any:
+        def add(function: Any) -> Any:
+            self.commands.append((function, kwargs))
+            return function
+
+        return add
+
+    def register(self, app: typer.Typer) -> None:
+        for function, kwargs in self.commands:
+            app.command(**kwargs)(function)
+
+
+OVERRIDES_HELP = (
+    "Hydra overrides after the options: group choices (data=wine model=svm), values "
+    "(model.estimator.C=3 learner.cv.folds=10), a recipe or logged config (conf=recipes/wine_svm.yaml)."
+)
+ConfigDir = Annotated[
+    Path | None,
+    typer.Option("--config-dir", help="A folder of your own config groups, searched before the packaged ones."),
+]
+WITH_OVERRIDES: dict[str, Any] = {
+    "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
+    "epilog": OVERRIDES_HELP,
+}
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+TrustTarget = Annotated[
+    list[str] | None,
+    typer.Option("--trust-target", metavar="PREFIX", help="Also allow a _target_ under this module or class path "
+                 "(repeatable; e.g. mylib.models). Only for code you trust: a config may come from anywhere."),
+]
+
+
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """Turn an ExptError into one line and its exit code; keep tracebacks for --debug."""
+    from expt.core.errors import ExptError
+
+    _quiet_libraries(debug)
+    try:
+        yield
+    except ExptError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        typer.echo("interrupted: runs in progress were marked KILLED", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - last line of defence for a one-line message
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(f"error: unexpected {type(exc).__name__}: {first} (run again with --debug for the traceback)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library chatter (alembic migrations, MLflow INFO) is noise in a CLI; warnings become one line each."""
+    import logging
+    import os
+    import warnings
+
+    if not debug:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def split_args(args: list[str]) -> list[str]:
+    from expt.core.errors import UsageError
+
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r}; see expt train --help (overrides are key=value)")
+    return args
+
+
+def check_name(option: str, value: str | None) -> None:
+    """A sweep id names the folder outputs/sweeps/<id>: a name, never a path that climbs out of it."""
+    import re
+
+    from expt.core.errors import UsageError
+
+    if value is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value) or ".." in value):
+        raise UsageError(f"{option} {value!r} is not a name: use letters, digits, '.', '_' and '-' "
+                         "(it names the folder outputs/sweeps/<id>), e.g. exp42")

@@ -1,0 +1,324 @@
+"""What a person sees: progress while folds run, a results table at the end."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from expt.core.cv import FoldResult
+
+
+class TrainProgress:
+    """A transient fold progress bar on stderr, so stdout carries only the results."""
+
+    def __init__(self, prepared: Any) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.total = prepared.splitter.get_n_splits()
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn(f"[bold]{prepared.dataset.name}[/] · {prepared.values['model']['name']}"),
+            BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeRemainingColumn(),
+            console=console, transient=True, disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("folds", total=self.total, last="")
+        self.metric = prepared.metric
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def advance(self, fold: FoldResult) -> None:
+        self.progress.update(self.task, advance=1, last=f"{self.metric} {fold.score:.4f}")
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def print_train_result(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from expt.tracking.uri import ui_command
+
+    prepared = result.prepared
+    cv = result.cv
+    data = prepared.dataset
+    table = Table(title=f"{data.name} · {prepared.values['model']['name']} · {cv.metric}", title_justify="left")
+    table.add_column("fold", justify="right")
+    table.add_column(cv.metric, justify="right")
+    table.add_column(f"train {cv.metric}", justify="right")
+    table.add_column("fit s", justify="right")
+    table.add_column("n test", justify="right")
+    for fold in cv.folds:
+        score = _fmt(fold.score) if fold.error is None else f"[red]failed[/] {fold.error[:40]}"
+        table.add_row(str(fold.index), score, _fmt(fold.train_score), f"{fold.fit_time:.3f}", str(fold.n_test))
+    table.add_section()
+    table.add_row("mean ± std", f"[bold]{cv.mean:.4f} ± {cv.std:.4f}[/]", "", "", "")
+    console = Console()
+    console.print(table)
+    console.print(f"run id      {result.run_id}  (experiment {prepared.values['tracking']['experiment']})",
+                  soft_wrap=True, highlight=False)
+    console.print(f"data        {data.name}: {data.n_rows} rows, {data.X.shape[1]} features, {data.task}, "
+                  f"fingerprint {data.fingerprint}", soft_wrap=True, highlight=False)
+    console.print(f"browse      {ui_command(result.uri)}", soft_wrap=True, highlight=False)
+
+
+class SweepProgress:
+    """One bar per outer fold and the final search, with best-so-far; read from the storage."""
+
+    def __init__(self, sweep: Any) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from expt.sweep.engine import run_order
+
+        console = Console(stderr=True)
+        self.sweep = sweep
+        self.n = sweep.plan.search["n_trials"]
+        self.progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeRemainingColumn(),
+                                 console=console, transient=True, disable=not console.is_terminal)
+        self.tasks = {u.key: self.progress.add_task(u.key, total=self.n, best="") for u in run_order(sweep.plan.units)}
+        self.overall = self.progress.add_task("all", total=self.n * len(self.tasks), best="")
+
+    def __enter__(self) -> SweepProgress:
+        self.refresh()
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        total = 0
+        for key, task in self.tasks.items():
+            trials = self.sweep.studies[key].get_trials(deepcopy=False)
+            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+            total += min(done, self.n)
+            self.progress.update(task, completed=min(done, self.n), best=f"best {max(values):.4f}" if values else "")
+        self.progress.update(self.overall, completed=total)
+
+
+def print_sweep_result(sweep: Any, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from expt.sweep.plan import display_params
+    from expt.tracking.uri import ui_command
+
+    plan = sweep.plan
+    metric = plan.prepared.metric
+    table = Table(title=f"sweep {sweep.sweep_id} · {plan.prepared.dataset.name} · {plan.search['name']} · {metric}",
+                  title_justify="left")
+    for col in ("fold", "inner best", "outer", "trials"):  # the metric is in the title
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("best params", overflow="fold", min_width=24, ratio=1)
+    table.caption = "trials: complete/pruned/failed"
+    for unit in plan.units:
+        from expt.sweep.engine import result_of
+
+        res, c = result_of(sweep.studies[unit.key]), result["counts"][unit.key]
+        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in display_params(res["best_params"]).items())
+        outer = _fmt(res["outer_score"])
+        table.add_row(unit.key, _fmt(res["inner_best"]), outer, f"{c.done}/{c.pruned}/{c.failed}", params)
+    table.add_section()
+    table.add_row("mean ± std", f"{result['inner_mean']:.4f}", f"[bold]{result['outer_mean']:.4f} ± "
+                  f"{result['outer_std']:.4f}[/]", "", "")
+    console = Console()
+    console.print(table)
+    console.print(f"unbiased estimate (outer folds): {result['outer_mean']:.4f} ± {result['outer_std']:.4f}; "
+                  f"mean inner best (optimistic): {result['inner_mean']:.4f}", soft_wrap=True, highlight=False)
+    if result.get("stale"):
+        console.print(f"resumed: {result['stale']} trial(s) left running by a stopped process were failed and re-run",
+                      highlight=False)
+    from expt.tracking.uri import mask_credentials
+
+    console.print(f"sweep id    {sweep.sweep_id}   storage {mask_credentials(sweep.storage_url)}", soft_wrap=True,
+                  highlight=False)
+    console.print(f"browse      {ui_command(result['uri'])}", soft_wrap=True, highlight=False)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def print_metafeatures(dataset: Any, features: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"meta-features · {dataset.name} · {dataset.task} · {dataset.n_rows} rows × "
+                        f"{dataset.X.shape[1]} features", title_justify="left")
+    table.add_column("group")
+    table.add_column("meta-feature")
+    table.add_column("value", justify="right")
+    for name, value in features.items():
+        group, short = name.split(".", 1)
+        table.add_row(group, short, f"{value:.4g}")
+    Console().print(table)
+
+
+def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: Any, written: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from expt.meta.advise import key_params
+
+    out = Table(title=f"recommendations for {dataset.name} ({dataset.task}, {dataset.n_rows} rows) · {method}, "
+                      f"{len(table.datasets)} datasets · {table.metric}", title_justify="left")
+    out.add_column("#", justify="right")
+    out.add_column("model", overflow="fold")
+    out.add_column("params (vs defaults)", overflow="fold")
+    out.add_column(f"expected {table.metric}", justify="right", no_wrap=True)
+    out.add_column("regret", justify="right")
+    out.add_column("evidence: nearest datasets", overflow="fold")
+    for rec in recs:
+        score = "-" if rec.expected_score is None else f"{rec.expected_score:.3f}" + (
+            f" ± {rec.score_sd:.3f}" if rec.score_sd is not None else "")
+        support = sorted(rec.support, key=lambda s: (s["distance"] is None, s["distance"] or 0.0, s["regret"]))[:3]
+        evidence = ", ".join(f"{s['dataset']} {s['score']:.3f}" for s in support)
+        model = rec.config["model"]
+        out.add_row(str(rec.rank), model["name"], key_params(model, dataset.task), score,
+                    f"{rec.expected_regret:.2f}", evidence)
+    out.caption = "regret: expected normalized regret (0: a dataset's best configuration; 1: its median or worse)"
+    console = Console()
+    console.print(out)
+    for path in written:
+        console.print(f"wrote {path}   run it: expt train conf={path}", soft_wrap=True, highlight=False)
+
+
+def print_evaluation(evaluations: list[Any], default: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for ev in evaluations:
+        if not ev.n_datasets:
+            console.print(f"{ev.task}: fewer than 3 datasets with records; leave-one-dataset-out needs at least 3",
+                          highlight=False)
+            continue
+        out = Table(title=f"leave-one-dataset-out · {ev.task} · {ev.n_datasets} datasets, {ev.n_configs} "
+                          "configurations", title_justify="left")
+        for col in ("recommender", "mean regret t_d", "top-3 regret", "hit@1", "datasets"):
+            out.add_column(col, justify="left" if col == "recommender" else "right")
+        names = {"knn": "knn (meta-features)", "portfolio": "best-on-average", "rf_defaults": "random forest defaults",
+                 "random": "random (expected)", "hindsight": "(hindsight: best on average incl. d)"}
+        for name, row in sorted(ev.rows.items(), key=lambda kv: kv[1]["mean_regret"]):
+            label = names.get(name, name) + (" ← default" if name == default else "")
+            out.add_row(label, f"{row['mean_regret']:.3f}", f"{row['top3_regret']:.3f}", f"{row['hit_at_1']:.2f}",
+                        str(row["n"]))
+        console.print(out)
+
+
+def print_drift(plan: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    run = plan.original
+    table = Table(title=f"re-running {plan.kind} run {run.info.run_id} ({run.info.run_name}): what changed since",
+                  title_justify="left")
+    for col in ("", "logged run", "now", ""):
+        table.add_column(col, overflow="fold")
+    for row in plan.drift:
+        table.add_row(row.what, row.then, row.now, "[yellow]changed[/]" if row.changed else "")
+    Console(stderr=True).print(table)
+
+
+def print_matches(matches: list[Any], original: str, new: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scores: logged run {original} vs rerun {new}", title_justify="left")
+    for col, just in (("score", "left"), ("logged", "right"), ("rerun", "right"), ("", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for m in matches:
+        table.add_row(m.metric, _fmt(m.then), _fmt(m.now), "[green]same[/]" if m.same else "[red]differs[/]")
+    console = Console()
+    console.print(table)
+    differ = sum(not m.same for m in matches)
+    console.print(f"all {len(matches)} scores match exactly" if not differ
+                  else f"{differ} of {len(matches)} scores differ", highlight=False)
+
+
+def print_runs(rows: list[dict], uri: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs in {uri}", title_justify="left")
+    table.add_column("run id", no_wrap=True)  # whole: show, compare and rerun take it
+    for col, just in (("type", "left"), ("data", "left"), ("model", "left"), ("metric", "left"), ("score", "right"),
+                      ("status", "left"), ("started", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for row in rows:
+        score = "-" if row["value"] is None else f"{row['value']:.4f}" + (
+            f" ± {row['std']:.4f}" if row.get("std") is not None else "")
+        table.add_row(row["run_id"], row["type"], row["data"], row["model"], row["metric"] or "-", score,
+                      row["status"], row["started"] or "")
+    Console().print(table)
+    if not rows:
+        Console().print("no runs match; `expt train` and `expt sweep` make them", highlight=False)
+
+
+def print_show(shown: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    score = "-" if shown["value"] is None else f"{shown['metric']} {shown['value']:.4f}" + (
+        f" ± {shown['std']:.4f}" if shown.get("std") is not None else "")
+    console.print(f"{shown['type']} run {shown['run_id']} ({shown['name']}) · {shown['status']} · {shown['data']} · "
+                  f"{shown['model']} · {score}", highlight=False, soft_wrap=True)
+    if shown["folds"]:
+        folds = Table(title="folds", title_justify="left")
+        folds.add_column("run")
+        folds.add_column("status")
+        folds.add_column("scores", overflow="fold")
+        for fold in shown["folds"]:
+            folds.add_row(fold["name"], fold["status"], ", ".join(f"{k} {v:.4f}" for k, v in fold["scores"].items()))
+        console.print(folds)
+    if shown["children"]:
+        console.print("children: " + "; ".join(f"{kind}: " + ", ".join(f"{n} {s}" for s, n in states.items())
+                                               for kind, states in shown["children"].items()), highlight=False)
+    for title, items in (("metrics", {k: f"{v:.6g}" for k, v in shown["metrics"].items()}),
+                         ("config", shown["params"]), ("tags", shown["tags"])):
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        for key, value in items.items():
+            table.add_row(key, str(value))
+        console.print(table)
+
+
+def print_compare(diff: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    a, b = diff["a"], diff["b"]
+    console = Console()
+    console.print(f"A = {a['run_id']} ({a['type']}, {a['data']}, {a['model']})\nB = {b['run_id']} ({b['type']}, "
+                  f"{b['data']}, {b['model']})", highlight=False, soft_wrap=True)
+    for title, rows in (("config values that differ", diff["params"]), ("tags that differ", diff["tags"])):
+        if rows:
+            table = Table(title=title, title_justify="left")
+            for col in ("key", "A", "B"):
+                table.add_column(col, overflow="fold")
+            for row in rows:
+                table.add_row(row["key"], str(row["a"]), str(row["b"]))
+            console.print(table)
+    if not diff["params"]:
+        console.print("the two configs are the same", highlight=False)
+    table = Table(title="metrics", title_justify="left")
+    for col, just in (("metric", "left"), ("A", "right"), ("B", "right"), ("B - A", "right")):
+        table.add_column(col, justify=just)
+    for row in diff["metrics"]:
+        table.add_row(row["key"], _fmt(row["a"]), _fmt(row["b"]),
+                      "" if row["diff"] is None else f"{row['diff']:+.4g}")
+    console.print(table)

@@ -1,0 +1,114 @@
+"""``expt train`` and ``expt sweep``: run experiments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from expt.cli.common import WITH_OVERRIDES, ConfigDir, Debug, Group, TrustTarget, check_name, split_args, user_errors
+
+group = Group()
+
+
+@group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] [OVERRIDES]...")
+def train(
+    ctx: typer.Context,
+    cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
+    resolve: Annotated[bool, typer.Option("--resolve", help="With --cfg: resolve interpolations.")] = False,
+    config_dir: ConfigDir = None,
+    trust_target: TrustTarget = None,
+    debug: Debug = False,
+) -> None:
+    """Cross-validate one configuration, refit it on all data, and track everything in MLflow.
+
+    The refit is skipped with tracking.log_model=false.
+    """
+    with user_errors(debug):
+        from expt.core.build import trusting
+        from expt.core.config import compose
+
+        composed = compose(split_args(list(ctx.args)), config_dir=config_dir)
+        if cfg:
+            from omegaconf import OmegaConf
+
+            typer.echo(OmegaConf.to_yaml(composed.cfg, resolve=resolve), nl=False)
+            return
+        from expt.cli.render import TrainProgress, print_train_result
+        from expt.core.prepare import prepare
+        from expt.train import run_train
+
+        with trusting(trust_target):
+            prepared = prepare(composed)
+            with TrainProgress(prepared) as progress:
+                result = run_train(prepared, on_fold=progress.advance)
+        print_train_result(result)
+
+
+@group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] [OVERRIDES]...")
+def sweep(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes sharing the studies.")] = 1,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="SWEEP_ID",
+                                                help="Continue a stopped sweep where it left off.")] = None,
+    sweep_id: Annotated[str | None, typer.Option("--sweep-id", help="Name the sweep (join it if it exists).")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path "
+                                                "(default outputs/sweeps/ID/optuna.journal).")] = None,
+    warm_start: Annotated[str | None, typer.Option("--warm-start", metavar="FILE",
+                                                    help="YAML list of parameter sets to try first.")] = None,
+    cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
+    status: Annotated[str | None, typer.Option("--status", metavar="SWEEP_ID",
+                                                help="Show a sweep's progress from its storage; runs nothing.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON instead of a table.")] = False,
+    config_dir: ConfigDir = None,
+    trust_target: TrustTarget = None,
+    debug: Debug = False,
+) -> None:
+    """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow."""
+    with user_errors(debug):
+        from expt.core.errors import UsageError
+
+        for option, value in (("--sweep-id", sweep_id), ("--resume", resume), ("--status", status)):
+            check_name(option, value)
+        if status:
+            _sweep_status(status, storage, as_json)
+            return
+        overrides = split_args(list(ctx.args))
+        if resume and overrides:
+            raise UsageError("--resume continues the stored config; drop the overrides (or start a new sweep)")
+        if resume and sweep_id and resume != sweep_id:
+            raise UsageError("--resume and --sweep-id name different sweeps; pass one")
+        from expt.core.config import compose
+
+        composed = None if resume else compose(overrides, config_dir=config_dir)
+        if cfg:
+            if composed is None:
+                raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
+            from omegaconf import OmegaConf
+
+            typer.echo(OmegaConf.to_yaml(composed.cfg), nl=False)
+            return
+        from expt.cli.render import SweepProgress, print_sweep_result
+        from expt.sweep.runner import SweepOptions, run_sweep
+
+        options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume), workers=workers,
+                               warm_start=warm_start, config_dir=str(config_dir) if config_dir else None)
+        from expt.core.build import trusting
+
+        with trusting(trust_target):  # an environment variable: the spawned workers inherit it
+            result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+        print_sweep_result(result_sweep, result)
+
+
+def _sweep_status(sweep_id: str, storage: str | None, as_json: bool) -> None:
+    import json
+
+    from expt.sweep.status import print_status, sweep_status
+    from expt.sweep.storage import default_storage
+
+    result = sweep_status(sweep_id, storage or default_storage(sweep_id))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        print_status(result)
+

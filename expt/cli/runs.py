@@ -1,0 +1,176 @@
+"""``expt rerun``, ``runs``, ``show``, ``compare`` and ``ui``: the tracking store from the terminal.
+
+Like every command, they import the heavy libraries inside.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from expt.cli.common import WITH_OVERRIDES, Debug, Group, JsonOut, TrustTarget, split_args, user_errors
+
+group = Group()
+NO_STORE = "run from the folder that holds mlruns.db, or pass --tracking-uri"
+
+TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", help="MLflow tracking URI (default: "
+                                                 "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in this folder).")]
+
+
+def _emit(data: object, json_out: bool, printer: str, *args: object) -> None:
+    """--json prints the data as is; otherwise the named table printer of expt.cli.render draws it."""
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    import expt.cli.render
+
+    getattr(expt.cli.render, printer)(data, *args)
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from expt.tracking.uri import open_client
+
+    return open_client(_uri(tracking_uri), missing=NO_STORE)
+
+
+def _uri(value: str | None) -> str:
+    import os
+
+    return value or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
+
+
+@group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] RUN_ID [OVERRIDES]...")
+def rerun(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="A train or sweep run (or any run under one).", show_default=False)],
+    tracking_uri: TrackingUri = None,
+    allow_data_drift: Annotated[bool, typer.Option("--allow-data-drift", help="Run even if the dataset changed "
+                                                   "since (its scores cannot match).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if any score differs from the logged run.")] = False,
+    trust_target: TrustTarget = None,
+    debug: Debug = False,
+) -> None:
+    """Run again exactly what a logged run ran; report what drifted and whether the scores match."""
+    with user_errors(debug):
+        from expt.cli.render import print_drift, print_matches
+        from expt.core.build import trusting
+        from expt.reproduce.rerun import compare_scores, plan_rerun
+        from expt.tracking.uri import open_client
+
+        uri = _uri(tracking_uri)
+        client = open_client(uri, missing=NO_STORE)
+        with trusting(trust_target):
+            plan = plan_rerun(client, run_id, split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift)
+            print_drift(plan)
+            tags = {"expt.rerun_of": plan.original.info.run_id}
+            new_id, new_uri = _run_again(plan, tags)
+        new_client = client if new_uri == client.tracking_uri else open_client(new_uri, missing=NO_STORE)
+        matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client)
+        print_matches(matches, plan.original.info.run_id, new_id)
+        if check and not all(m.same for m in matches):
+            raise typer.Exit(1)
+
+
+def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
+    from expt.tracking.uri import normalize_uri
+
+    composed = plan.composed  # type: ignore[attr-defined]
+    if plan.kind == "train":  # type: ignore[attr-defined]
+        from expt.cli.render import TrainProgress, print_train_result
+        from expt.core.prepare import prepare
+        from expt.train import run_train
+
+        prepared = prepare(composed)
+        with TrainProgress(prepared) as progress:
+            result = run_train(prepared, on_fold=progress.advance, tags=tags)
+        print_train_result(result)
+        return result.run_id, result.uri
+    from expt.cli.render import SweepProgress, print_sweep_result
+    from expt.reproduce.rerun import sweep_run_id
+    from expt.sweep.runner import SweepOptions, run_sweep
+
+    swept, result = run_sweep(composed, SweepOptions(tags=tags), progress_factory=SweepProgress)
+    print_sweep_result(swept, result)
+    uri = normalize_uri(swept.plan.values["tracking"]["uri"])
+    return sweep_run_id(uri, swept.sweep_id), uri
+
+
+@group.command()
+def runs(
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Only this experiment.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Only runs on this dataset (its name).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only runs of this model config.")] = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Best first by this metric (e.g. accuracy_mean).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 20,
+    all_types: Annotated[bool, typer.Option("--all", help="Folds and trials too, not just train and sweep runs.")]
+    = False,
+    tracking_uri: TrackingUri = None,
+    json_out: JsonOut = False,
+    debug: Debug = False,
+) -> None:
+    """A leaderboard of train and sweep runs: newest first, or best first with --sort."""
+    with user_errors(debug):
+        from expt.reproduce.browse import list_runs
+        client = _client(tracking_uri)
+        rows = list_runs(client, experiment=experiment, data=data, model=model, sort=sort, limit=limit,
+                         all_types=all_types)
+        _emit(rows, json_out, "print_runs", client.tracking_uri)
+
+
+@group.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run to show.", show_default=False)],
+    tracking_uri: TrackingUri = None,
+    json_out: JsonOut = False,
+    debug: Debug = False,
+) -> None:
+    """One run: its config, metrics, fold scores and a summary of its children."""
+    with user_errors(debug):
+        from expt.reproduce.browse import show_run
+        from expt.reproduce.rerun import get_run
+        client = _client(tracking_uri)
+        _emit(show_run(client, get_run(client, run_id)), json_out, "print_show")
+
+
+@group.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="The first run.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="The second run.", show_default=False)],
+    tracking_uri: TrackingUri = None,
+    json_out: JsonOut = False,
+    debug: Debug = False,
+) -> None:
+    """Two runs side by side: the config values that differ, and every metric with its difference."""
+    with user_errors(debug):
+        from expt.reproduce.browse import compare_runs
+        from expt.reproduce.rerun import get_run
+        client = _client(tracking_uri)
+        _emit(compare_runs(get_run(client, run_a), get_run(client, run_b)), json_out, "print_compare")
+
+
+@group.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for other machines).")]
+    = "127.0.0.1",
+    tracking_uri: TrackingUri = None,
+    debug: Debug = False,
+) -> None:
+    """Start the MLflow UI on the tracking store (Ctrl-C stops it)."""
+    with user_errors(debug):
+        import os
+
+        from expt.core.errors import UsageError
+        from expt.tracking.uri import existing_store
+
+        uri = _uri(tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            raise UsageError(f"{uri} is a tracking server: it serves its own UI; open it in a browser")
+        uri = existing_store(uri, missing=NO_STORE)
+        typer.echo(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)", err=True)
+        os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                                   "--host", host, "--port", str(port)])

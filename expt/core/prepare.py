@@ -1,0 +1,104 @@
+"""From a composed config to everything a run needs, checked: shared by train, sweep and rerun.
+
+Nothing is tracked here: every user mistake (config, data, a model that cannot take the
+data) surfaces before any MLflow run or Optuna study exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from expt.core.build import build
+from expt.core.config import Composed, resolve_values
+from expt.core.cv import build_pipeline, check_class_counts, get_scorer, make_splitter
+from expt.core.data import Dataset, load_dataset
+from expt.core.errors import ConfigError
+from expt.core.schema import DATA, check_records_path, fill_data_defaults, validate
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, checked."""
+
+    values: dict[str, Any]
+    choices: dict[str, str]
+    dataset: Dataset
+    pipeline: Any
+    splitter: Any
+    scorer: Any
+    metric: str
+
+
+def prepare(composed: Composed) -> Prepared:
+    """Validate config and data and build the pipeline; raise ExptError before anything is tracked."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = composed.cfg
+    data_spec = fill_data_defaults(resolve_values(cfg.data))
+    validate(data_spec, DATA, "data")
+    dataset = load_dataset(data_spec)
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create({**data_spec, "task": dataset.task, "name": dataset.name})
+    values = resolve_values(cfg)
+    validate(values)
+    check_records_path(values["tracking"]["records"])
+    if not values["tracking"]["experiment"].strip():
+        raise ConfigError("tracking.experiment is empty; name the MLflow experiment (tracking.experiment=expt)")
+    model = values["model"]
+    if dataset.task not in model["tasks"]:
+        raise ConfigError(
+            f"model {model['name']!r} handles {' and '.join(model['tasks'])}, but {dataset.name} is a "
+            f"{dataset.task} task; pick another model (e.g. model=random_forest)"
+        )
+    estimator = build(model["estimator"], where="model.estimator")
+    check_estimator_task(estimator, dataset.task)
+    learner = values["learner"]
+    check_network_input(estimator, dataset, learner["preprocessing"])
+    cv = learner["cv"]
+    splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
+                             shuffle=cv["shuffle"], stratify=cv["stratify"], seed=learner["seed"])
+    if dataset.task == "classification":
+        check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
+    metric = learner["metric"][dataset.task]
+    scorer = get_scorer(metric, dataset.task)
+    pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
+    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorer, metric)
+
+
+def check_estimator_task(estimator: Any, task: str) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    name = type(estimator).__name__
+    if task == "classification" and is_regressor(estimator):
+        raise ConfigError(f"model.estimator {name} is a regressor but the data is a classification task; "
+                          "choose a classifier or set data.task=regression")
+    if task == "regression" and is_classifier(estimator):
+        raise ConfigError(f"model.estimator {name} is a classifier but the data is a regression task; "
+                          "choose a regressor or set data.task=classification")
+
+
+def check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[str, Any]) -> None:
+    """What a torch network cannot take, named before any run exists (inside a fold it would be a NaN score)."""
+    if not type(estimator).__module__.startswith("expt.models"):
+        return
+    name = type(estimator).__name__
+    if preprocessing["impute"] == "none" and dataset.numeric and dataset.X[dataset.numeric].isna().to_numpy().any():
+        raise ConfigError(f"{name} cannot take missing values, and learner.preprocessing.impute=none leaves those of "
+                          f"{dataset.name} in; set learner.preprocessing.impute=median")
+    if not getattr(estimator, "needs_image", False):
+        return
+    if estimator.image_shape is None:
+        raise ConfigError(f"{name} reads rows as images, but {dataset.name} is a table ({dataset.X.shape[1]} columns, "
+                          "no data.image_shape); use model=mlp, or set data.image_shape=[H,W] for image data")
+    if dataset.categorical:
+        raise ConfigError(f"{name} reads rows as images, but {dataset.name} has non-numeric columns "
+                          f"({', '.join(dataset.categorical[:3])}); use model=mlp for tables")
+    from expt.models.estimators import image_shape
+
+    try:
+        image_shape(estimator.image_shape, len(dataset.numeric), name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+

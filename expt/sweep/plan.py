@@ -1,0 +1,151 @@
+"""A sweep's plan: the checked config, the data, the outer folds and the search space.
+
+Built the same way by the process that starts a sweep, by every worker and by a
+resume: from the config stored with the sweep, so they all evaluate the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expt.core.build import build
+from expt.core.config import Composed, model_configs
+from expt.core.cv import build_pipeline, make_splitter
+from expt.core.errors import ConfigError
+from expt.core.prepare import Prepared, check_estimator_task, prepare
+from expt.core.space import FAMILY_SEP, Param, SearchSpace, apply_params, check_paths, parse_space
+from expt.sweep.engine import Unit
+
+
+@dataclass
+class SweepPlan:
+    prepared: Prepared
+    search: dict[str, Any]
+    space: SearchSpace
+    family_models: dict[str, Any]
+    units: list[Unit]
+    manifest: dict[str, Any]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.prepared.values
+
+    @property
+    def seed(self) -> int:
+        return int(self.values["seed"])
+
+    def pipeline_for(self, params: dict[str, Any]) -> Any:
+        values = apply_params(self.values, params, self.family_models)
+        estimator = build(values["model"]["estimator"], where="model.estimator")
+        check_estimator_task(estimator, self.prepared.dataset.task)
+        data = self.prepared.dataset
+        return build_pipeline(estimator, data.numeric, data.categorical, values["learner"]["preprocessing"])
+
+    @property
+    def epochs_per_fold(self) -> int | None:
+        """A torch model's most epochs per fit, when its epochs are the pruner's steps.
+
+        Only in a one-family search: in model_selection, an early epoch's score would be
+        compared with other families' whole-fold scores, so there every model reports per fold.
+        """
+        estimator = self.values["model"]["estimator"]
+        if self.family_models or not str(estimator.get("_target_", "")).startswith("expt.models."):
+            return None
+        searched = next((p for p in self.space.params if p.name == "model.estimator.max_epochs"), None)
+        return int(searched.high) if searched is not None else int(estimator.get("max_epochs") or 1)
+
+    def objective(self, trial: Any, unit: Unit) -> float:
+        """Mean inner-CV score on the unit's training part; each inner fold (or, for a torch model,
+        each epoch's validation score) is an intermediate value for the pruner."""
+        import numpy as np
+        import optuna
+        from sklearn.base import clone
+
+        pipeline = self.pipeline_for(self.space.suggest(trial))
+        data, scorer = self.prepared.dataset, self.prepared.scorer
+        X, y = data.X.iloc[unit.train], data.y[unit.train]
+        learner = self.values["learner"]
+        inner = make_splitter(data.task, len(y), folds=self.search["inner_folds"], shuffle=True,
+                              stratify=learner["cv"]["stratify"], seed=self.seed, key="search.inner_folds")
+        scores: list[float] = []
+        epochs = self.epochs_per_fold
+
+        def prune(step: int, where: str) -> None:
+            if trial.should_prune():
+                trial.set_user_attr("inner_scores", scores)
+                trial.set_user_attr("pruned_at", where)
+                raise optuna.TrialPruned()
+
+        for fold, (train, test) in enumerate(inner.split(X, y)):
+            with self._epoch_reports(trial, fold, epochs, prune):
+                model = clone(pipeline).fit(X.iloc[train], y[train])
+            scores.append(float(scorer(model, X.iloc[test], y[test])))
+            if epochs is None:
+                trial.report(scores[-1], fold)
+                prune(fold, f"inner fold {fold}")
+        trial.set_user_attr("inner_scores", scores)
+        return float(np.mean(scores))
+
+    def _epoch_reports(self, trial: Any, fold: int, epochs: int | None, prune: Any) -> Any:
+        import contextlib
+
+        from expt.models.hooks import epoch_hooks
+
+        if epochs is None:
+            return contextlib.nullcontext()
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            if "valid_score" in row:  # none without a validation split (validation_fraction=0)
+                trial.report(row["valid_score"], fold * epochs + epoch)
+                prune(fold * epochs + epoch, f"inner fold {fold} epoch {epoch}")
+
+        return epoch_hooks(scorer=self.prepared.scorer, on_epoch=on_epoch)
+
+    def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:
+        data = self.prepared.dataset
+        model = self.pipeline_for(params).fit(data.X.iloc[unit.train], data.y[unit.train])
+        if unit.test is None:
+            return model, None
+        return model, float(self.prepared.scorer(model, data.X.iloc[unit.test], data.y[unit.test]))
+
+
+def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
+              config_dir: str | Path | None = None) -> SweepPlan:
+    """Check everything a sweep needs before any study or run exists."""
+    import numpy as np
+
+    if "search" not in composed.cfg:
+        raise ConfigError(f"no search space for model {composed.choices.get('model')!r}; choose one with search=NAME")
+    prepared = prepare(composed)
+    values, data = prepared.values, prepared.dataset
+    search = values["search"]
+    space = parse_space(search)
+    model_param = next((p for p in space.params if p.name == "model"), None)
+    if model_param is not None:
+        if family_models is None:
+            family_models = model_configs(model_param.choices, values, config_dir)
+        usable = tuple(f for f in model_param.choices if data.task in family_models[f]["tasks"])
+        if not usable:
+            raise ConfigError(f"none of search.space.model's choices handles {data.task}; add a model that does")
+        space.params = [Param("model", "categorical", choices=usable) if p is model_param else p for p in space.params]
+        space.families = {f: ps for f, ps in space.families.items() if f in usable}
+    family_models = family_models or {}
+    check_paths(space, values, family_models)
+    outer = make_splitter(data.task, data.n_rows, folds=search["outer_folds"], shuffle=True, key="search.outer_folds",
+                          stratify=values["learner"]["cv"]["stratify"], seed=values["seed"])
+    units = [Unit(f"fold-{k}", k, train, test) for k, (train, test) in enumerate(outer.split(data.X, data.y))]
+    units.append(Unit("final", len(units), np.arange(data.n_rows), None))
+    tests = [u.test.tolist() for u in units if u.test is not None]
+    digest = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
+    manifest = {"folds": len(tests), "rows": data.n_rows, "fingerprint": data.fingerprint, "hash": digest,
+                "test_indices": tests}
+    return SweepPlan(prepared, search, space, family_models, units, manifest)
+
+
+def display_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Trial parameters without the family prefix, for tables and MLflow params."""
+    return {(k.split(FAMILY_SEP, 1)[1] if FAMILY_SEP in k else k): v for k, v in params.items()}

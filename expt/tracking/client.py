@@ -1,0 +1,246 @@
+"""The MLflow run tree, written through MlflowClient with explicit run ids.
+
+No ``mlflow.start_run`` and no global active run: a run tree built across folds
+(and, later, processes) is easier to get right when every call names its run.
+A run is created only after all input has been checked, and every run this module
+starts is ended FINISHED, FAILED or KILLED, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from expt.core.errors import TrackingError
+from expt.tracking.uri import mask_credentials, normalize_uri, probe_server
+
+MAX_PARAM_LENGTH = 6000
+BATCH = {"params": 100, "metrics": 1000, "tags": 100}
+
+
+def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → dotted params, values as text, cut to MLflow's length limit."""
+    out: dict[str, str] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_LENGTH]
+    return out
+
+
+def sqlite_write_ahead(uri: str) -> None:
+    """Open this SQLite store in WAL mode with synchronous=NORMAL, in this process.
+
+    Measured on 2 cores: an MLflow trial run (create, log_batch, end) cost 27 ms of CPU
+    with SQLite's defaults and 19 ms in WAL with synchronous=NORMAL (fewer fsyncs, no
+    journal file per transaction), and readers such as ``mlflow ui`` no longer block
+    the writer. WAL is a property of the database file, so it stays on. A power loss
+    (not a process crash) can lose the last commits; a sweep's ``--resume`` logs them
+    again from the Optuna storage. WAL needs every process on one host: turn it off
+    (``tracking.sqlite_wal=false``) for a store on a network filesystem.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri or uri in _WAL_STORES:
+        return
+    path = os.path.realpath(uri[len(prefix):])
+    _WAL_STORES.add(uri)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if not type(dbapi_connection).__module__.startswith("sqlite3"):
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            files = {os.path.realpath(row[2]) for row in cursor.execute("PRAGMA database_list") if row[2]}
+            if path in files:  # this store only, not an Optuna SQLite storage in the same process
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    event.listen(Engine, "connect", on_connect)
+
+
+_WAL_STORES: set[str] = set()
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store: MLflow migrates a new file on first open, and two
+    processes migrating one file at once (sweeps joining together) broke it (alembic temp tables,
+    'expected to match one row'). A lock file beside the database serializes that first open."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        fh = open(db.parent / f".{db.name}.lock", "a")  # noqa: SIM115 - held for the block
+    except OSError:
+        yield  # a folder we cannot write: MLflow will say so in its own words
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Tracker:
+    """One experiment in one MLflow store."""
+
+    def __init__(self, uri: str, experiment: str, *, sqlite_wal: bool = True) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Runs stay local: no usage telemetry unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # No "View run at http://..." line per run: a sweep creates hundreds (expt prints where to browse once).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        from mlflow import MlflowClient
+
+        self.uri = normalize_uri(uri)
+        probe_server(self.uri)
+        with sqlite_creation_lock(self.uri):
+            if sqlite_wal:
+                sqlite_write_ahead(self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str, attempts: int = 5) -> str:
+        """The experiment's id, created if missing.
+
+        Processes that start together on a fresh store race to create the experiment (one
+        gets 'already exists'); a second look settles it.
+        """
+        for attempt in range(attempts):
+            try:
+                found = self.client.get_experiment_by_name(name)
+                if found is not None:
+                    if found.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(found.experiment_id)
+                    return found.experiment_id
+                return self.client.create_experiment(name, artifact_location=self._artifact_location())
+            except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
+                text = str(exc)
+                racing = "already exists" in text or "RESOURCE_ALREADY_EXISTS" in text or "locked" in text
+                if racing and attempt < attempts - 1:
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise TrackingError(
+                    f"cannot open MLflow store {mask_credentials(self.uri)!r}: "
+                    f"{mask_credentials(text.splitlines()[0][:200])}; "
+                    "check tracking.uri (e.g. tracking.uri=sqlite:///mlruns.db)"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _artifact_location(self) -> str | None:
+        """Keep a SQLite store's artifacts next to its file, not in whatever directory runs it."""
+        if self.uri.startswith("sqlite:///"):
+            return (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return None
+
+    def start(self, name: str, tags: Mapping[str, str], *, parent_id: str | None = None,
+              start_time: float | None = None) -> str:
+        all_tags = dict(tags)
+        if parent_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags=all_tags,
+            start_time=int((start_time or time.time()) * 1000),
+        )
+        return run.info.run_id
+
+    def log(self, run_id: str, *, metrics: Mapping[str, float] = {}, params: Mapping[str, str] = {},
+            tags: Mapping[str, str] = {}, step: int = 0, series: Mapping[str, list[float]] = {}) -> None:
+        """Everything for a run in as few ``log_batch`` calls as MLflow's limits allow.
+
+        ``series`` are metrics logged at steps 0, 1, ... (inner-fold scores, say) in the same batch.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        m = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        m += [Metric(k, float(v), now, i) for k, values in series.items() for i, v in enumerate(values)]
+        p = [Param(k, str(v)) for k, v in params.items()]
+        t = [RunTag(k, str(v)) for k, v in tags.items()]
+        while m or p or t:
+            self.client.log_batch(run_id, metrics=m[:BATCH["metrics"]], params=p[:BATCH["params"]],
+                                  tags=t[:BATCH["tags"]])
+            m, p, t = m[BATCH["metrics"]:], p[BATCH["params"]:], t[BATCH["tags"]:]
+
+    def log_steps(self, run_id: str, key: str, values: list[float]) -> None:
+        """One metric as a series (step = index) in a single batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        series = [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+        for start in range(0, len(series), BATCH["metrics"]):
+            self.client.log_batch(run_id, metrics=series[start:start + BATCH["metrics"]])
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_sklearn_model(self, run_id: str, model: Any, X_example: Any, fmt: str = "cloudpickle") -> None:
+        """Save with an explicit requirement list and log as artifacts of the run.
+
+        ``save_model`` + ``log_artifacts`` keeps the explicit run id; naming the pip
+        requirements skips MLflow's inference, which spends ~10 s importing everything
+        in a subprocess (its check of installed distributions still costs ~1 s once per
+        process). cloudpickle is the default format because skops' import pulls in torch
+        (~3.5 s); ``tracking.model_format=skops`` is there for those who want it.
+        """
+        import logging
+        import tempfile
+
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        example = X_example.head(5)
+        signature = infer_signature(example, model.predict(example))
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        with tempfile.TemporaryDirectory(prefix="expt-model-") as tmp:
+            path = Path(tmp) / "model"
+            mlflow.sklearn.save_model(
+                model, str(path), signature=signature, input_example=example,
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(), serialization_format=fmt,
+            )
+            self.client.log_artifacts(run_id, str(path), "model")
+
+    def checkpoint(self) -> None:
+        """Fold a SQLite store's write-ahead log into the .db file, so that file alone holds every run.
+
+        Without it the last runs can sit in ``mlruns.db-wal`` until some later process
+        checkpoints, and a copy of ``mlruns.db`` alone would miss them. Best effort: a
+        reader holding the log open only delays it.
+        """
+        import sqlite3
+
+        prefix = "sqlite:///"
+        if self.uri not in _WAL_STORES:
+            return
+        try:
+            with sqlite3.connect(self.uri[len(prefix):], timeout=5) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+        except sqlite3.Error:
+            return
+
+    def end(self, run_id: str, status: str = "FINISHED", end_time: float | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=int((end_time or time.time()) * 1000))
+
+    def end_quietly(self, run_ids: Iterable[str], status: str) -> None:
+        """Mark runs ended after a failure; a store that is itself failing must not hide the first error."""
+        for run_id in run_ids:
+            try:
+                self.end(run_id, status)
+            except Exception:  # noqa: BLE001 - best effort on the way out of an error
+                continue
