@@ -11,7 +11,10 @@ a fit is deterministic without touching the caller's random state.
 
 These are plain ``BaseEstimator`` subclasses: ``clone()``, ``get_params()`` and
 pickling work, parameters are checked up front through ``_parameter_constraints``,
-and a fitted model lives on the CPU so it loads anywhere.
+and a fitted model lives on the CPU so it loads anywhere. Input is checked the way
+scikit-learn's own estimators check it (:mod:`expt.models.validation`), and the tags say
+what they take (dense numeric tables, one target column), so they pass scikit-learn's
+estimator checks (tests/test_estimator_checks.py) and behave in any scikit-learn tool.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from expt.models import hooks
 from expt.models.nets import CNN, MLP
+from expt.models.validation import check_fit_data, check_predict_data, class_codes, image_shape, layer_sizes
+
+__all__ = ["CNNClassifier", "CNNRegressor", "MLPClassifier", "MLPRegressor", "TorchEstimator", "image_shape",
+           "layer_sizes", "resolve_device"]  # image_shape: expt.core.prepare checks data.image_shape with it
 
 _BASE_CONSTRAINTS: dict[str, list[Any]] = {
     "optimizer": [callable, None],
@@ -61,6 +69,20 @@ class TorchEstimator(BaseEstimator, abc.ABC):
 
     _parameter_constraints = _BASE_CONSTRAINTS
 
+    def __sklearn_tags__(self) -> Tags:
+        """What the estimator takes, said out loud: dense, finite numeric tables (no sparse input, no NaN: the
+        network reads every cell), one target column; and the same fit from the same data and seed."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.input_tags.categorical = False
+        tags.input_tags.string = False
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = False
+        tags.non_deterministic = False
+        return tags
+
     # -- what subclasses define: the network (_MLPParams, _CNNParams) and the task (_Classifier, _Regressor)
     @abc.abstractmethod
     def _make_module(self, n_features: int, n_outputs: int) -> nn.Module: ...
@@ -71,23 +93,25 @@ class TorchEstimator(BaseEstimator, abc.ABC):
     @abc.abstractmethod
     def _encode_target(self, y: Any) -> np.ndarray: ...
 
+    def _check_layout(self, n_features: int) -> None:
+        """A network that reads the columns in a layout (the CNN's image) refuses a table that does not fit it."""
+
     # -- fitting
     def fit(self, X: Any, y: Any) -> TorchEstimator:
         self._validate_params()
-        X = self._check_X(X, fit=True)
-        y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        X_in = X
+        X, y = check_fit_data(self, X, y)
+        self._check_layout(X.shape[1])
         target = self._encode_target(y)
         device = resolve_device(self.device)
         self.device_ = device
         fork = [torch.cuda.current_device()] if device == "cuda" else []
         with torch.random.fork_rng(devices=fork):  # seeded here, the caller's RNG untouched
             torch.manual_seed(self.random_state)
-            self._train(X, y, target, device)
+            self._train(X_in, X, y, target, device)
         return self
 
-    def _train(self, X: np.ndarray, y: np.ndarray, target: np.ndarray, device: str) -> None:
+    def _train(self, X_in: Any, X: np.ndarray, y: np.ndarray, target: np.ndarray, device: str) -> None:
         train, valid = self._split(y)
         module = self._make_module(X.shape[1], self._n_outputs()).to(device)
         make_optimizer = self.optimizer or default_optimizer
@@ -99,6 +123,8 @@ class TorchEstimator(BaseEstimator, abc.ABC):
         X_valid, y_valid = Xt[valid], yt[valid]
         generator = torch.Generator().manual_seed(self.random_state)
         listener = hooks.current()
+        if listener.scorer is not None:  # scored as given: a frame fitted by column names is predicted by them
+            X_score = X_in.iloc[valid] if hasattr(self, "feature_names_in_") and hasattr(X_in, "iloc") else X[valid]
         self.module_, self.history_ = module, []
         best_loss, best_state, best_epoch, waited = math.inf, None, 0, 0
         for epoch in range(self.max_epochs):
@@ -108,7 +134,7 @@ class TorchEstimator(BaseEstimator, abc.ABC):
                 with torch.no_grad():
                     row["valid_loss"] = float(loss_fn(module(X_valid), y_valid))
                 if listener.scorer is not None:
-                    row["valid_score"] = float(listener.scorer(self, X[valid], y[valid]))
+                    row["valid_score"] = float(listener.scorer(self, X_score, y[valid]))
             if not math.isfinite(row["train_loss"]):
                 raise FloatingPointError(f"the training loss became {row['train_loss']} at epoch {epoch}; lower the "
                                          "optimizer's lr or scale the features (learner.preprocessing.scale)")
@@ -164,36 +190,14 @@ class TorchEstimator(BaseEstimator, abc.ABC):
         return 1
 
     # -- prediction
-    def _check_X(self, X: Any, *, fit: bool = False) -> np.ndarray:
-        name = type(self).__name__
-        if hasattr(X, "dtypes"):
-            bad = [str(c) for c, t in zip(X.columns, X.dtypes, strict=True) if not np.issubdtype(t, np.number)]
-            if bad:
-                raise ValueError(f"{name} needs numeric input but columns {', '.join(bad[:5])} are not numeric; "
-                                 "encode them first (learner.preprocessing)")
-        try:
-            arr = np.asarray(X, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} needs numeric input; encode non-numeric columns first "
-                             "(learner.preprocessing)") from None
-        if arr.ndim != 2:
-            raise ValueError(f"{name} needs a 2-D table of rows and columns, got shape {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} got missing or infinite values; impute them "
-                             "(learner.preprocessing.impute=median)")
-        if fit:
-            self.n_features_in_ = arr.shape[1]
-        elif arr.shape[1] != self.n_features_in_:
-            raise ValueError(f"{name} was fitted on {self.n_features_in_} columns, got {arr.shape[1]}")
-        return arr
-
     def _forward(self, X: Any) -> np.ndarray:
+        X = check_predict_data(self, X)  # before any fitted attribute is read: unfitted is a NotFittedError
         module = self.module_
         device = next(module.parameters()).device
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            out = module(torch.as_tensor(self._check_X(X), device=device))
+            out = module(torch.as_tensor(X, device=device))
         module.train(was_training)
         return out.cpu().numpy()
 
@@ -226,7 +230,12 @@ class _MLPParams(TorchEstimator):
 
 
 class _CNNParams(TorchEstimator):
-    """Rows are images flattened row-major: ``image_shape`` is [height, width] or [channels, height, width]."""
+    """Rows are images flattened row-major: ``image_shape`` is [height, width] or [channels, height, width].
+
+    Without an ``image_shape`` the rows are read as one-channel images whose shape follows from the
+    column count (square when it is a square, else one row of pixels; see :func:`image_shape`); the shape
+    used is ``image_shape_``. A table that does not fit a given ``image_shape`` is a ValueError at fit.
+    """
 
     needs_image = True
     _parameter_constraints = {
@@ -245,9 +254,12 @@ class _CNNParams(TorchEstimator):
         self.optimizer, self.max_epochs, self.batch_size, self.patience = optimizer, max_epochs, batch_size, patience
         self.validation_fraction, self.device, self.random_state = validation_fraction, device, random_state
 
+    def _check_layout(self, n_features: int) -> None:
+        self.image_shape_ = image_shape(self.image_shape, n_features, type(self).__name__)
+
     def _make_module(self, n_features: int, n_outputs: int) -> nn.Module:
-        shape = image_shape(self.image_shape, n_features, type(self).__name__)
-        return CNN(shape, layer_sizes(self.channels, "channels"), self.hidden_size, n_outputs, dropout=self.dropout)
+        return CNN(self.image_shape_, layer_sizes(self.channels, "channels"), self.hidden_size, n_outputs,
+                   dropout=self.dropout)
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -266,44 +278,16 @@ def _check_sizes(estimator: Any, param: str) -> None:
             from None
 
 
-def layer_sizes(value: Sequence[int] | str | int, name: str) -> list[int]:
-    """[128, 64], 128 or "128-64" (text, so that a search can choose among layouts) → [128, 64]."""
-    try:
-        if isinstance(value, str):
-            sizes = [int(part) for part in value.replace(",", "-").split("-") if part.strip()]
-        elif isinstance(value, Integral):
-            sizes = [int(value)]
-        else:
-            sizes = [int(v) for v in value]
-    except (TypeError, ValueError):
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"{name} must be positive layer sizes like [128, 64] or \"128-64\", got {value!r}")
-    return sizes
-
-
-def image_shape(shape: Sequence[int] | None, n_features: int, name: str = "CNN") -> tuple[int, int, int]:
-    """(channels, height, width) for rows of ``n_features`` pixels, or a ValueError that says what fits."""
-    if shape is None:
-        raise ValueError(f"{name} needs image-shaped data: set data.image_shape (e.g. [8, 8] for digits); "
-                         "for tabular data use model=mlp")
-    dims = tuple(int(d) for d in shape)
-    if len(dims) == 2:
-        dims = (1, *dims)
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"image_shape must be [height, width] or [channels, height, width], got {list(shape)}")
-    if math.prod(dims) != n_features:
-        raise ValueError(f"{name} reads rows as {'x'.join(map(str, dims))} images ({math.prod(dims)} values) but "
-                         f"the data has {n_features} columns; fix data.image_shape, or use model=mlp for tables")
-    return dims
-
-
 class _Classifier(ClassifierMixin):
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True  # one softmax output per class
+        tags.classifier_tags.multi_label = False
+        return tags
+
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least two classes in y")
-        return codes.astype(np.int64)
+        self.classes_, codes = class_codes(self, y)
+        return codes
 
     def _n_outputs(self) -> int:
         return len(self.classes_)
@@ -320,16 +304,15 @@ class _Classifier(ClassifierMixin):
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self._forward(X).argmax(axis=1)]
+        scores = self._forward(X)  # checks X (and that there is a fit) before classes_ is read
+        return self.classes_[scores.argmax(axis=1)]
 
 
 class _Regressor(RegressorMixin):
     """The target is standardized for training (an MLP learns a unit-scale output far better)."""
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 1:
-            raise ValueError(f"{type(self).__name__} predicts one target column, y has shape {y.shape}")
+        y = np.asarray(y, dtype=np.float64)  # one finite column: check_fit_data saw to that
         self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std()) or 1.0
         return ((y - self.y_mean_) / self.y_scale_).astype(np.float32)[:, None]
 
