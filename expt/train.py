@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from expt.core.build import trusted_prefixes
 from expt.core.config import logged_yaml
 from expt.core.cv import CVResult, FoldResult, cross_validate
 from expt.core.prepare import Prepared
@@ -34,7 +35,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     import numpy as np
 
     from expt.tracking.client import Tracker, flatten
-    from expt.tracking.environment import ENVIRONMENT, environment_lock, environment_tags
+    from expt.tracking.environment import ENVIRONMENT, TRUSTED_TAG, environment_lock, environment_tags
 
     values, data = prepared.values, prepared.dataset
     seed = values["seed"]
@@ -43,7 +44,8 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     tracking = values["tracking"]
     tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
     tags = {**environment_tags(data.fingerprint, seed), "expt.run_type": "train", "expt.data": data.name,
-            "expt.model": values["model"]["name"], "expt.family": values["model"]["family"], **(tags or {})}
+            "expt.model": values["model"]["name"], "expt.family": values["model"]["family"],
+            TRUSTED_TAG: ",".join(trusted_prefixes()), **(tags or {})}  # a rerun must trust them again
     parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
     try:
         shown = masked_config(values)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, ROOT, all_runs
+from conftest import EXPT, OPTIONS_BY_GROUP, ROOT, all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -82,7 +82,51 @@ def test_cfg_prints_the_composed_config_and_runs_nothing(store: str) -> None:
     result = run_cli("train", "--cfg", "data=wine", "model=svm", "model.estimator.C=3", f"tracking.uri={store}")
     assert result.exit_code == 0
     assert "C: 3" in result.stdout and "name: wine" in result.stdout and "folds: 5" in result.stdout
+    assert "- override /model: svm" in result.stdout  # the defaults list: conf= composes it onto svm, not the default
     assert all_runs(store) == []
+
+
+# A dataset each model handles (ridge: a regression one, to compose its by_task regressor; cnn: images).
+CFG_DATA = {"ridge": "diabetes", "cnn": "digits"}
+
+
+@pytest.mark.parametrize("model", OPTIONS_BY_GROUP["model"])
+def test_a_printed_config_composes_back_to_itself(store: str, tmp_path: Path, model: str) -> None:
+    """`expt train --cfg ... > my.yaml && expt train conf=my.yaml` runs what was printed, for every model."""
+    import yaml
+
+    printed = run_cli("train", "--cfg", f"data={CFG_DATA.get(model, 'iris')}", f"model={model}",
+                      f"tracking.uri={store}")
+    assert printed.exit_code == 0, printed.output
+    path = tmp_path / "my.yaml"
+    path.write_text(printed.stdout)
+    again = run_cli("train", f"conf={path}", "--cfg")
+    assert again.exit_code == 0, again.output
+    assert again.stdout == printed.stdout
+    assert yaml.safe_load(again.stdout)["model"]["name"] == model
+    resolved = run_cli("train", "--cfg", "--resolve", f"conf={path}")
+    assert resolved.exit_code == 0 and "${" not in resolved.stdout, resolved.output
+    (tmp_path / "resolved.yaml").write_text(resolved.stdout)
+    assert run_cli("train", "--cfg", "--resolve", f"conf={tmp_path / 'resolved.yaml'}").stdout == resolved.stdout
+    assert all_runs(store) == []
+
+
+def test_a_printed_sweep_config_composes_back_to_itself(store: str, tmp_path: Path) -> None:
+    printed = run_cli("sweep", "--cfg", "data=wine", "model=svm", "search.n_trials=3", f"tracking.uri={store}")
+    assert printed.exit_code == 0 and "- override /search: svm" in printed.stdout, printed.output
+    (tmp_path / "s.yaml").write_text(printed.stdout)
+    assert run_cli("sweep", "--cfg", f"conf={tmp_path / 's.yaml'}").stdout == printed.stdout
+
+
+def test_a_printed_config_of_another_model_runs(store: str, tmp_path: Path) -> None:
+    """The report that started it: knn's printed config merged onto random forest's n_estimators and failed."""
+    printed = run_cli("train", "--cfg", "data=iris", "model=knn", "learner=quick", f"tracking.uri={store}")
+    (tmp_path / "my.yaml").write_text(printed.stdout)
+    result = run_cli("train", f"conf={tmp_path / 'my.yaml'}")
+    assert result.exit_code == 0, result.output
+    (run,) = [r for r in all_runs(store) if r.data.tags["expt.run_type"] == "train"]
+    assert run.data.tags["expt.model"] == "knn" and run.data.params["model.estimator.n_neighbors"] == "5"
+    assert "model.estimator.n_estimators" not in run.data.params
 
 
 @pytest.mark.slow

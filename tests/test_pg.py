@@ -63,3 +63,37 @@ def test_sweep_on_postgres_and_mlflow_server(postgres: Postgres, mlflow_server: 
     for run in runs:
         leaked = {k: v for k, v in {**run.data.params, **run.data.tags}.items() if postgres.password in v}
         assert not leaked, (run.info.run_name, leaked)
+
+
+@pytest.mark.slow
+def test_a_sweep_stores_no_password_and_resumes_with_it_from_the_environment(postgres: Postgres,
+                                                                             tmp_path: Path) -> None:
+    """The tracking URI's password reaches MLflow, never the journal file (world-readable by default), the
+    runs' params and tags, or the terminal; a resume takes it from MLFLOW_TRACKING_URI."""
+    import os
+
+    from mlflow import MlflowClient
+
+    uri = postgres.create_database("mlflow_secret")
+    journal = tmp_path / "optuna.journal"
+    args = [EXPT, "sweep", "--sweep-id", "secret", "--storage", str(journal)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([*args, "data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                           "search.n_trials=1", "tracking.log_model=false", f"tracking.uri={uri}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert postgres.password not in done.stdout + done.stderr
+    assert postgres.password.encode() not in journal.read_bytes()
+    assert b":***@" in journal.read_bytes()
+    runs = MlflowClient(tracking_uri=uri).search_runs(["0", "1"], max_results=100)
+    assert runs and not any(postgres.password in v for r in runs for v in {**r.data.params, **r.data.tags}.values())
+
+    refused = subprocess.run([*args[:2], "--resume", "secret", "--storage", str(journal)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600, check=False)
+    assert refused.returncode == 2 and "set MLFLOW_TRACKING_URI" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and postgres.password not in refused.stderr
+    resumed = subprocess.run([*args[:2], "--resume", "secret", "--storage", str(journal)], cwd=tmp_path,
+                             env={**env, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=600,
+                             check=False)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert postgres.password not in resumed.stdout + resumed.stderr

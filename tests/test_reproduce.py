@@ -35,18 +35,19 @@ def test_rerun_reproduces_every_fold_score_and_is_tagged(store: str) -> None:
     original = train(store, "data=wine", "model=random_forest", "model.estimator.n_estimators=30", "learner=quick")
     result = run_cli("rerun", original.run_id, "--tracking-uri", store, "--check")
     assert result.exit_code == 0, result.output
-    assert "all 5 scores match exactly" in result.output  # mean, std and three folds
+    # mean, std, three folds, and the final model's predictions and class probabilities
+    assert "all 7 results match exactly" in result.output
     (new,) = [r for r in top_level(store) if r.info.run_id != original.run_id]
     assert new.data.tags["expt.rerun_of"] == original.run_id
     assert fold_scores(store, new.info.run_id) == fold_scores(store, original.run_id)
-    assert "dataset fingerprint" in result.output and "changed" not in result.output.split("scores:")[0].replace(
+    assert "dataset fingerprint" in result.output and "changed" not in result.output.split("results:")[0].replace(
         "what changed", "")
 
 
 def test_rerun_with_a_change_reports_the_difference(store: str) -> None:
     original = train(store, "data=wine", "model=svm", "learner=quick")
     result = run_cli("rerun", original.run_id, "model.estimator.C=0.01", "--tracking-uri", store, "--check")
-    assert result.exit_code == 1 and "scores differ" in result.output
+    assert result.exit_code == 1 and "results differ" in result.output and "unexpected" not in result.output
     (new,) = [r for r in top_level(store) if r.info.run_id != original.run_id]
     assert new.data.params["model.estimator.C"] == "0.01"
 

@@ -90,11 +90,40 @@ def test_trust_target_reaches_the_worker_processes_of_a_sweep(store: str, mymode
     assert {t.data.tags["expt.trial_state"] for t in trials} == {"COMPLETE"}
 
 
+@pytest.mark.parametrize(("text", "masked"), [
+    ("http://alice:s3cret@host:5000/x", "http://alice:***@host:5000/x"),
+    ("https://bot:ghp_T0ken@github.example/x.git", "https://bot:***@github.example/x.git"),
+    ("postgresql+psycopg://u:pw@db/optuna and sqlite:///a.db", "postgresql+psycopg://u:***@db/optuna and sqlite:///a.db"),
+    ("mysql://root:pw@127.0.0.1:3306/mlflow", "mysql://root:***@127.0.0.1:3306/mlflow"),
+    ("postgresql://u:p@ss@w0rd@db:5432/x", "postgresql://u:***@db:5432/x"),  # '@' in the password, written raw
+    ("postgresql://u:pa:ss@db/x", "postgresql://u:***@db/x"),  # ':' in the password
+    ("postgresql://u:p%40ss%3A%25@db/x", "postgresql://u:***@db/x"),  # %-escapes
+    ("postgresql://db/x?user=u&password=hunter2&sslmode=require", "postgresql://db/x?user=u&password=***&sslmode=require"),
+    ("http://host/api?token=abc;x=1", "http://host/api?token=***;x=1"),
+    ("error at 'postgresql://u:pw@db/x': refused", "error at 'postgresql://u:***@db/x': refused"),
+    ("http://host:5000", "http://host:5000"),
+    ("sqlite:////tmp/a@b/mlruns.db", "sqlite:////tmp/a@b/mlruns.db"),  # no password: a path is left alone
+    ("http://u:***@host", "http://u:***@host"),  # masking twice changes nothing
+])
+def test_one_masking_function_for_every_way_a_uri_carries_a_secret(text: str, masked: str) -> None:
+    assert mask_credentials(text) == masked
+
+
+def test_a_masked_uri_gets_its_password_back_only_from_a_matching_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from expt.core.errors import UsageError
+    from expt.tracking.uri import with_credentials
+
+    stored, real = "postgresql://u:***@db/x", "postgresql://u:pw@db/x"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert with_credentials("sqlite:///a.db") == "sqlite:///a.db"
+    assert with_credentials(stored, real) == real
+    with pytest.raises(UsageError, match="set MLFLOW_TRACKING_URI"):
+        with_credentials(stored, "postgresql://u:pw@elsewhere/x")  # another server's password is not this one's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", real)
+    assert with_credentials(stored) == real
+
+
 def test_credentials_are_masked_in_uris_params_and_messages() -> None:
-    assert mask_credentials("http://alice:s3cret@host:5000/x") == "http://alice:***@host:5000/x"
-    assert mask_credentials("postgresql+psycopg://u:pw@db/optuna and sqlite:///a.db") == (
-        "postgresql+psycopg://u:***@db/optuna and sqlite:///a.db")
-    assert mask_credentials("http://host:5000") == "http://host:5000"
     from expt.tracking.uri import masked_config
 
     values = {"seed": 0, "tracking": {"uri": "http://alice:s3cret@host:5000", "records": None}}

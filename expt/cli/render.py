@@ -236,16 +236,38 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"scores: logged run {original} vs rerun {new}", title_justify="left")
-    for col, just in (("score", "left"), ("logged", "right"), ("rerun", "right"), ("", "left")):
+    table = Table(title=f"results: logged run {original} vs rerun {new}", title_justify="left")
+    table.add_column("result", no_wrap=True)  # whole: it is what the summary line names
+    for col, just in (("logged", "right"), ("rerun", "right"), ("", "left")):
         table.add_column(col, justify=just, overflow="fold")
     for m in matches:
-        table.add_row(m.metric, _fmt(m.then), _fmt(m.now), "[green]same[/]" if m.same else "[red]differs[/]")
+        verdict = "[green]same[/]" if m.same else "[red]differs[/]" + (f" ({escape(m.note)})" if m.note else "")
+        table.add_row(escape(m.what), *_pair(m.then, m.now), verdict)
     console = Console()
     console.print(table)
-    differ = sum(not m.same for m in matches)
-    console.print(f"all {len(matches)} scores match exactly" if not differ
-                  else f"{differ} of {len(matches)} scores differ", highlight=False)
+    differ = [m for m in matches if not m.same]
+    if not matches:
+        console.print("nothing to compare: neither run logged a score or a model", highlight=False)
+    elif not differ:
+        console.print(f"all {len(matches)} results match exactly", highlight=False)
+    else:
+        console.print(f"{len(differ)} of {len(matches)} results differ: {', '.join(m.what for m in differ)}",
+                      highlight=False, markup=False)
+
+
+def _pair(then: Any, now: Any) -> tuple[str, str]:
+    """Two scores to 4 places, or to as many as it takes to see that they differ (the check is exact, so a
+    difference in the 12th place is one); parameters and hashes as they are."""
+    from rich.markup import escape
+
+    if isinstance(then, float) and isinstance(now, float) and then != now and then == then and now == now:
+        for places in range(4, 18):
+            a, b = f"{then:.{places}f}", f"{now:.{places}f}"
+            if a != b:
+                return a, b
+        return repr(then), repr(now)
+    return tuple("—" if v is None else _fmt(v) if isinstance(v, float) else escape(str(v))  # type: ignore[return-value]
+                 for v in (then, now))
 
 
 def print_runs(rows: list[dict], uri: str) -> None:
@@ -285,7 +307,9 @@ def print_show(shown: dict) -> None:
             folds.add_row(fold["name"], fold["status"], ", ".join(f"{k} {v:.4f}" for k, v in fold["scores"].items()))
         console.print(folds)
     if shown["children"]:
+    """Every compared result, then what differed again on its own, so a long table does not hide it."""
         console.print("children: " + "; ".join(f"{kind}: " + ", ".join(f"{n} {s}" for s, n in states.items())
+    from rich.markup import escape
                                                for kind, states in shown["children"].items()), highlight=False)
     for title, items in (("metrics", {k: f"{v:.6g}" for k, v in shown["metrics"].items()}),
                          ("config", shown["params"]), ("tags", shown["tags"])):

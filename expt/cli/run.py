@@ -30,9 +30,7 @@ def train(
 
         composed = compose(split_args(list(ctx.args)), config_dir=config_dir)
         if cfg:
-            from omegaconf import OmegaConf
-
-            typer.echo(OmegaConf.to_yaml(composed.cfg, resolve=resolve), nl=False)
+            _print_cfg(composed, resolve)
             return
         from expt.cli.render import TrainProgress, print_train_result
         from expt.core.prepare import prepare
@@ -57,6 +55,7 @@ def sweep(
     warm_start: Annotated[str | None, typer.Option("--warm-start", metavar="FILE",
                                                     help="YAML list of parameter sets to try first.")] = None,
     cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
+    resolve: Annotated[bool, typer.Option("--resolve", help="With --cfg: resolve interpolations.")] = False,
     status: Annotated[str | None, typer.Option("--status", metavar="SWEEP_ID",
                                                 help="Show a sweep's progress from its storage; runs nothing.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON instead of a table.")] = False,
@@ -84,9 +83,7 @@ def sweep(
         if cfg:
             if composed is None:
                 raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
-            from omegaconf import OmegaConf
-
-            typer.echo(OmegaConf.to_yaml(composed.cfg), nl=False)
+            _print_cfg(composed, resolve)
             return
         from expt.cli.render import SweepProgress, print_sweep_result
         from expt.sweep.runner import SweepOptions, run_sweep
@@ -98,6 +95,20 @@ def sweep(
         with trusting(trust_target):  # an environment variable: the spawned workers inherit it
             result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
         print_sweep_result(result_sweep, result)
+
+
+def _print_cfg(composed: object, resolve: bool) -> None:
+    """The composed config as a recipe that ``conf=`` runs as is: the group options as its defaults list, then
+    the values (interpolations kept unless --resolve). Values alone would merge onto the default options (a knn
+    config onto random_forest's parameters)."""
+    from omegaconf import OmegaConf
+
+    from expt.core.config import logged_yaml, resolve_values
+    from expt.tracking.uri import masked_config
+
+    cfg = composed.cfg  # type: ignore[attr-defined]
+    values = resolve_values(cfg) if resolve else OmegaConf.to_container(cfg, resolve=False)
+    typer.echo(logged_yaml(masked_config(values), composed.choices), nl=False)  # type: ignore[attr-defined]
 
 
 def _sweep_status(sweep_id: str, storage: str | None, as_json: bool) -> None:

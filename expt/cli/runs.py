@@ -50,34 +50,42 @@ def rerun(
     tracking_uri: TrackingUri = None,
     allow_data_drift: Annotated[bool, typer.Option("--allow-data-drift", help="Run even if the dataset changed "
                                                    "since (its scores cannot match).")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if any score differs from the logged run.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if anything differs from the logged run (every "
+                                        "fold and outer score, each search's best parameters and inner best, the "
+                                        "final model's predictions), 2 if it logged nothing to compare.")] = False,
     trust_target: TrustTarget = None,
     debug: Debug = False,
 ) -> None:
-    """Run again exactly what a logged run ran; report what drifted and whether the scores match."""
+    """Run again exactly what a logged run ran; report what drifted and whether the results match exactly."""
+    differ = False
     with user_errors(debug):
         from expt.cli.render import print_drift, print_matches
         from expt.core.build import trusting
+        from expt.core.errors import UsageError
         from expt.reproduce.rerun import compare_scores, plan_rerun
         from expt.tracking.uri import open_client
 
         uri = _uri(tracking_uri)
         client = open_client(uri, missing=NO_STORE)
         with trusting(trust_target):
-            plan = plan_rerun(client, run_id, split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift)
+            plan = plan_rerun(client, run_id, split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift,
+                              check=check)
             print_drift(plan)
             tags = {"expt.rerun_of": plan.original.info.run_id}
             new_id, new_uri = _run_again(plan, tags)
         new_client = client if new_uri == client.tracking_uri else open_client(new_uri, missing=NO_STORE)
-        matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client)
+        matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client,
+                                 X=plan.dataset.X)
         print_matches(matches, plan.original.info.run_id, new_id)
-        if check and not all(m.same for m in matches):
-            raise typer.Exit(1)
+        if check and not matches:
+            raise UsageError(f"neither run {plan.original.info.run_id} nor its rerun {new_id} logged a score or a "
+                             "model, so --check has nothing to compare")
+        differ = check and not all(m.same for m in matches)
+    if differ:  # outside user_errors, which would report the exit as an unexpected error
+        raise typer.Exit(1)
 
 
 def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
-    from expt.tracking.uri import normalize_uri
-
     composed = plan.composed  # type: ignore[attr-defined]
     if plan.kind == "train":  # type: ignore[attr-defined]
         from expt.cli.render import TrainProgress, print_train_result
@@ -95,8 +103,7 @@ def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
 
     swept, result = run_sweep(composed, SweepOptions(tags=tags), progress_factory=SweepProgress)
     print_sweep_result(swept, result)
-    uri = normalize_uri(swept.plan.values["tracking"]["uri"])
-    return sweep_run_id(uri, swept.sweep_id), uri
+    return sweep_run_id(result["uri"], swept.sweep_id), result["uri"]
 
 
 @group.command()

@@ -21,6 +21,8 @@ from expt.core.errors import ConfigError
 
 GROUPS = ("data", "model", "learner", "tracking", "search")
 RECIPE_GROUP = "recipe"
+SAFE_RESOLVERS = ("by_task", "oc.select")  # they read other keys of the config, nothing else
+_RESOLVER_CALL = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
 # Prefixes trusted beyond the defaults for one invocation (`--trust-target`). An environment variable, not a
 # module global, so that a sweep's worker processes (multiprocessing 'spawn') inherit it with nothing passed.
 LOGGED_HEADER = "# @package _global_\n"
@@ -36,7 +38,7 @@ def conf_dir() -> Path:
     """
     package = Path(__file__).resolve().parents[1]
     inside = package / "conf"
-    return inside if inside.is_dir() else package.parent / "conf"
+    return inside if (inside / "config.yaml").is_file() else package.parent / "conf"  # a stray empty folder: not it
 
 
 @dataclass
@@ -115,6 +117,9 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
             isinstance(d, str) or (isinstance(d, dict) and len(d) == 1) for d in defaults):
         raise ConfigError(f"config file {path_str!r}: defaults must be a list of entries like "
                           f"'- override /model: svm', got {defaults!r}")
+    if "${" in str(defaults):  # Hydra resolves these while composing, before check_resolvers sees anything
+        raise ConfigError(f"config file {path_str!r}: its defaults list may not interpolate (${{...}}); name each "
+                          "option, e.g. '- override /model: svm'")
     if overridden:
         loaded["defaults"] = [
             d for d in loaded.get("defaults", []) if not (isinstance(d, dict) and _default_group(d) in overridden)
@@ -178,8 +183,32 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
         raise ConfigError(f"unknown search {asked!r}{hint} Available: {', '.join(known)} (choose with search=NAME)")
     with _open(cfg):
         del cfg["hydra"]
+    check_resolvers(OmegaConf.to_container(cfg, resolve=False))
     OmegaConf.set_struct(cfg, True)
     return Composed(cfg=cfg, choices=choices)
+
+
+def check_resolvers(node: Any, where: str = "") -> None:
+    """Refuse interpolations that call a resolver other than the ones that only read the config itself.
+
+    A config may come from anyone (a logged run, a storage, a file), and ``${oc.env:...}``
+    would copy an environment variable (a secret) into the config, and from there into
+    logged params; ``oc.decode`` would turn text into new interpolations. Credentials
+    belong in the environment, where MLflow and the database drivers read them.
+    """
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            check_resolvers(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_resolvers(value, f"{where}[{i}]")
+    elif isinstance(node, str):
+        for name in _RESOLVER_CALL.findall(node):
+            if name not in SAFE_RESOLVERS:
+                why = "it reads the environment" if name in ("oc.env", "env") else "it reads more than the config"
+                raise ConfigError(f"{where or 'config'} uses the resolver {name!r}, which a config may not use ({why}; "
+                                  f"allowed: {', '.join(SAFE_RESOLVERS)}); write the value itself, and keep "
+                                  "credentials in the environment (MLFLOW_TRACKING_PASSWORD, PGPASSWORD)")
 
 
 class _open:
@@ -256,7 +285,7 @@ def logged_yaml(values: Mapping[str, Any], choices: Mapping[str, str]) -> str:
     """The config as logged with a run: a recipe that `expt train conf=...` composes back."""
     import yaml
 
-    header = LOGGED_HEADER + "# Logged by expt; run it again with: expt train conf=config.yaml\n"
+    header = LOGGED_HEADER + "# Written by expt; run it as is with: expt train conf=FILE (or expt sweep conf=FILE)\n"
     doc = {"defaults": [{f"override /{g}": choices[g]} for g in GROUPS if g in choices]}
     doc.update(values)
     return header + yaml.safe_dump(doc, sort_keys=False)

@@ -57,13 +57,27 @@ def prepare(composed: Composed) -> Prepared:
     check_network_input(estimator, dataset, learner["preprocessing"])
     cv = learner["cv"]
     splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
-                             shuffle=cv["shuffle"], stratify=cv["stratify"], seed=learner["seed"])
+                             shuffle=cv["shuffle"], stratify=cv["stratify"], seed=one_seed(values))
     if dataset.task == "classification":
         check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
     metric = learner["metric"][dataset.task]
     scorer = get_scorer(metric, dataset.task)
     pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
     return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorer, metric)
+
+
+def one_seed(values: dict[str, Any]) -> int:
+    """The top-level ``seed``: the one seed of train and sweep alike (splits, estimators, numpy, samplers).
+
+    ``learner.seed`` is kept as ``${seed}`` so that configs logged when train split its folds with it
+    still compose; one that says another seed is refused rather than silently ignored or obeyed.
+    """
+    seed = values["seed"]
+    legacy = values["learner"].get("seed", seed)
+    if legacy != seed:
+        raise ConfigError(f"learner.seed={legacy} differs from seed={seed}, but the top-level seed is the one seed; "
+                          f"set both to one value (seed={legacy} learner.seed={legacy}), or remove learner.seed")
+    return int(seed)
 
 
 def check_estimator_task(estimator: Any, task: str) -> None:

@@ -5,6 +5,11 @@ could have edited it): it goes through ``compose`` and ``prepare`` like a user's
 so the ``_target_`` allow-list applies before anything is built. Before running, the
 run's code, data and environment are compared with now; a dataset whose fingerprint
 changed stops the rerun unless ``--allow-data-drift``, since its scores could not match.
+
+After running, everything the two runs logged that a seed fixes is compared exactly:
+fold scores, outer scores, every search's inner best and best parameters, and the
+final models' predictions on the dataset. Equal summaries over unequal parts, or equal
+scores from unequal models, would let ``--check`` pass on something that changed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from expt.core.errors import DataError, TrackingError, UsageError
+from expt.core.errors import ConfigError, DataError, TrackingError, UsageError
 
 TOP_LEVEL = ("train", "sweep")
 
@@ -44,7 +49,15 @@ def top_run(client: Any, run: Any) -> Any:
     return run
 
 
+def _quiet_downloads() -> None:
+    """MLflow draws a progress bar on stderr per download, even of one small file, between our tables."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def download_text(client: Any, run: Any, path: str) -> str | None:
+    _quiet_downloads()
     with tempfile.TemporaryDirectory(prefix="expt-rerun-") as tmp:
         try:
             local = client.download_artifacts(run.info.run_id, path, tmp)
@@ -76,6 +89,7 @@ def drift_report(run: Any, fingerprint: str, lock_then: str | None) -> list[Drif
             Drift("dataset fingerprint", tags.get("expt.dataset_fingerprint", "?"), fingerprint),
             Drift("expt", tags.get("expt.version", "?"), __version__),
             Drift("python", tags.get("expt.python", "?"), _python())]
+    rows += _shape_drift(tags)
     for name in KEY_PACKAGES:
         try:
             now = metadata.version(name)
@@ -99,19 +113,77 @@ def _python() -> str:
     return platform.python_version()
 
 
+def _shape_drift(tags: dict[str, str]) -> list[Drift]:
+    """What shaped the run besides its config, then and in this rerun ("?": a run older than the tag).
+
+    A sweep's samplers are seeded per worker and per restart and warm-start entries are its first
+    trials, so more workers, a --warm-start file or a --resume give other results from the same
+    config; a rerun is one worker, no warm start, no resume. The trusted prefixes decide what the
+    config may build at all.
+    """
+    from expt.core.build import trusted_prefixes
+    from expt.sweep.runner import RESUMES_TAG, WARM_START_TAG, WORKERS_TAG
+    from expt.tracking.environment import TRUSTED_TAG
+
+    rows = []
+    if tags.get("expt.run_type") == "sweep":
+        rows += [Drift("sweep workers", tags.get(WORKERS_TAG, "?"), "1"),
+                 Drift("warm-start input", tags.get(WARM_START_TAG, "?"), "none"),
+                 Drift("resumes", tags.get(RESUMES_TAG, "?"), "0")]
+    then = tags.get(TRUSTED_TAG)
+    rows.append(Drift("trusted prefixes", "?" if then is None else _prefixes(then.split(",")),
+                      _prefixes(trusted_prefixes())))
+    return rows
+
+
+def _prefixes(items: list[str]) -> str:
+    return ",".join(sorted({p.strip() for p in items if p.strip()})) or "none"
+
+
+def check_trust(run: Any) -> None:
+    """A run made with --trust-target needs it again; say so before its config is read, not as a refused
+    target deep in the build (or in a sweep's worker process)."""
+    from expt.core.build import trusted_prefixes
+    from expt.tracking.environment import TRUSTED_TAG
+
+    now = trusted_prefixes()
+    needed = [p.strip() for p in run.data.tags.get(TRUSTED_TAG, "").split(",") if p.strip()]
+    missing = [p for p in dict.fromkeys(needed) if not any(_covers(q, p) for q in now)]
+    if missing:
+        flags = " ".join(f"--trust-target {p}" for p in missing)
+        raise ConfigError(f"this config needs {flags} (run {run.info.run_id} was made with it): "
+                          f"pass {flags} if you trust that code")
+
+
+def _covers(trusted: str, needed: str) -> bool:
+    """``mylib`` trusts ``mylib`` and ``mylib.models`` (not ``mylibx``); ``mylib.`` only what is under mylib."""
+    if trusted.endswith("."):
+        return needed.startswith(trusted)
+    return needed == trusted or needed.startswith(trusted + ".")
+
+
 @dataclass
 class Rerun:
     original: Any  # the logged run
     kind: str  # train | sweep
     composed: Any
     drift: list[Drift]
+    dataset: Any = None  # the data as the rerun loads it: the final models predict on it
 
 
-def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allow_data_drift: bool) -> Rerun:
-    """Everything before running: the run, its config composed and checked, the drift report."""
+def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allow_data_drift: bool,
+               check: bool = False) -> Rerun:
+    """Everything before running: the run, its config composed and checked, the drift report.
+
+    With ``check``, a run that logged no scores is refused first: there would be nothing to compare.
+    """
     from expt.core.config import compose
 
     run = top_run(client, get_run(client, run_id))
+    if check and not logged_scores(client, run):
+        raise UsageError(f"run {run.info.run_id} ({run.info.status}) logged no scores, so --check has nothing to "
+                         "compare; rerun it without --check, or check a run that finished")
+    check_trust(run)
     text = download_text(client, run, "config.yaml")
     if text is None:
         raise UsageError(f"run {run.info.run_id} has no config.yaml artifact (not made by expt, or its artifacts "
@@ -121,13 +193,13 @@ def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allo
         path.write_text(text)
         composed = compose([f"conf={path}", *overrides, *_tracking_defaults(overrides, uri)])
     kind = run.data.tags["expt.run_type"]
-    fingerprint = _fingerprint(composed)
-    report = drift_report(run, fingerprint, download_text(client, run, "environment.txt"))
+    dataset = _dataset(composed)
+    report = drift_report(run, dataset.fingerprint, download_text(client, run, "environment.txt"))
     data_row = next(r for r in report if r.what == "dataset fingerprint")
     if data_row.changed and not allow_data_drift:
         raise DataError(f"the data of run {run.info.run_id} changed (fingerprint {data_row.then} -> {data_row.now}); "
                         "scores cannot match: restore the data, or pass --allow-data-drift to run anyway")
-    return Rerun(run, kind, composed, report)
+    return Rerun(run, kind, composed, report, dataset)
 
 
 def _tracking_defaults(overrides: list[str], uri: str) -> list[str]:
@@ -135,21 +207,31 @@ def _tracking_defaults(overrides: list[str], uri: str) -> list[str]:
     return [] if any(o.startswith("tracking.uri=") for o in overrides) else [f"tracking.uri={uri}"]
 
 
-def _fingerprint(composed: Any) -> str:
+def _dataset(composed: Any) -> Any:
     from expt.core.prepare import prepare
 
-    return prepare(composed).dataset.fingerprint
+    return prepare(composed).dataset
 
 
 @dataclass
 class Match:
-    metric: str
-    then: float | None
-    now: float | None
+    """One thing both runs logged: a score, a best parameter, or the final model's predictions (a hash)."""
+
+    what: str
+    then: Any  # None: the run has none
+    now: Any
+    note: str = ""  # how they differ, where the two values do not say it (predictions: the largest difference)
 
     @property
     def same(self) -> bool:
-        return self.then is not None and self.now is not None and self.then == self.now
+        return self.then is not None and self.now is not None and _equal(self.then, self.now)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Exactly equal; a NaN (a failed fold's score) equals a NaN."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b)
 
 
 def sweep_run_id(uri: str, sweep_id: str) -> str:
@@ -164,29 +246,135 @@ def sweep_run_id(uri: str, sweep_id: str) -> str:
     return found[0].info.run_id
 
 
-def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *,
-                   original_client: Any = None) -> list[Match]:
-    """Per-fold (train) or per-outer-fold (sweep) scores and their summary, logged vs new, compared exactly."""
-    new = client.get_run(new_run_id)
-    rows = []
-    for key, value in sorted(original.data.metrics.items()):
+def logged_scores(client: Any, run: Any) -> dict[str, Any]:
+    """Every score and search result a train or sweep run logged, by a name that reads in a table.
+
+    Train: the CV summary and each fold's score. Sweep: the outer summary; for each outer fold and the
+    final search on all data, the outer score, the inner best and the best parameters (``best.*``).
+    Timings, train-part scores and trial counts are left out: they are not what a seed fixes.
+    """
+    kind = run.data.tags.get("expt.run_type")
+    out: dict[str, Any] = {}
+    for key, value in sorted(run.data.metrics.items()):
         if key.endswith(("_mean", "_std")) and not key.startswith(("fit_time", "train_")):
-            rows.append(Match(key, value, new.data.metrics.get(key)))
-    prefix = "outer_" if kind == "sweep" else ""
-    then = _child_scores(original_client or client, original, prefix)
-    now = _child_scores(client, new, prefix)
-    rows += [Match(k, then.get(k), now.get(k)) for k in sorted(then.keys() | now.keys())]
+            out[key] = value
+    for child in sorted(_children(client, run), key=lambda r: _natural(r.info.run_name or "")):
+        name = child.info.run_name
+        for key, value in sorted(child.data.metrics.items()):
+            wanted = key.startswith(("outer_", "inner_best_")) if kind == "sweep" else \
+                not key.startswith(("train_", "fit_", "score_"))
+            if wanted:
+                out[f"{name} {key}"] = value
+        if kind == "sweep":
+            for key, value in sorted(child.data.params.items()):
+                if key.startswith("best."):
+                    out[f"{name} {key}"] = value
+    return out
+
+
+def _natural(name: str) -> tuple[str, int]:
+    """fold-2 before fold-10; the final search after the outer folds."""
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, -1 if name != "final" else 1 << 30)
+
+
+def _children(client: Any, run: Any) -> list[Any]:
+    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+                              max_results=1000)
+
+
+def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, original_client: Any = None,
+                   X: Any = None) -> list[Match]:
+    """Everything :func:`logged_scores` finds, logged vs new, compared exactly; with ``X``, the final models'
+    predictions on it too. The new run is read through ``client``, the logged one through ``original_client``
+    (a rerun may log to another store)."""
+    new = client.get_run(new_run_id)
+    then = logged_scores(original_client or client, original)
+    now = logged_scores(client, new)
+    rows = [Match(k, then.get(k), now.get(k)) for k in [*then, *(k for k in now if k not in then)]]
+    if X is not None:
+        rows += compare_models(original_client or client, original, client, new, X)
     return rows
 
 
-def _child_scores(client: Any, run: Any, prefix: str) -> dict[str, float]:
-    """Scores of a run's direct children (folds of a train run, outer folds of a sweep) by child name."""
-    out = {}
-    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
-                                  max_results=1000)
-    for child in children:
-        for key, value in child.data.metrics.items():
-            wanted = key.startswith(prefix) if prefix else not key.startswith(("train_", "fit_", "score_"))
-            if wanted:
-                out[f"{child.info.run_name} {key}"] = value
-    return out
+def compare_models(client_a: Any, run_a: Any, client_b: Any, run_b: Any, X: Any) -> list[Match]:
+    """The final models' predictions on the dataset: a hash of each, and how far apart they are when they differ.
+
+    Equal scores do not make equal models (accuracy is blind to most changes of a model), and the model is
+    what a run hands on. Probabilities too where both models give them: labels hide small changes.
+    Loading a logged model unpickles it (cloudpickle format): like ``mlflow.sklearn.load_model``, only for
+    a store you trust.
+    """
+    a, why_a = _final_model(client_a, run_a)
+    b, why_b = _final_model(client_b, run_b)
+    if a is None and b is None and not why_a and not why_b:
+        return []  # neither run logged a model (tracking.log_model=false)
+    why_a, why_b = why_a or ("no model" if a is None else ""), why_b or ("no model" if b is None else "")
+    rows = []
+    for what, method in (("model predictions", "predict"), ("model probabilities", "predict_proba")):
+        if method == "predict_proba" and not (hasattr(a, method) and hasattr(b, method)):
+            continue
+        pa, err_a = _predict(a, method, X)
+        pb, err_b = _predict(b, method, X)
+        note = "; ".join(f"{side}: {why}" for side, why in (("logged", why_a or err_a), ("rerun", why_b or err_b))
+                         if why)
+        if pa is not None and pb is not None and _digest(pa) != _digest(pb):
+            note = _difference(pa, pb)
+        rows.append(Match(what, None if pa is None else _digest(pa), None if pb is None else _digest(pb), note))
+    return rows
+
+
+def _final_model(client: Any, run: Any) -> tuple[Any, str]:
+    """The run's logged final model (a sweep's is on its ``final`` run) and, if it has one it cannot load, why."""
+    import logging
+
+    if run.data.tags.get("expt.run_type") == "sweep":
+        run = next((c for c in _children(client, run) if c.data.tags.get("expt.run_type") == "final"), None)
+        if run is None:
+            return None, "no final run"
+    if not any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
+        return None, ""
+    import mlflow.sklearn
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _quiet_downloads()
+    try:
+        with tempfile.TemporaryDirectory(prefix="expt-rerun-") as tmp:
+            return mlflow.sklearn.load_model(client.download_artifacts(run.info.run_id, "model", tmp)), ""
+    except Exception as exc:  # noqa: BLE001 - any failure means the same here: the model cannot be compared
+        return None, f"cannot load its model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+
+
+def _predict(model: Any, method: str, X: Any) -> tuple[Any, str]:
+    if model is None:
+        return None, ""
+    try:
+        return getattr(model, method)(X), ""
+    except Exception as exc:  # noqa: BLE001 - a model that cannot predict on the data differs from one that can
+        return None, f"{method} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+
+
+def _digest(values: Any) -> str:
+    """A content hash of predictions: dtype, shape and every value (labels as text when they are not numbers)."""
+    import hashlib
+
+    import numpy as np
+
+    arr = np.asarray(values)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes() if arr.dtype.kind in "biufc" else
+             "\x1f".join(map(str, arr.ravel())).encode())
+    return h.hexdigest()[:12]
+
+
+def _difference(a: Any, b: Any) -> str:
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return f"shapes {a.shape} vs {b.shape}"
+    rows = (a != b).reshape(len(a), -1).any(axis=1) if a.ndim else np.asarray([a != b])
+    differ = f"{int(rows.sum())} of {len(rows)} rows differ"
+    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+        return f"max |diff| {float(np.max(np.abs(a.astype(float) - b.astype(float)))):.6g}; {differ}"
+    return differ

@@ -115,7 +115,11 @@ def _pruner(plan: SweepPlan) -> Any:
 
 
 def _config_text(composed: Composed, plan: SweepPlan) -> str:
-    return logged_yaml(plan.values, composed.choices)
+    """The config kept in the storage (which anyone with the journal file or database can read): no password;
+    the processes that log get it back with :func:`expt.tracking.uri.with_credentials`."""
+    from expt.tracking.uri import masked_config
+
+    return logged_yaml(masked_config(plan.values), composed.choices)
 
 
 def _from_stored(text: str) -> Composed:

@@ -40,11 +40,15 @@ class Reporter:
     def put(self, msg: dict[str, Any]) -> None:
         self.queue.put(msg)
 
-    def open_sweep(self, config_text: str, manifest: str, params: dict[str, str]) -> None:
+    def open_sweep(self, config_text: str, manifest: str, params: dict[str, str],
+                   shape: dict[str, str] | None = None) -> None:
+        """``shape``: what shaped the sweep beyond its config (workers, warm start, resumes, trusted prefixes),
+        as known when this process joined; the closing process logs them again, complete."""
         from expt.tracking.environment import ENVIRONMENT, environment_lock
 
         self.put({"key": "sweep", "name": f"sweep-{self.sweep_id}", "status": "RUNNING", "params": params,
-                  "tags": {**self.tags, "expt.run_type": "sweep", "expt.folds_hash": self.plan.manifest["hash"]},
+                  "tags": {**self.tags, "expt.run_type": "sweep", "expt.folds_hash": self.plan.manifest["hash"],
+                           **(shape or {})},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
@@ -91,10 +95,12 @@ class Reporter:
             self.put({"key": "sweep", "update": True, "plots": importance_data(study)})
 
     def close_sweep(self, metrics: dict[str, float], plots: dict[str, Any], records: list[dict[str, Any]],
-                    status: str = "FINISHED") -> None:
+                    status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """The sink draws the plots (``expt.sweep.plots``) and logs them under ``plots/``, completes the records
         with the dataset's meta-features, logs them and appends them to the records file, then ends the run."""
         msg = {"key": "sweep", "status": status, "metrics": metrics, "plots": plots, "update": True}
+        if tags:
+            msg["tags"] = tags
         if records:
             msg["records"], msg["records_path"] = records, str(Path(self.plan.values["tracking"]["records"]).resolve())
         self.put(msg)

@@ -36,7 +36,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     from expt.sweep.warmstart import enqueue_warm_start, read_warm_start
     from expt.tracking.client import flatten
     from expt.tracking.environment import environment_tags
-    from expt.tracking.uri import masked_config, normalize_uri, probe_server
+    from expt.tracking.uri import masked_config, normalize_uri, probe_server, with_credentials
 
     sweep_id = options.sweep_id or new_sweep_id()
     storage_url = options.storage or default_storage(sweep_id)
@@ -55,23 +55,24 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
 
     node = Node(sweep).start()  # other processes on this sweep see this one at work
     stale = fail_stale(sweep) if options.resume else reap(sweep)
-    if warm:
-        enqueue_warm_start(sweep, warm)
+    enqueued = enqueue_warm_start(sweep, warm) if warm else 0
+    record_shape(sweep, options, warm if enqueued else None)
     tracking = plan.values["tracking"]
-    probe_server(tracking["uri"])
-    sink = SinkProcess(tracking["uri"], tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
-    base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
-    reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
-    shown = masked_config(plan.values)
-    reporter.open_sweep(logged_yaml(shown, sweep.choices), manifest_json(plan), flatten(shown))
-    for unit in plan.units:
-        reporter.open_unit(unit)
-    for unit, t in stale:
-        reporter.trial(unit, t)
-    if options.resume or not node.others_working():  # while others work, their own sinks log their trials
-        replay(sweep, reporter)
-    progress = progress_factory(sweep) if progress_factory else None
-    try:
+    uri = with_credentials(tracking["uri"], str(composed.cfg.tracking.uri) if composed is not None else None)
+    probe_server(uri)
+    sink = SinkProcess(uri, tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
+    try:  # from here on the sink runs: any failure must stop it (a live sink would hold the exit)
+        base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
+        reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
+        shown = masked_config(plan.values)
+        reporter.open_sweep(logged_yaml(shown, sweep.choices), manifest_json(plan), flatten(shown), shape_tags(sweep))
+        for unit in plan.units:
+            reporter.open_unit(unit)
+        for unit, t in stale:
+            reporter.trial(unit, t)
+        if options.resume or not node.others_working():  # while others work, their own sinks log their trials
+            replay(sweep, reporter)
+        progress = progress_factory(sweep) if progress_factory else None
         with progress if progress is not None else contextlib.nullcontext():
             own = {worker_id()}
             if options.workers > 1:
@@ -104,7 +105,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     sink.stop()
     node.drained()
     result["stale"] = len(stale)
-    result["uri"] = normalize_uri(tracking["uri"])
+    result["uri"] = normalize_uri(uri)
     return sweep, result
 
 
@@ -116,7 +117,61 @@ def _close(sweep: Sweep, reporter: Any, result: dict[str, Any]) -> None:
     tracking, metric = plan.values["tracking"], plan.prepared.metric
     records = sweep_records(sweep, tracking["uri"]) if tracking["records"] else []
     reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
-                          f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records)
+                          f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records,
+                         tags=shape_tags(sweep))  # every process that took part has recorded its share by now
+
+
+# What shaped a sweep beyond its config: each sampler is seeded per worker and per restart, and warm-start
+# entries are the first trials, so the same config gives other results with other workers, a --warm-start
+# file or a --resume. Each process that works a sweep records its share in the meta study (one user attribute
+# per process: no read-modify-write between processes); the closing process sums them up as tags on the sweep
+# run, which `expt rerun` lists as reasons a result may differ.
+SHAPE_ATTR = "expt.shape:"
+WORKERS_TAG, WARM_START_TAG, RESUMES_TAG = "expt.sweep.workers", "expt.sweep.warm_start", "expt.sweep.resumes"
+
+
+def warm_start_hash(configs: list[dict[str, Any]]) -> str:
+    """A content hash of the warm-start entries (not the file name: the same file can change), and of which of
+    them seed the final search only."""
+    import hashlib
+    import json
+
+    content = [list(configs), sorted(getattr(configs, "final_only", ()))]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_shape(sweep: Sweep, options: SweepOptions, warm: list[dict[str, Any]] | None) -> None:
+    """This process's share in what shaped the sweep: its worker count, the warm-start entries it enqueued
+    (``None``: none), whether it resumed, and the prefixes it trusted."""
+    import secrets
+    import time
+
+    from expt.core.build import trusted_prefixes
+    from expt.sweep.coordination import worker_id
+    from expt.sweep.storage import storage_of
+
+    storage = storage_of(sweep.studies["final"])
+    share = {"at": time.time(), "workers": options.workers, "resume": bool(options.resume),
+             "warm_start": warm_start_hash(warm) if warm else None, "trusted": trusted_prefixes()}
+    key = f"{SHAPE_ATTR}{worker_id()}:{secrets.token_hex(3)}"  # a pid can come back on another day
+    storage.set_study_user_attr(storage.get_study_id_from_name(sweep.sweep_id), key, share)
+
+
+def shape_tags(sweep: Sweep) -> dict[str, str]:
+    """Every share recorded so far, as the sweep run's tags: workers per invocation in order ("1", "2", "1+1"
+    for a run resumed once), the warm-start hashes ("none"), the number of resumes, the trusted prefixes."""
+    from expt.sweep.storage import storage_of
+    from expt.tracking.environment import TRUSTED_TAG
+
+    storage = storage_of(sweep.studies["final"])
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(sweep.sweep_id))
+    shares = sorted((v for k, v in attrs.items() if k.startswith(SHAPE_ATTR) and isinstance(v, dict)),
+                    key=lambda v: v.get("at", 0))
+    warm = sorted({str(v["warm_start"]) for v in shares if v.get("warm_start")})
+    return {WORKERS_TAG: "+".join(str(v.get("workers", "?")) for v in shares) or "?",
+            WARM_START_TAG: ",".join(warm) or "none",
+            RESUMES_TAG: str(sum(bool(v.get("resume")) for v in shares)),
+            TRUSTED_TAG: ",".join(sorted({str(p) for v in shares for p in v.get("trusted", [])}))}
 
 
 def _thread_limits(reserve: int, workers: int = 1) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from expt import __version__
 
+TRUSTED_TAG = "expt.trusted_targets"  # the --trust-target prefixes a train run or sweep ran with
 KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "mlflow", "optuna", "hydra-core", "torch")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,49 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
-def mask_credentials(text: str) -> str:
-    """user:password@host → user:***@host, wherever a URI carries a password (logged params, messages)."""
-    import re
+MASK = "***"
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>]*)")
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:password|passwd|pwd|sslpassword|token|access_token|api_key|apikey|secret)=)"
+                           r"[^&;#\s'\"]*")
 
-    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+def mask_credentials(text: str) -> str:
+    """Every URI in ``text`` with its password and secret query parameters replaced by ``***``.
+
+    The one masking function (logged params, tags, records, messages, the Optuna storage). The
+    user information ends at the *last* ``@`` before the path, so a password holding ``@`` or
+    ``:`` (written raw, as SQLAlchemy accepts) or ``%``-escapes is masked whole; a ``/`` in a
+    password must be written ``%2F``, as URLs require.
+    """
+    return _URL.sub(_mask_url, text)
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    rest = match.group("rest")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    at = authority.rfind("@")
+    if at != -1:
+        user, colon, _password = authority[:at].partition(":")
+        if colon:
+            authority = f"{user}:{MASK}@{authority[at + 1:]}"
+    return match.group("scheme") + authority + _SECRET_PARAM.sub(rf"\g<1>{MASK}", tail)
+
+
+def with_credentials(uri: str, *candidates: str | None) -> str:
+    """A URI whose password was masked before it was stored (a sweep's config), with the password back.
+
+    expt never stores a password; the process that has it passes its own URI as a candidate,
+    and any process can take it from the environment (``MLFLOW_TRACKING_URI``), where MLflow
+    reads it too. A candidate counts only if it masks to the stored URI.
+    """
+    if MASK not in uri:
+        return uri
+    for candidate in (*candidates, os.environ.get("MLFLOW_TRACKING_URI")):
+        if candidate and mask_credentials(candidate) == uri:
+            return candidate
+    raise UsageError(f"the tracking URI {uri} needs its password, which expt never stores; set MLFLOW_TRACKING_URI "
+                     "to the full URI in this shell and run the command again")
 
 
 def ui_command(uri: str) -> str:
