@@ -66,7 +66,7 @@ def main() -> None:
             t2 = time.perf_counter()
             features = dataset_features(data)
             t3 = time.perf_counter()
-            recs = recommend(table, features, method="knn", top=5)
+            recs, _ = recommend(table, features, method="conditioned", top=5)
             t4 = time.perf_counter()
             for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
                 parts[key].append(value)

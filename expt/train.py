@@ -62,12 +62,13 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
                                 metric=prepared.metric, on_fold=log_fold)
         tracker.log(parent, metrics=_summary_metrics(result))
         tracker.log_steps(parent, f"fold_{prepared.metric}", result.scores)
+        final = None  # the refit model, when logged: the record's n_parameters come from it
         if tracking["log_model"]:
             from sklearn.base import clone
 
             final = clone(prepared.pipeline).fit(data.X, data.y)
             tracker.log_sklearn_model(parent, final, data.X, tracking["model_format"])
-        record = _record(prepared, result, parent, tracker) if tracking["records"] else None
+        record = _record(prepared, result, parent, tracker, final) if tracking["records"] else None
     except KeyboardInterrupt:
         tracker.end_quietly([parent], "KILLED")
         tracker.checkpoint()
@@ -83,7 +84,8 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
 
 
-def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any) -> dict[str, Any] | None:
+def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any,
+            final: Any = None) -> dict[str, Any] | None:
     """The run's record, also logged with it; a record that cannot be made is a warning, not a failed run."""
     import json
     import warnings
@@ -93,7 +95,7 @@ def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any) -> 
     if result.n_failed == len(result.folds):
         return None
     try:
-        record = train_record(prepared, result, run_id, tracker.experiment_id, tracker.uri)
+        record = train_record(prepared, result, run_id, tracker.experiment_id, tracker.uri, final)
     except Exception as exc:  # noqa: BLE001 - the run itself is fine
         warnings.warn(f"no record for this run: {type(exc).__name__}: {exc}", stacklevel=2)
         return None

@@ -1,4 +1,6 @@
-"""`expt recommend` and `expt metafeatures`: ranking, the leave-one-dataset-out evaluation, runnable configs."""
+"""`expt recommend` and `expt metafeatures` end to end: real records, the CLI, runnable configs, warm starts.
+
+The recommenders and the evaluation on hand-computed tables are in test_recommenders.py."""
 
 from __future__ import annotations
 
@@ -13,51 +15,10 @@ from conftest import EXPT, all_runs, train
 from typer.testing import CliRunner
 
 from expt.cli import app
-from expt.meta.features import VERSION
-from expt.meta.recommend import build_table, evaluate, normalized_regret
 
 
 def run_cli(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-def synthetic(name: str, scores: dict[str, float], feature: float) -> list[dict]:
-    return [{"id": f"{name}/{key}", "dataset": {"name": name, "fingerprint": name, "task": "classification"},
-             "meta_features": {"general.log_rows": feature}, "meta_features_version": VERSION,
-             "model": {"name": key, "config_key": key, "params": {}}, "metric": {"name": "accuracy"},
-             "score": score} for key, score in scores.items()]
-
-
-def test_leave_one_dataset_out_reproduces_hand_computed_regret() -> None:
-    # Per dataset: best and median over w, x, y, z; t = clip((best - s) / (best - median), 0, 1).
-    #   A: .6 .9 .75 .85 -> best .9, median .8:   t = 1, 0, 1, .5
-    #   B: .8 .7 .65 .9  -> best .9, median .75:  t = .667, 1, 1, 0
-    #   C: .65 .6 .75 .8 -> best .8, median .7:   t = 1, 1, .5, 0
-    # Best-on-average without A: mean t over B, C shrunk by one pseudo-dataset at .5:
-    #   w (.667+1+.5)/3=.722  x (1+1+.5)/3=.833  y (1+.5+.5)/3=.667  z (0+0+.5)/3=.167 -> z, t_A(z) = .5
-    # Without B: w .833 x .5 y .667 z .333 -> z, t_B = 0.  Without C: w .722 x .5 y .833 z .333 -> z, t_C = 0.
-    # Mean regret (.5+0+0)/3 = 1/6; top-3 regret: min t over (z, y, w) on A = .5 -> 1/6; hit@1 = 2/3.
-    # Random-forest defaults (here: w) picks w everywhere: (1 + .667 + 1)/3 = .889.
-    records = (synthetic("A", {"w": .6, "x": .9, "y": .75, "z": .85}, 1.0)
-               + synthetic("B", {"w": .8, "x": .7, "y": .65, "z": .9}, 2.0)
-               + synthetic("C", {"w": .65, "x": .6, "y": .75, "z": .8}, 3.0))
-    table = build_table(records, "classification")
-    np.testing.assert_allclose(table.regret, [[1, 0, 1, .5], [2 / 3, 1, 1, 0], [1, 1, .5, 0]], atol=1e-9)
-    result = evaluate(table, rf_default_key="w", seed=0, draws=400)
-    assert result.rows["portfolio"]["mean_regret"] == pytest.approx(1 / 6)
-    assert result.rows["portfolio"]["top3_regret"] == pytest.approx(1 / 6)
-    assert result.rows["portfolio"]["hit_at_1"] == pytest.approx(2 / 3)
-    assert result.rows["rf_defaults"]["mean_regret"] == pytest.approx((1 + 2 / 3 + 1) / 3)
-    # Hindsight (all three datasets): z (.5+0+0+.5)/4 = .25 is best on average; its regrets .5, 0, 0.
-    assert result.rows["hindsight"]["mean_regret"] == pytest.approx(1 / 6)
-    expected_random = np.mean([(1 + 0 + 1 + .5) / 4, (2 / 3 + 1 + 1 + 0) / 4, (1 + 1 + .5 + 0) / 4])
-    assert result.rows["random"]["mean_regret"] == pytest.approx(expected_random, abs=0.04)
-
-
-def test_a_median_tie_at_the_best_is_zero_regret_not_a_division_by_zero() -> None:
-    regret = normalized_regret(np.array([[0.9, 0.9, 0.9, 0.5], [0.7, np.nan, 0.8, 0.6]]))
-    np.testing.assert_allclose(regret[0], [0, 0, 0, 1])
-    assert np.isnan(regret[1, 1]) and regret[1, 2] == 0
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +66,63 @@ def test_recommend_writes_configs_that_train_runs(records: Path, tmp_path: Path,
     assert run.data.tags["expt.data"] == "mine" and run.info.status == "FINISHED"
 
 
-def test_recommendations_as_json_carry_their_evidence(records: Path, tmp_path: Path) -> None:
+def test_recommendations_carry_their_evidence_without_the_dataset_s_own(records: Path, tmp_path: Path) -> None:
     spec = dataset_yaml(tmp_path, "id: wine\n")
     result = run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--json", "--top", "3")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     recs = payload["recommendations"]
-    assert [r["rank"] for r in recs] == [1, 2, 3] and payload["method"] == "knn"
-    assert all(r["support"] and 0 <= r["expected_regret"] <= 1 for r in recs)
-    assert recs[0]["support"][0]["dataset"] == "wine"  # its own records are the nearest evidence
+    assert [r["rank"] for r in recs] == [1, 2, 3] and payload["method"] == "conditioned"
+    assert all(r["support"] and 0 <= r["expected_regret"] <= 1 and r["evidence"] > 0 for r in recs)
+    assert all(s["dataset"] != "wine" for r in recs for s in r["support"])  # its own records are left out
+    assert "left out this dataset's own 3 record(s)" in payload["notes"][0]
+    assert len({r["config"]["key"] for r in recs}) == 3  # a complementary set: three different configurations
+    kept = json.loads(run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--json",
+                              "--include-self", "--method", "knn").output)
+    assert kept["recommendations"][0]["support"][0]["dataset"] == "wine" and not kept["notes"]
+
+
+def test_family_and_fit_time_constraints(records: Path, tmp_path: Path) -> None:
+    spec = dataset_yaml(tmp_path, "id: wine\n")
+    only = json.loads(run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--json",
+                              "--family", "knn", "--family", "random_forest").output)
+    assert {r["config"]["model"]["family"] for r in only["recommendations"]} == {"knn", "random_forest"}
+    assert all(r["fit_seconds"] > 0 for r in only["recommendations"])  # train records carry their fit time
+    roomy = json.loads(run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--json",
+                               "--max-fit-seconds", "1000").output)
+    assert len(roomy["recommendations"]) == 3 and not roomy["notes"][1:]
+    none = run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--max-fit-seconds", "0")
+    assert none.exit_code == 2 and "no classification configuration meets --family/--max-fit-seconds" in none.output
+
+
+def test_configs_chosen_on_the_sweep_s_own_data_seed_only_its_final_search(records: Path, tmp_path: Path) -> None:
+    import optuna
+
+    from expt.core.config import compose
+    from expt.sweep.plan import make_plan
+    from expt.sweep.warmstart import enqueue_warm_start, read_warm_start
+
+    spec = dataset_yaml(tmp_path, "id: iris\n")
+    for out, flags in (("apart", []), ("self", ["--include-self"])):
+        result = run_cli("recommend", str(spec), "--records", str(records), "--no-kb", "--family", "knn",
+                         "--out", str(tmp_path / out), *flags)
+        assert result.exit_code == 0, result.output
+    plan = make_plan(compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                              "search.n_trials=2", "tracking.records=null"]))
+
+    def enqueued(folder: str) -> dict[str, int]:
+        sweep = type("Sweep", (), {"plan": plan, "studies": {u.key: optuna.create_study() for u in plan.units}})()
+        enqueue_warm_start(sweep, read_warm_start(str(tmp_path / folder), plan, "knn"))
+        return {key: len(study.trials) for key, study in sweep.studies.items()}
+
+    assert enqueued("apart") == {"fold-0": 1, "fold-1": 1, "final": 1}
+    with pytest.warns(UserWarning, match="chosen with this dataset's own records.*final search only"):
+        assert enqueued("self") == {"fold-0": 0, "fold-1": 0, "final": 1}
+    old = (tmp_path / "self" / "1.yaml").read_text()  # written before configs had a provenance line
+    (tmp_path / "self" / "1.yaml").write_text("".join(line + "\n" for line in old.splitlines()
+                                                      if not line.startswith("# expt-recommend:")))
+    with pytest.warns(UserWarning, match="final search only"):
+        assert enqueued("self") == {"fold-0": 0, "fold-1": 0, "final": 1}
 
 
 def test_recommended_configs_warm_start_a_sweep(records: Path, tmp_path: Path, store: str) -> None:
@@ -140,9 +149,13 @@ def test_evaluate_reports_every_recommender_and_baseline(records: Path) -> None:
     assert result.exit_code == 0, result.output
     (classification, regression) = json.loads(result.output)
     assert classification["task"] == "classification" and classification["n_datasets"] == 4
-    assert set(classification["rows"]) == {"knn", "portfolio", "rf_defaults", "random", "hindsight"}
-    assert all(0 <= row["mean_regret"] <= 1 for row in classification["rows"].values())
+    assert set(classification["rows"]) == {"conditioned", "portfolio", "knn", "single-best", "rf_defaults",
+                                           "random", "hindsight"}
+    assert all(0 <= row[m] <= 1 for row in classification["rows"].values() for m in ("top1", "best3", "hit1"))
+    assert {c["against"] for c in classification["comparisons"]} == {"single-best", "portfolio", "hindsight"}
     assert regression["n_datasets"] == 0  # one regression dataset: nothing to leave out
+    shown = run_cli("recommend", "--evaluate", "--records", str(records), "--no-kb")
+    assert shown.exit_code == 0 and "leave-one-group-out" in shown.output and "learning curve" in shown.output
 
 
 def test_metafeatures_command(tmp_path: Path) -> None:
@@ -168,6 +181,9 @@ BAD_INPUT = [
     ("d.yaml", "id: iris\n", ["--records", "{empty}", "--no-kb"], "no records to learn from"),
     ("d.yaml", "id: iris\n", ["--records", "{tmp}/none.jsonl"], "is not a file, a folder or a tracking URI"),
     ("d.yaml", "id: iris\n", ["--method", "magic"], "--method 'magic' is not a recommender"),
+    ("d.yaml", "id: iris\n", ["--records", "{f1}", "--no-kb"], "use 2 metrics, which do not rank together"),
+    ("d.yaml", "id: iris\n", ["--records", "{records}", "--no-kb", "--metric", "r2"], "under metric 'r2'"),
+    ("d.yaml", "id: iris\n", ["--records", "{records}", "--no-kb", "--family", "cnn"], "--family cnn: no"),
     ("d.yaml", "id: iris\n", ["--evaluate"], "not both"),
 ]
 
@@ -183,7 +199,10 @@ def test_bad_input_is_one_line_and_exit_2(records: Path, tmp_path: Path, name: s
         path.write_text(text.format(csv=csv))
     clf = tmp_path / "clf.jsonl"
     clf.write_text("".join(line + "\n" for line in records.read_text().splitlines() if '"regression"' not in line))
-    args = [a.format(records=records, empty=tmp_path / "empty.jsonl", tmp=tmp_path, clf=clf) for a in extra]
+    f1 = tmp_path / "f1.jsonl"  # one record under another metric
+    first = json.loads(records.read_text().splitlines()[0])
+    f1.write_text(records.read_text() + json.dumps({**first, "id": "f1", "metric": {"name": "f1_macro"}}) + "\n")
+    args = [a.format(records=records, empty=tmp_path / "empty.jsonl", tmp=tmp_path, clf=clf, f1=f1) for a in extra]
     args = args or ["--records", str(records), "--no-kb"]
     result = run_cli("recommend", str(path), *args)
     assert result.exit_code == 2, result.output

@@ -65,6 +65,8 @@ def test_train_appends_its_record_and_logs_it_with_the_run(store: str, tmp_path:
     assert rec["dataset"]["fingerprint"] == result.prepared.dataset.fingerprint
     assert rec["model"]["family"] == "knn" and rec["model"]["params"]["n_neighbors"] == 5
     assert len(rec["meta_features"]) > 20
+    assert rec["protocol"] == {"kind": "cv", "folds": 3, "repeats": 1} and rec["fit_seconds"] > 0
+    assert rec["model"]["n_parameters"] == 178 * 13  # knn: stored training points x features, of the refit model
     from_mlflow = read_records([store], kb=False)
     assert [r["id"] for r in from_mlflow] == [rec["id"]] and from_mlflow[0] == rec
 
@@ -96,6 +98,43 @@ def test_sweep_records_its_final_search_once_even_when_resumed(store: str, tmp_p
     records = RecordStore(path).read()
     assert len(records) == 3 and {r["source"]["sweep_id"] for r in records} == {"rec"}
     assert all(len(r["scores"]) == 2 and r["meta_features"] for r in records)
+    assert all(r["protocol"] == {"kind": "inner", "folds": 2} and r["fit_seconds"] > 0 for r in records)
+    sized = [r for r in records if r["model"]["n_parameters"] is not None]  # the trial the final model was refit from
+    assert len(sized) == 1 and sized[0]["model"]["n_parameters"] == 150 * 4
     run_sweep(None, SweepOptions(sweep_id="rec", storage=str(tmp_path / "optuna.journal"), resume=True))
     assert len(RecordStore(path).read()) == 3
     assert len(read_records([store], kb=False)) == 3
+
+
+def test_n_parameters_counts_each_kind_of_fitted_model() -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    from expt.meta.features import n_parameters
+    from expt.models import MLPClassifier
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype("float32")
+
+    def fitted(model):
+        return make_pipeline(StandardScaler(), model).fit(X, y)
+
+    assert n_parameters(make_pipeline(StandardScaler(), LogisticRegression())) is None  # not fitted yet
+    assert n_parameters(fitted(LogisticRegression())) == 3 * 4 + 3  # coefficients and intercepts
+    tree = fitted(DecisionTreeClassifier(random_state=0))
+    assert n_parameters(tree) == tree[-1].tree_.node_count
+    forest = fitted(RandomForestClassifier(n_estimators=3, random_state=0))
+    assert n_parameters(forest) == sum(t.tree_.node_count for t in forest[-1].estimators_)
+    boosting = fitted(HistGradientBoostingClassifier(max_iter=3))
+    assert n_parameters(boosting) == sum(len(t.nodes) for trees in boosting[-1]._predictors for t in trees)
+    svm = fitted(SVC())
+    assert n_parameters(svm) == len(svm[-1].support_) * 4  # support vectors x features
+    assert n_parameters(fitted(KNeighborsClassifier())) == 150 * 4  # stored training points x features
+    mlp = fitted(MLPClassifier(hidden_sizes=[8], max_epochs=2))
+    assert n_parameters(mlp) == (4 * 8 + 8) + (8 * 3 + 3)  # a torch module's trainable parameters

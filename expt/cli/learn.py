@@ -48,29 +48,42 @@ def metafeatures(
 @group.command()
 def recommend(
     dataset: DatasetFile = None,
-    top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend.")] = 5,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend (conditioned and "
+                                     "portfolio: a complementary set, each chosen given the ones above it).")] = 5,
     out: Annotated[Path | None, typer.Option("--out", help="Write each as DIR/<rank>.yaml, runnable with "
                                              "expt train conf=... and usable as sweep --warm-start DIR.")] = None,
     records: Annotated[list[str] | None, typer.Option("--records", help="Records to learn from: a JSON-lines "
                                                       "file, a folder of them or an MLflow tracking URI (repeat "
                                                       "for several). Default: ./records.jsonl if present.")] = None,
     no_kb: Annotated[bool, typer.Option("--no-kb", help="Leave out the knowledge base shipped with expt.")] = False,
-    method: Annotated[str, typer.Option("--method", help="knn (nearest datasets by meta-features) or portfolio "
-                                        "(best on average).")] = "knn",
-    evaluate: Annotated[bool, typer.Option("--evaluate", help="Leave-one-dataset-out quality of every recommender "
-                                           "and the baselines, on the records.")] = False,
+    method: Annotated[str, typer.Option("--method", help="conditioned (greedy portfolio over similar datasets), "
+                                        "portfolio (static greedy portfolio), knn (nearest datasets by "
+                                        "meta-features) or single-best (best on average).")] = "conditioned",
+    metric: Annotated[str | None, typer.Option("--metric", help="The metric to rank by, when the records have "
+                                               "several for the task.")] = None,
+    include_self: Annotated[bool, typer.Option("--include-self", help="Keep the dataset's own records (by "
+                                               "fingerprint); a sweep then warm-starts only its final search "
+                                               "from these configs.")] = False,
+    family: Annotated[list[str] | None, typer.Option("--family", help="Only configurations of this model family "
+                                                     "(repeat for several).")] = None,
+    max_fit_seconds: Annotated[float | None, typer.Option("--max-fit-seconds", min=0, help="Only configurations "
+                                                          "whose recorded fit time, scaled to this dataset's rows, "
+                                                          "is at most this.")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Leave-one-group-out quality of every recommender "
+                                           "and the baselines on the records, with bootstrap intervals and a "
+                                           "learning curve.")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
-                                      help="Seed of the meta-features and of the random baseline.")] = 0,
+                                      help="Seed of the meta-features, the bootstrap and the learning curve.")] = 0,
     json_out: JsonOut = False,
     debug: Debug = False,
 ) -> None:
     """Recommend configurations for a dataset from the records of earlier runs, with the evidence."""
     with user_errors(debug):
         from expt.core.errors import UsageError
-        from expt.meta.recommend import RANKERS
+        from expt.meta.rankers import METHODS
 
-        if method not in RANKERS:
-            raise UsageError(f"--method {method!r} is not a recommender; use {' or '.join(RANKERS)}")
+        if method not in METHODS:
+            raise UsageError(f"--method {method!r} is not a recommender; use {', '.join(METHODS)}")
         if evaluate == (dataset is not None):
             raise UsageError("pass a dataset.yaml to recommend for, or --evaluate (not both)")
         if out is not None and out.exists() and not out.is_dir():
@@ -87,18 +100,22 @@ def recommend(
         found = read_records(sources, kb=not no_kb)
         check_records(found)
         if loaded is None:
-            _evaluate(found, seed, json_out)
+            _evaluate(found, metric=metric, seed=seed, json_out=json_out)
         else:
-            _recommend(found, loaded, top=top, out=out, method=method, seed=seed, json_out=json_out)
+            _recommend(found, loaded, top=top, out=out, method=method, metric=metric, include_self=include_self,
+                       families=family, max_fit_seconds=max_fit_seconds, seed=seed, json_out=json_out)
 
 
-def _evaluate(found: list, seed: int, json_out: bool) -> None:
-    from expt.meta.recommend import DEFAULT_METHOD, build_table, evaluate, rf_default_key
+def _evaluate(found: list, *, metric: str | None, seed: int, json_out: bool) -> None:
+    from expt.meta.evaluate import evaluate
+    from expt.meta.rankers import DEFAULT_METHOD
+    from expt.meta.recommend import build_table, rf_default_key
 
     evaluations = []
     for task in sorted({r["dataset"]["task"] for r in found}):
-        table = build_table(found, task)
-        evaluations.append(evaluate(table, rf_default_key=rf_default_key(task), seed=seed))
+        table = build_table(found, task, metric=metric if metric is not None and any(
+            r["metric"]["name"] == metric for r in found if r["dataset"]["task"] == task) else None)
+        evaluations.append(evaluate(table, rf_key=rf_default_key(task), seed=seed))
     if json_out:
         import json
 
@@ -109,28 +126,39 @@ def _evaluate(found: list, seed: int, json_out: bool) -> None:
     print_evaluation(evaluations, DEFAULT_METHOD)
 
 
-def _recommend(found: list, loaded: tuple, *, top: int, out: Path | None, method: str, seed: int,
+def _recommend(found: list, loaded: tuple, *, top: int, out: Path | None, method: str, metric: str | None,
+               include_self: bool, families: list[str] | None, max_fit_seconds: float | None, seed: int,
                json_out: bool) -> None:
     from expt.core.errors import UsageError
-    from expt.meta.advise import recommend, write_config
+    from expt.meta.advise import constraints, recommend, write_config
     from expt.meta.features import dataset_features
     from expt.meta.recommend import build_table, check_records
 
     spec, data = loaded
     check_records(found, data.task)
-    table = build_table(found, data.task)
+    own = 0 if include_self else sum(r["dataset"]["fingerprint"] == data.fingerprint for r in found)
+    table = build_table(found, data.task, metric=metric, exclude=() if include_self else (data.fingerprint,))
     if len(table.datasets) < 2:
-        raise UsageError(f"records of {len(table.datasets)} {data.task} dataset(s) only: recommending needs "
-                         "at least 2; run more experiments or pass --records")
-    recs = recommend(table, dataset_features(data, seed=seed), method=method, top=top)
-    written = [write_config(r, spec, out, method=method, dataset_name=data.name) for r in recs] if out else []
+        hint = " (its own records are left out: --include-self keeps them)" if own else ""
+        raise UsageError(f"records of {len(table.datasets)} other {data.task} dataset(s) only{hint}: recommending "
+                         "needs at least 2; run more experiments or pass --records")
+    allowed, notes = constraints(table, families=families, max_fit_seconds=max_fit_seconds, n_rows=data.n_rows)
+    if own:
+        notes.insert(0, f"left out this dataset's own {own} record(s), so that the recommendations were not chosen "
+                        "on the data they will be tested on (--include-self keeps them)")
+    recs, ranked = recommend(table, dataset_features(data, seed=seed), method=method, top=top, allowed=allowed,
+                             n_rows=data.n_rows)
+    written = [write_config(r, spec, out, method=method, dataset=data, self_included=include_self)
+               for r in recs] if out else []
     if json_out:
         import json
 
-        typer.echo(json.dumps({"dataset": data.name, "task": data.task, "method": method,
+        typer.echo(json.dumps({"dataset": data.name, "task": data.task, "method": method, "metric": table.metric,
+                               "params": ranked.params, "notes": notes,
                                "recommendations": [{**vars(r), "config": r.config} for r in recs],
                                "written": [str(p) for p in written]}, indent=2, default=str))
         return
     from expt.cli.render import print_recommendations
 
-    print_recommendations(recs, dataset=data, method=method, table=table, written=written)
+    print_recommendations(recs, dataset=data, method=method, table=table, written=written, params=ranked.params,
+                          notes=notes)

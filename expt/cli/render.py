@@ -166,56 +166,108 @@ def print_metafeatures(dataset: Any, features: dict[str, float]) -> None:
     Console().print(table)
 
 
-def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: Any, written: list[Any]) -> None:
+def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: Any, written: list[Any],
+                          params: dict[str, float] | None = None, notes: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from expt.meta.advise import key_params
 
-    out = Table(title=f"recommendations for {dataset.name} ({dataset.task}, {dataset.n_rows} rows) · {method}, "
-                      f"{len(table.datasets)} datasets · {table.metric}", title_justify="left")
+    chosen = ", ".join(f"{k}={v:g}" for k, v in (params or {}).items())
+    out = Table(title=f"recommendations for {dataset.name} ({dataset.task}, {dataset.n_rows} rows) · {method}"
+                      + (f" ({chosen})" if chosen else "") + f", {len(table.datasets)} datasets · {table.metric}",
+                title_justify="left")
     out.add_column("#", justify="right")
     out.add_column("model", overflow="fold")
     out.add_column("params (vs defaults)", overflow="fold")
     out.add_column(f"expected {table.metric}", justify="right", no_wrap=True)
-    out.add_column("regret", justify="right")
-    out.add_column("evidence: nearest datasets", overflow="fold")
+    out.add_column("regret (best of 1..#)", justify="right")
+    out.add_column("evidence: datasets (effective number), nearest", overflow="fold")
     for rec in recs:
         score = "-" if rec.expected_score is None else f"{rec.expected_score:.3f}" + (
             f" ± {rec.score_sd:.3f}" if rec.score_sd is not None else "")
         support = sorted(rec.support, key=lambda s: (s["distance"] is None, s["distance"] or 0.0, s["regret"]))[:3]
-        evidence = ", ".join(f"{s['dataset']} {s['score']:.3f}" for s in support)
+        evidence = f"({rec.evidence:.1f}) " + ", ".join(f"{s['dataset']} {s['score']:.3f}" for s in support)
         model = rec.config["model"]
         out.add_row(str(rec.rank), model["name"], key_params(model, dataset.task), score,
-                    f"{rec.expected_regret:.2f}", evidence)
-    out.caption = "regret: expected normalized regret (0: a dataset's best configuration; 1: its median or worse)"
+                    f"{rec.expected_regret:.2f}" + ("" if rec.expected_best is None else f" ({rec.expected_best:.2f})"),
+                    evidence)
+    out.caption = ("regret: expected normalized regret (0: a dataset's best configuration; 1: its median or worse), "
+                   "shrunk towards 1 where the evidence is thin; in brackets, of the best of recommendations 1..#")
     console = Console()
     console.print(out)
+    for note in notes or []:
+        console.print(f"note: {note}", soft_wrap=True, highlight=False)
     for path in written:
         console.print(f"wrote {path}   run it: expt train conf={path}", soft_wrap=True, highlight=False)
 
 
+EVALUATION_NAMES = {"conditioned": "conditioned portfolio", "portfolio": "static greedy portfolio",
+                    "knn": "knn (meta-features)", "single-best": "single best, fitted without d's group",
+                    "rf_defaults": "random forest defaults", "random": "random (expected)",
+                    "hindsight": "(hindsight: single best, d included)"}
+
+
 def print_evaluation(evaluations: list[Any], default: str) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     for ev in evaluations:
         if not ev.n_datasets:
-            console.print(f"{ev.task}: fewer than 3 datasets with records; leave-one-dataset-out needs at least 3",
+            console.print(f"{ev.task}: fewer than 3 datasets with records; leave-one-group-out needs at least 3",
                           highlight=False)
             continue
-        out = Table(title=f"leave-one-dataset-out · {ev.task} · {ev.n_datasets} datasets, {ev.n_configs} "
-                          "configurations", title_justify="left")
-        for col in ("recommender", "mean regret t_d", "top-3 regret", "hit@1", "datasets"):
-            out.add_column(col, justify="left" if col == "recommender" else "right")
-        names = {"knn": "knn (meta-features)", "portfolio": "best-on-average", "rf_defaults": "random forest defaults",
-                 "random": "random (expected)", "hindsight": "(hindsight: best on average incl. d)"}
-        for name, row in sorted(ev.rows.items(), key=lambda kv: kv[1]["mean_regret"]):
-            label = names.get(name, name) + (" ← default" if name == default else "")
-            out.add_row(label, f"{row['mean_regret']:.3f}", f"{row['top3_regret']:.3f}", f"{row['hit_at_1']:.2f}",
-                        str(row["n"]))
-        console.print(out)
+        console.print(_evaluation_table(ev, default))
+        console.print(_comparison_table(ev))
+        if ev.curve:
+            console.print(_curve_table(ev))
+        chosen = "; ".join(f"{m} " + ", ".join(f"{p} " + " ".join(f"{v}×{n}" for v, n in sorted(
+            counts.items(), key=lambda kv: -kv[1])) for p, counts in params.items())
+            for m, params in ev.chosen.items() if params)
+        console.print(f"chosen by the inner leave-one-group-out (value×outer folds): {chosen}", highlight=False)
+
+
+def _evaluation_table(ev: Any, default: str) -> Any:
+    from rich.table import Table
+
+    out = Table(title=f"leave-one-group-out · {ev.task} · {ev.n_datasets} datasets in {ev.n_groups} groups, "
+                      f"{ev.n_configs} configurations · {ev.metric}", title_justify="left")
+    for col in ("recommender", "top-1 t_d", "best-of-3", "best-of-5", "hit@1", "datasets"):
+        out.add_column(col, justify="left" if col == "recommender" else "right")
+    for name, row in sorted(ev.rows.items(), key=lambda kv: (kv[0] == "hindsight", kv[1]["top1"])):
+        label = EVALUATION_NAMES.get(name, name) + (" ← default" if name == default else "")
+        out.add_row(label, f"{row['top1']:.3f}", f"{row['best3']:.3f}", f"{row['best5']:.3f}",
+                    f"{row['hit1']:.2f}", str(row["n"]))
+    return out
+
+
+def _comparison_table(ev: Any) -> Any:
+    from rich.table import Table
+
+    out = Table(title=f"paired differences in t_d (negative: better), 95% bootstrap intervals over groups "
+                      f"({ev.draws} draws, seed {ev.seed})", title_justify="left")
+    for col in ("recommender", "against", "top-1", "best-of-3", "best-of-5", "top-1 better/worse"):
+        out.add_column(col, justify="left" if col in ("recommender", "against") else "right", no_wrap=True)
+    for c in ev.comparisons:
+        cells = [f"{c[m]['diff']:+.3f} [{c[m]['low']:+.3f}, {c[m]['high']:+.3f}]" for m in ("top1", "best3", "best5")]
+        out.add_row(c["recommender"], c["against"], *cells, f"{c['top1']['better']}/{c['top1']['worse']}")
+    return out
+
+
+def _curve_table(ev: Any) -> Any:
+    from rich.table import Table
+
+    sizes = sorted({(p["all"], p["size"]) for p in ev.curve})
+    out = Table(title="learning curve: mean top-1 t_d (best-of-3) by number of training groups; mean over "
+                      f"{max(p['seeds'] for p in ev.curve)} seeds (± sd over seeds)", title_justify="left")
+    out.add_column("recommender")
+    for is_all, size in sizes:
+        out.add_column(f"all ({size})" if is_all else str(size), justify="right")
+    for method in dict.fromkeys(p["method"] for p in ev.curve):
+        cells = {(p["all"], p["size"]): p for p in ev.curve if p["method"] == method}
+        out.add_row(method, *(f"{cells[s]['top1']:.3f} ± {cells[s]['top1_sd']:.3f} ({cells[s]['best3']:.3f})"
+                              if not s[0] else f"{cells[s]['top1']:.3f} ({cells[s]['best3']:.3f})" for s in sizes))
+    return out
 
 
 def print_drift(plan: Any) -> None:
@@ -233,7 +285,9 @@ def print_drift(plan: Any) -> None:
 
 
 def print_matches(matches: list[Any], original: str, new: str) -> None:
+    """Every compared result, then what differed again on its own, so a long table does not hide it."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"results: logged run {original} vs rerun {new}", title_justify="left")
@@ -307,9 +361,7 @@ def print_show(shown: dict) -> None:
             folds.add_row(fold["name"], fold["status"], ", ".join(f"{k} {v:.4f}" for k, v in fold["scores"].items()))
         console.print(folds)
     if shown["children"]:
-    """Every compared result, then what differed again on its own, so a long table does not hide it."""
         console.print("children: " + "; ".join(f"{kind}: " + ", ".join(f"{n} {s}" for s, n in states.items())
-    from rich.markup import escape
                                                for kind, states in shown["children"].items()), highlight=False)
     for title, items in (("metrics", {k: f"{v:.6g}" for k, v in shown["metrics"].items()}),
                          ("config", shown["params"]), ("tags", shown["tags"])):

@@ -39,10 +39,11 @@ def load_list(path: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def data_spec(entry: dict[str, Any]) -> dict[str, Any]:
-    """A datasets.yaml entry as the data config it is (``name`` names the dataset in records)."""
+    """A datasets.yaml entry as the data config it is (``name`` names the dataset in records; ``group``, related
+    tables, goes into the records by :func:`compact`)."""
     from expt.core.schema import fill_data_defaults
 
-    spec = {k: v for k, v in entry.items() if k != "name"}
+    spec = {k: v for k, v in entry.items() if k not in ("name", "group")}
     spec["name"] = entry["name"]
     return fill_data_defaults(spec)
 
@@ -109,9 +110,9 @@ def _work(args: tuple[dict[str, Any], list[dict[str, Any]], str, int]) -> tuple[
         return entry["name"], run_dataset(entry, portfolio, build)
 
 
-def compact(raw: Path, out: Path, names: set[str]) -> int:
+def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None = None) -> int:
     """The build's records of the listed datasets (the latest of each pair), without the throwaway store's run
-    ids, sorted, gzipped with a fixed timestamp."""
+    ids, sorted, gzipped with a fixed timestamp; ``groups`` (name -> group of related tables) goes into each."""
     from expt.meta.records import RecordStore
 
     latest = {}
@@ -122,6 +123,8 @@ def compact(raw: Path, out: Path, names: set[str]) -> int:
     for r in records:
         r["id"] = f"kb/{r['dataset']['fingerprint']}/{r['model']['config_key']}"
         r["source"] = {"kind": "kb"}
+        if (groups or {}).get(r["dataset"]["name"]):
+            r["dataset"]["group"] = groups[r["dataset"]["name"]]
     records.sort(key=lambda r: (r["dataset"]["name"], r["model"]["config_key"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds = sum(t for _, _, t in results)
             print(f"[{i}/{len(jobs)}] {name}: {len(results) - len(bad)} configurations in {seconds:.0f} s"
                   + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
-    n = compact(args.build / "records.jsonl", args.out, {e["name"] for e in datasets})
+    n = compact(args.build / "records.jsonl", args.out, {e["name"] for e in datasets},
+                {e["name"]: str(e["group"]) for e in datasets if e.get("group")})
     size = args.out.stat().st_size
     print(f"{n} records -> {args.out} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s; "
           f"{failures} pair(s) failed", flush=True)

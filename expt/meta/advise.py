@@ -56,32 +56,83 @@ def load(path_str: str) -> tuple[dict[str, Any], Any]:
 class Recommendation:
     rank: int
     config: dict[str, Any]  # the record's model and runnable config
-    expected_regret: float
+    expected_regret: float  # this configuration's own shrunk estimate
     expected_score: float | None
     score_sd: float | None
-    support: list[dict[str, Any]] = field(default_factory=list)  # nearest datasets that evaluated it
+    support: list[dict[str, Any]] = field(default_factory=list)  # datasets that evaluated it (nearest first)
+    expected_best: float | None = None  # estimated regret of the best of recommendations 1..rank
+    evidence: float = 0.0  # effective number of datasets behind the estimate
+    fit_seconds: float | None = None  # estimated seconds per fit on the query's rows (None: not on record)
 
 
-def recommend(table: Any, features: dict[str, float], *, method: str, top: int) -> list[Recommendation]:
-    """The ``top`` configurations by ``method``, with the evidence behind each."""
+def recommend(table: Any, features: dict[str, float], *, method: str, top: int, allowed: Any = None,
+              n_rows: int | None = None) -> tuple[list[Recommendation], Any]:
+    """The ``top`` configurations by ``method`` (a complementary set for the portfolio methods), with the evidence
+    behind each; and the ranking (its chosen hyper-parameters)."""
     import numpy as np
 
-    from expt.meta.recommend import RANKERS, query_vector
+    from expt.meta.rankers import rank
+    from expt.meta.recommend import query_vector
 
-    query = query_vector(table, features)
-    ranked = RANKERS[method](table, query)
+    ranked = rank(table, query_vector(table, features), method, depth=top, allowed=allowed)
     rows = [i for i, _ in ranked.neighbors] if ranked.neighbors else list(range(len(table.datasets)))
     distance = dict(ranked.neighbors)
+    seconds = estimated_fit_seconds(table, n_rows)
     out = []
-    for rank, (j, regret) in enumerate(zip(ranked.order[:top], ranked.expected_regret[:top], strict=True), 1):
+    for rank_, j in enumerate(ranked.order, 1):
         scores = table.scores[rows, j]
         ok = ~np.isnan(scores)
         support = [{"dataset": table.datasets[i]["name"], "distance": distance.get(i),
                     "score": float(table.scores[i, j]), "regret": float(table.regret[i, j])}
                    for i in rows if not np.isnan(table.scores[i, j])]
-        out.append(Recommendation(rank, table.configs[j], regret, float(np.mean(scores[ok])) if ok.any() else None,
-                                  float(np.std(scores[ok])) if ok.sum() > 1 else None, support))
+        out.append(Recommendation(rank_, table.configs[j], ranked.expected_regret[rank_ - 1],
+                                  float(np.mean(scores[ok])) if ok.any() else None,
+                                  float(np.std(scores[ok])) if ok.sum() > 1 else None, support,
+                                  ranked.expected_best[rank_ - 1], ranked.evidence[rank_ - 1],
+                                  None if np.isnan(seconds[j]) else float(seconds[j])))
+    return out, ranked
+
+
+def estimated_fit_seconds(table: Any, n_rows: int | None) -> Any:
+    """Per configuration: the median over its records of seconds per fit, scaled linearly to ``n_rows`` (a rough
+    guide: an SVM grows faster than linearly); NaN where no record has a fit time."""
+    import numpy as np
+
+    sizes = np.array([d.get("n_rows") or np.nan for d in table.datasets], dtype=float)
+    factor = (n_rows / sizes)[:, None] if n_rows else np.ones((len(sizes), 1))
+    scaled = table.fit_seconds * np.where(np.isnan(factor), 1.0, factor)
+    out = np.full(len(table.configs), np.nan)
+    for j in range(len(table.configs)):
+        known = scaled[:, j][~np.isnan(scaled[:, j])]
+        if known.size:
+            out[j] = float(np.median(known))
     return out
+
+
+def constraints(table: Any, *, families: list[str] | None, max_fit_seconds: float | None,
+                n_rows: int | None) -> tuple[Any, list[str]]:
+    """Which configurations ``--family`` and ``--max-fit-seconds`` allow, and notes on what they did."""
+    import numpy as np
+
+    allowed = np.ones(len(table.configs), dtype=bool)
+    notes = []
+    if families:
+        have = sorted({c["model"].get("family", c["model"]["name"]) for c in table.configs})
+        unknown = [f for f in families if f not in have]
+        if unknown:
+            raise UsageError(f"--family {', '.join(unknown)}: no {table.task} records of that family; "
+                             f"the records have: {', '.join(have)}")
+        allowed &= np.array([c["model"].get("family", c["model"]["name"]) in families for c in table.configs])
+    if max_fit_seconds is not None:
+        seconds = estimated_fit_seconds(table, n_rows)
+        unknown = allowed & np.isnan(seconds)
+        allowed &= np.isnan(seconds) | (seconds <= max_fit_seconds)
+        if unknown.any():
+            notes.append(f"{int(unknown.sum())} configuration(s) have no fit time on record (records made before "
+                         "expt recorded it, such as the shipped knowledge base's) and were kept")
+    if not allowed.any():
+        raise UsageError(f"no {table.task} configuration meets --family/--max-fit-seconds; loosen them")
+    return allowed, notes
 
 
 def key_params(model: dict[str, Any], task: str, limit: int = 3) -> str:
@@ -111,8 +162,18 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, method: str, dataset_name: str) -> Path:
-    """A recipe ``expt train conf=...`` runs as is: the dataset of the query and the recommended model."""
+PROVENANCE = "# expt-recommend: "  # a header line of a written config: for whom it was chosen, and on which records
+
+
+def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, method: str, dataset: Any,
+                 self_included: bool) -> Path:
+    """A recipe ``expt train conf=...`` runs as is: the dataset of the query and the recommended model.
+
+    Its provenance line names the query's fingerprint and whether the query's own records chose it, so that
+    ``expt sweep --warm-start`` keeps such configurations out of the outer folds (see ``expt.sweep.warmstart``).
+    """
+    import json
+
     import yaml
 
     config = rec.config["config"]
@@ -127,13 +188,35 @@ def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, me
     }
     score = (f"expected {rec.expected_score:.4f}" + (f" +- {rec.score_sd:.4f}" if rec.score_sd is not None else "")
              if rec.expected_score is not None else "no score")
-    header = (f"# @package _global_\n# Recommended by `expt recommend` ({method}, rank {rec.rank}) for {dataset_name}: "
+    provenance = {"fingerprint": dataset.fingerprint, "dataset": dataset.name, "method": method, "rank": rec.rank,
+                  "self_included": bool(self_included)}
+    header = (f"# @package _global_\n# Recommended by `expt recommend` ({method}, rank {rec.rank}) for {dataset.name}: "
               f"{option}, {score} on similar datasets, expected regret {rec.expected_regret:.3f}.\n"
-              f"# Run it:  expt train conf={out_dir / f'{rec.rank}.yaml'}\n")
+              f"# Run it:  expt train conf={out_dir / f'{rec.rank}.yaml'}\n"
+              f"{PROVENANCE}{json.dumps(provenance, sort_keys=True)}\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{rec.rank}.yaml"
     path.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+def provenance(text: str) -> dict[str, Any] | None:
+    """The provenance line of a config ``write_config`` wrote; for one written before it had one, what its first
+    comment says (the dataset's name), with the query's records taken as included (they were, then)."""
+    import json
+
+    for line in text.splitlines()[:6]:
+        if line.startswith(PROVENANCE):
+            try:
+                found = json.loads(line[len(PROVENANCE):])
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    for line in text.splitlines()[:3]:
+        if line.startswith("# Recommended by `expt recommend`") and " for " in line:
+            name = line.split(" for ", 1)[1].split(":", 1)[0].strip()
+            return {"fingerprint": None, "dataset": name, "self_included": True}
+    return None
 
 
 def _data_option(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -329,7 +329,7 @@ def model_features(values: dict[str, Any], pipeline: Any = None) -> dict[str, An
     """Family, resolved hyperparameters, preprocessing and pipeline steps of a configuration.
 
     ``values`` is the resolved config (``model`` and ``learner`` sections); ``pipeline``
-    the built scikit-learn pipeline, for its steps and (torch models) parameter count.
+    the built scikit-learn pipeline, for its steps, and when fitted for its size (``n_parameters``).
     """
     model = values["model"]
     estimator = {k: v for k, v in model["estimator"].items() if not k.startswith("_")}
@@ -342,7 +342,7 @@ def model_features(values: dict[str, Any], pipeline: Any = None) -> dict[str, An
         "params": params,
         "preprocessing": preprocessing,
         "steps": _steps(pipeline) if pipeline is not None else [],
-        "n_parameters": _n_parameters(pipeline) if pipeline is not None else None,
+        "n_parameters": n_parameters(pipeline) if pipeline is not None else None,
     }
     out["config_key"] = config_key(out)
     return out
@@ -370,14 +370,41 @@ def _steps(pipeline: Any) -> list[str]:
     return steps
 
 
-def _n_parameters(pipeline: Any) -> int | None:
-    """Trainable parameters of a torch module inside the estimator, if it has one (None for other models)."""
+def n_parameters(pipeline: Any) -> int | None:
+    """The fitted model's size, by a count documented per kind (None before fitting or for a kind not listed):
+
+    - torch modules: trainable parameters (``requires_grad``);
+    - linear models: coefficients and intercepts;
+    - trees, forests, extra trees, (histogram) gradient boosting: tree nodes, summed over the trees;
+    - SVMs with a kernel: support vectors x features; k-nearest neighbours: stored training points x features;
+    - scikit-learn's MLPs: weights and biases.
+    Sizes of different kinds do not compare (a node is not a weight); within a kind they order models.
+    """
     estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
-    module = getattr(estimator, "module_", None) or getattr(estimator, "module", None)
-    parameters = getattr(module, "parameters", None)
-    if callable(parameters):
-        try:
-            return int(sum(p.numel() for p in parameters()))
-        except TypeError:
-            return None
+    try:
+        return _count(estimator)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _count(est: Any) -> int | None:
+    import numpy as np
+
+    module = getattr(est, "module_", None)
+    if module is not None and callable(getattr(module, "parameters", None)):
+        return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+    if hasattr(est, "tree_"):
+        return int(est.tree_.node_count)
+    if hasattr(est, "_predictors"):  # histogram gradient boosting: one list of trees per iteration
+        return int(sum(len(tree.nodes) for trees in est._predictors for tree in trees))
+    if hasattr(est, "estimators_"):  # forests (a list), gradient boosting (an array of trees)
+        return int(sum(_count(e) or 0 for e in np.ravel(np.asarray(est.estimators_, dtype=object))))
+    if hasattr(est, "support_vectors_"):
+        return int(np.prod(est.support_vectors_.shape))
+    if hasattr(est, "n_samples_fit_"):
+        return int(est.n_samples_fit_ * est.n_features_in_)
+    if hasattr(est, "coefs_"):
+        return int(sum(np.size(a) for a in (*est.coefs_, *est.intercepts_)))
+    if hasattr(est, "coef_"):
+        return int(np.size(est.coef_) + np.size(getattr(est, "intercept_", 0)))
     return None

@@ -1,60 +1,61 @@
-"""Recommenders over records, and their leave-one-dataset-out evaluation.
+"""The records as a table the recommenders learn from: evaluation units by configurations, in normalized regret.
 
-The records become a table per task: datasets (by fingerprint, with meta-features)
-by configurations (by ``config_key``), holding each configuration's score on each
-dataset. Scores of different datasets do not compare (0.9 accuracy is poor on one,
-excellent on another), so the recommenders work on normalized regret, as the
-evaluation does: on dataset d, t_d(c) = clip((best_d - s_d(c)) / (best_d - med_d), 0, 1).
+Scores of different datasets do not compare (0.9 accuracy is poor on one, excellent on
+another), so the recommenders (:mod:`expt.meta.rankers`) and their evaluation
+(:mod:`expt.meta.evaluate`) work on normalized regret: on a row d,
+t_d(c) = clip((best_d - s_d(c)) / (best_d - med_d), 0, 1) over the configurations evaluated on d.
 
-- ``portfolio`` (best-on-average): the configurations with the lowest mean regret
-  over all datasets; the baseline a meta-feature recommender has to beat.
-- ``knn``: the same over the k datasets nearest in meta-feature space (features
-  scaled by median and IQR over the records' datasets), weighted by closeness; k is
-  chosen among ``K_CHOICES`` by leave-one-dataset-out on the records themselves.
+A row is a dataset under one evaluation protocol: 5-fold CV scores of ``expt train`` and
+3-fold inner-CV scores of a sweep's final search are not the same measurement (fewer rows
+to train on, other splits), so they are never averaged into one cell nor normalized against
+each other; a dataset with both kinds of records has a row for each. Each row belongs to a
+group (related tables: ``dataset.group`` of its records, else the ``group`` key of
+recipes/kb/datasets.yaml, else the dataset's name); evaluation leaves whole groups out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
 
-DEFAULT_METHOD = "knn"
-K_NEIGHBORS = 5
-K_CHOICES = (3, 5, 7, 10, 15)  # knn picks among these by leave-one-dataset-out on the records it is given
-PRIOR = 1.0  # pseudo-datasets of regret 0.5 that shrink a configuration's mean when it was evaluated rarely
-
 
 @dataclass
 class Table:
-    """Records of one task as arrays: datasets x configurations."""
+    """Records of one task and metric as arrays: rows (dataset x protocol) by configurations."""
 
     task: str
     metric: str
-    datasets: list[dict[str, Any]]  # fingerprint, name
-    configs: list[dict[str, Any]]  # the record's model and config of each configuration
-    features: Any  # datasets x meta-features, finite
+    datasets: list[dict[str, Any]]  # fingerprint, name, group, protocol, n_rows
+    configs: list[dict[str, Any]]  # key, the record's model and runnable config
+    features: Any  # rows x meta-features, finite
     feature_names: list[str]
-    scores: Any  # datasets x configurations, NaN where not evaluated
+    scores: Any  # rows x configurations, NaN where not evaluated
+    fit_seconds: Any = None  # rows x configurations: mean seconds per fold, NaN where not on record
     regret: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.regret = normalized_regret(self.scores)
-
-    def without(self, index: int) -> Table:
         import numpy as np
 
-        keep = np.arange(len(self.datasets)) != index
-        return Table(self.task, self.metric, [d for d, k in zip(self.datasets, keep, strict=True) if k], self.configs,
-                     self.features[keep], self.feature_names, self.scores[keep])
+        self.regret = normalized_regret(self.scores)
+        if self.fit_seconds is None:
+            self.fit_seconds = np.full(self.scores.shape, np.nan)
+
+    @property
+    def groups(self) -> list[str]:
+        return [d["group"] for d in self.datasets]
 
 
 def normalized_regret(scores: Any) -> Any:
-    """Per dataset (row): clip((best - s) / (best - median), 0, 1); NaN stays NaN."""
+    """Per row: clip((best - s) / (best - median), 0, 1); NaN stays NaN."""
     import numpy as np
 
+    if scores.size == 0:
+        return scores.copy()
     with np.errstate(all="ignore"):
         best = np.nanmax(scores, axis=1, keepdims=True)
         med = np.nanmedian(scores, axis=1, keepdims=True)
@@ -64,199 +65,135 @@ def normalized_regret(scores: Any) -> Any:
     return np.where(np.isnan(scores), np.nan, np.clip(regret, 0.0, 1.0))
 
 
-def build_table(records: Iterable[Mapping[str, Any]], task: str) -> Table:
-    """Average repeated evaluations of a configuration on a dataset; features from the newest record of a dataset."""
+# --- protocols, groups, metrics ----------------------------------------------------------------------
+
+_EVALUATION = re.compile(r"(\d+)-fold CV(?: x(\d+))?")
+
+
+def protocol_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's protocol; a record from before protocols were recorded is what its text and source say
+    (a sweep's final search: inner CV; anything else: train CV, with the folds its scores show)."""
+    protocol = record.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("kind"):
+        return protocol
+    match = _EVALUATION.match(str(record.get("evaluation", "")))
+    n_scores = len(record.get("scores") or []) or 1
+    folds = int(match.group(1)) if match else n_scores
+    if (record.get("source") or {}).get("kind") == "sweep":
+        return {"kind": "inner", "folds": folds}
+    return {"kind": "cv", "folds": folds, "repeats": int(match.group(2) or 1) if match else 1}
+
+
+def protocol_key(protocol: Mapping[str, Any]) -> str:
+    """A protocol as one comparable string: ``cv 5x1``, ``inner 3``."""
+    if protocol.get("kind") == "cv":
+        return f"cv {protocol.get('folds')}x{protocol.get('repeats', 1)}"
+    return f"{protocol.get('kind')} {protocol.get('folds')}"
+
+
+def kb_groups() -> dict[str, str]:
+    """Dataset name -> group from recipes/kb/datasets.yaml (a checkout has it; an installed wheel does not, and a
+    rebuilt knowledge base carries the group in its records)."""
+    if _GROUPS is None:
+        _load_groups()
+    return _GROUPS or {}
+
+
+_GROUPS: dict[str, str] | None = None
+
+
+def _load_groups() -> None:
+    global _GROUPS
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "kb" / "datasets.yaml"
+    _GROUPS = {}
+    try:
+        entries = yaml.safe_load(path.read_text()) if path.is_file() else []
+    except (OSError, yaml.YAMLError):
+        entries = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("group") and entry.get("name"):
+            _GROUPS[str(entry["name"])] = str(entry["group"])
+
+
+def choose_metric(records: Iterable[Mapping[str, Any]], task: str, metric: str | None = None) -> str | None:
+    """The one metric a table is built on; several without ``metric`` is an error that names them, not a choice
+    made silently (a user's f1_macro records must not vanish behind the knowledge base's accuracy)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["dataset"]["task"] == task:
+            counts[r["metric"]["name"]] = counts.get(r["metric"]["name"], 0) + 1
+    if metric is not None:
+        if metric not in counts:
+            have = ", ".join(f"{m} ({n})" for m, n in sorted(counts.items())) or "none"
+            raise UsageError(f"no {task} records under metric {metric!r}; the {task} records have: {have}; "
+                             "pass one of those to --metric")
+        return metric
+    if len(counts) > 1:
+        have = ", ".join(f"{m} ({n} records)" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        raise UsageError(f"the {task} records use {len(counts)} metrics, which do not rank together: {have}; "
+                         f"choose one with --metric {min(counts, key=lambda m: counts[m])} (--no-kb leaves "
+                         "out the knowledge base's)")
+    return next(iter(counts), None)
+
+
+# --- the table ---------------------------------------------------------------------------------------
+
+
+def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str | None = None,
+                exclude: Iterable[str] = ()) -> Table:
+    """Rows (dataset, protocol) by configurations; repeated evaluations of a configuration in a row averaged.
+
+    ``exclude``: dataset fingerprints left out (the query's own, so that its recommendations were not chosen
+    on the data they will be tested on). Features come from the first record of a dataset.
+    """
     import numpy as np
 
     from expt.meta.features import VERSION
 
-    rows: dict[str, dict[str, Any]] = {}
+    records = [r for r in records if r["dataset"]["task"] == task and r.get("meta_features_version") == VERSION
+               and r["meta_features"]]
+    metric = choose_metric(records, task, metric)
+    excluded, groups = set(exclude), kb_groups()
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     cols: dict[str, dict[str, Any]] = {}
-    cells: dict[tuple[str, str], list[float]] = {}
-    metric = None
+    cells: dict[tuple[tuple[str, str], str], list[float]] = {}
+    times: dict[tuple[tuple[str, str], str], list[float]] = {}
     for r in records:
-        if r["dataset"]["task"] != task or r.get("meta_features_version") != VERSION or not r["meta_features"]:
+        data = r["dataset"]
+        if r["metric"]["name"] != metric or data["fingerprint"] in excluded:
             continue
-        metric = metric or r["metric"]["name"]
-        if r["metric"]["name"] != metric:
-            continue  # one metric per table: scores of different metrics do not rank together
-        fp, key = r["dataset"]["fingerprint"], r["model"]["config_key"]
-        rows.setdefault(fp, {"fingerprint": fp, "name": r["dataset"]["name"], "features": r["meta_features"]})
+        row, key = (data["fingerprint"], protocol_key(protocol_of(r))), r["model"]["config_key"]
+        if row not in rows:
+            rows[row] = {"fingerprint": data["fingerprint"], "name": data["name"], "protocol": row[1],
+                         "group": str(data.get("group") or groups.get(data["name"]) or data["name"]),
+                         "n_rows": data.get("n_rows"), "features": r["meta_features"]}
         cols.setdefault(key, {"key": key, "model": r["model"], "config": r.get("config", {})})
-        cells.setdefault((fp, key), []).append(r["score"])
+        cells.setdefault((row, key), []).append(r["score"])
+        if r.get("fit_seconds") is not None:
+            times.setdefault((row, key), []).append(r["fit_seconds"])
     if not rows:
         return Table(task, metric or "", [], [], np.zeros((0, 0)), [], np.zeros((0, 0)))
     names = sorted({k for row in rows.values() for k in row["features"]})
-    fps, keys = list(rows), list(cols)
-    features = np.array([[rows[fp]["features"].get(n, 0.0) for n in names] for fp in fps], dtype=float)
-    scores = np.full((len(fps), len(keys)), np.nan)
+    row_keys, keys = list(rows), list(cols)
+    features = np.array([[rows[rk]["features"].get(n, 0.0) for n in names] for rk in row_keys], dtype=float)
+    scores = np.full((len(row_keys), len(keys)), np.nan)
+    seconds = np.full_like(scores, np.nan)
     index = {k: j for j, k in enumerate(keys)}
-    rows_of = {fp: i for i, fp in enumerate(fps)}
-    for (fp, key), values in cells.items():  # plain sums: a numpy mean per cell was half the table's time
-        scores[rows_of[fp], index[key]] = sum(values) / len(values)
-    datasets = [{"fingerprint": fp, "name": rows[fp]["name"]} for fp in fps]
-    return Table(task, metric, datasets, [cols[k] for k in keys], np.nan_to_num(features), names, scores)
-
-
-@dataclass
-class Ranked:
-    """Configurations best first, with what supports each."""
-
-    order: list[int]  # configuration indices
-    expected_regret: list[float]
-    neighbors: list[tuple[int, float]] = field(default_factory=list)  # (dataset index, distance)
-
-
-def shrunk_mean(regret: Any, weights: Any) -> Any:
-    """Weighted mean regret per configuration over the rows where it was evaluated, shrunk towards 0.5."""
-    import numpy as np
-
-    seen = ~np.isnan(regret)
-    w = weights[:, None] * seen
-    return (np.nansum(np.where(seen, regret, 0.0) * w, axis=0) + 0.5 * PRIOR) / (w.sum(axis=0) + PRIOR)
-
-
-def rank_portfolio(table: Table, _query: Any = None) -> Ranked:
-    import numpy as np
-
-    mean = shrunk_mean(table.regret, np.ones(len(table.datasets)))
-    order = [int(j) for j in np.argsort(mean, kind="stable")]
-    return Ranked(order, [float(mean[j]) for j in order])
-
-
-def choose_k(table: Table) -> int:
-    """The k whose recommendations had the lowest mean regret, each dataset of ``table`` left out in turn.
-
-    On the knowledge base the best k varied from 5 to 15 between tasks and datasets, and picking it by
-    looking at the evaluation would flatter it; chosen here on the training records only, the outer
-    leave-one-dataset-out evaluation stays honest.
-    One distance matrix for all of it (features scaled over all of ``table``'s datasets, where
-    a held-out dataset's own ranking rescales without it): 500 datasets take milliseconds.
-    """
-    import numpy as np
-
-    n = len(table.datasets)
-    if n < 4:
-        return min(K_NEIGHBORS, max(n, 1))
-    choices = [k for k in K_CHOICES if k < n] or [n - 1]
-    scaled = _scaled(table.features, table.features)[0]
-    squared = (scaled ** 2).sum(axis=1)
-    distance = np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2 * scaled @ scaled.T, 0, None)
-                       / scaled.shape[1])
-    np.fill_diagonal(distance, np.inf)
-    order = np.argsort(distance, axis=1, kind="stable")
-    seen = ~np.isnan(table.regret)
-    regret = np.where(seen, table.regret, 0.0)
-    usable = seen.sum(axis=1) >= 2
-    totals = np.zeros(len(choices))
-    for i, k in enumerate(choices):  # every held-out dataset at once
-        near = order[:, :k]  # n x k
-        closeness = 1.0 / (np.take_along_axis(distance, near, axis=1) + 0.1)
-        w = closeness[:, :, None] * seen[near]  # n x k x configurations
-        total = w.sum(axis=(1, 2), keepdims=True)
-        w = np.where(total > 0, w / np.where(total > 0, total, 1) * k, w)
-        mean = ((regret[near] * w).sum(axis=1) + 0.5 * PRIOR) / (w.sum(axis=1) + PRIOR)
-        mean = np.where(seen, mean, np.inf)  # the pick must be one evaluated on the held-out dataset
-        picks = np.argmin(mean, axis=1)
-        totals[i] = table.regret[np.arange(n), picks][usable].sum()
-    return int(choices[int(np.argmin(totals))])
-
-
-def rank_knn_auto(table: Table, query: Any) -> Ranked:
-    return rank_knn(table, query, k=choose_k(table))
-
-
-def _scaled(features: Any, query: Any) -> tuple[Any, Any]:
-    """Median/IQR scaling over the records' datasets (a feature without spread: its largest deviation), clipped."""
-    import numpy as np
-
-    center = np.median(features, axis=0)
-    scale = np.subtract(*np.percentile(features, [75, 25], axis=0))
-    scale = np.where(scale > 1e-9, scale, np.maximum(np.abs(features - center).max(axis=0), 1e-9))
-    return np.clip((features - center) / scale, -5, 5), np.clip((query - center) / scale, -5, 5)
-
-
-def rank_knn(table: Table, query: Any, k: int = K_NEIGHBORS) -> Ranked:
-    import numpy as np
-
-    scaled, q = _scaled(table.features, query)
-    distance = np.sqrt(((scaled - q) ** 2).mean(axis=1))
-    nearest = np.argsort(distance, kind="stable")[:k]
-    weights = np.zeros(len(table.datasets))
-    weights[nearest] = 1.0 / (distance[nearest] + 0.1)
-    mean = shrunk_mean(table.regret, weights / weights.sum() * len(nearest))
-    order = [int(j) for j in np.argsort(mean, kind="stable")]
-    return Ranked(order, [float(mean[j]) for j in order], [(int(i), float(distance[i])) for i in nearest])
-
-
-RANKERS = {"knn": rank_knn_auto, "portfolio": rank_portfolio}
+    rows_of = {rk: i for i, rk in enumerate(row_keys)}
+    for (rk, key), values in cells.items():  # plain sums: a numpy mean per cell was half the table's time
+        scores[rows_of[rk], index[key]] = sum(values) / len(values)
+    for (rk, key), values in times.items():
+        seconds[rows_of[rk], index[key]] = sum(values) / len(values)
+    datasets = [{k: v for k, v in rows[rk].items() if k != "features"} for rk in row_keys]
+    return Table(task, metric, datasets, [cols[k] for k in keys], np.nan_to_num(features), names, scores, seconds)
 
 
 def query_vector(table: Table, features: Mapping[str, float]) -> Any:
     import numpy as np
 
     return np.array([float(features.get(n, 0.0)) for n in table.feature_names])
-
-
-# --- leave-one-dataset-out evaluation --------------------------------------------------------------
-
-
-@dataclass
-class Evaluation:
-    task: str
-    n_datasets: int
-    n_configs: int
-    rows: dict[str, dict[str, float]]  # recommender -> mean_regret, top3_regret, hit_at_1
-
-
-def evaluate(table: Table, *, rf_default_key: str | None = None, seed: int = 0, draws: int = 200) -> Evaluation:
-    """For each dataset, recommend from the others' records only; score the pick by the dataset's own regret."""
-    import numpy as np
-
-    results: dict[str, list[tuple[float, float, float]]] = {
-        name: [] for name in (*RANKERS, "rf_defaults", "random", "hindsight")}
-    # Not a recommender: the configurations best on average over all datasets, the held-out one included.
-    # Leaving a dataset out biases best-on-average against it when its top configurations are nearly tied
-    # (a configuration that does well on d loses rank exactly when d is held out), so this is the fair
-    # yardstick for "one good default".
-    hindsight = [int(j) for j in np.argsort(shrunk_mean(table.regret, np.ones(len(table.datasets))), kind="stable")]
-    rng = np.random.default_rng(seed)
-    # Its hyperparameters, whatever the preprocessing (scaling does nothing to a forest): model part of the key.
-    rf_model = (rf_default_key or "").split("|", 1)[0]
-    rf = next((j for j, c in enumerate(table.configs) if c["key"] == rf_default_key), None)
-    if rf is None:
-        rf = next((j for j, c in enumerate(table.configs) if c["key"].split("|", 1)[0] == rf_model), None)
-    evaluated_on = 0
-    for d in range(len(table.datasets) if len(table.datasets) >= 3 else 0):  # the rest must still compare datasets
-        truth = table.regret[d]
-        candidates = np.flatnonzero(~np.isnan(truth))
-        if len(candidates) < 2:
-            continue
-        evaluated_on += 1
-        rest = table.without(d)
-        for name, ranker in RANKERS.items():
-            ranked = [j for j in ranker(rest, table.features[d]).order if j in set(candidates)]
-            results[name].append(_pick_scores(truth, ranked))
-        if rf is not None and rf in candidates:
-            others = [j for j in rank_portfolio(rest).order if j in set(candidates) and j != rf]
-            results["rf_defaults"].append(_pick_scores(truth, [rf, *others]))
-        results["hindsight"].append(_pick_scores(truth, [j for j in hindsight if j in set(candidates)]))
-        picks = [_pick_scores(truth, list(rng.permutation(candidates))) for _ in range(draws)]
-        results["random"].append(tuple(np.mean(picks, axis=0)))
-    rows = {}
-    for name, values in results.items():
-        if values:
-            arr = np.array(values)
-            rows[name] = {"mean_regret": float(arr[:, 0].mean()), "top3_regret": float(arr[:, 1].mean()),
-                          "hit_at_1": float(arr[:, 2].mean()), "n": len(values)}
-    return Evaluation(table.task, evaluated_on, len(table.configs), rows)
-
-
-def _pick_scores(truth: Any, ranked: list[int]) -> tuple[float, float, float]:
-    """Regret of the first pick, best regret among the first three, and whether the first pick is the best."""
-    first = float(truth[ranked[0]])
-    top3 = float(min(truth[j] for j in ranked[:3]))
-    return first, top3, float(first == 0.0)
 
 
 def rf_default_key(task: str) -> str | None:

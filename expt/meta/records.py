@@ -32,8 +32,15 @@ def now() -> str:
 
 def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, float], model: Mapping[str, Any],
                 config: Mapping[str, Any], metric: str, scores: list[float], evaluation: str, seed: int,
-                source: Mapping[str, Any]) -> dict[str, Any]:
-    """A record as the schema has it; ``dataset`` is an ``expt.data.Dataset``."""
+                source: Mapping[str, Any], protocol: Mapping[str, Any] | None = None,
+                fit_seconds: float | None = None) -> dict[str, Any]:
+    """A record as the schema has it; ``dataset`` is an ``expt.data.Dataset``.
+
+    ``protocol`` says how the scores were measured ({"kind": "cv", "folds": 5, "repeats": 1} for train,
+    {"kind": "inner", "folds": 3} for a sweep's final search): tables never mix them. ``fit_seconds``: mean
+    seconds per fit, for ``expt recommend --max-fit-seconds``. Both are optional keys of schema 1: records
+    without them read as train CV with the folds their scores show, and no fit time.
+    """
     import numpy as np
 
     from expt import __version__
@@ -57,6 +64,8 @@ def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, flo
         "score": float(np.mean(finite)) if finite else None,
         "score_std": float(np.std(finite)) if finite else None,
         "evaluation": evaluation,
+        "protocol": dict(protocol) if protocol else None,
+        "fit_seconds": float(fit_seconds) if fit_seconds is not None and np.isfinite(fit_seconds) else None,
         "seed": int(seed),
         "source": dict(source),
     }
@@ -254,18 +263,25 @@ def runnable_config(values: Mapping[str, Any], choices: Mapping[str, str]) -> di
             "preprocessing": values["learner"]["preprocessing"]}
 
 
-def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
+def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: str,
+                 model: Any = None) -> dict[str, Any]:
+    """``model``: the refit final model when the run made one; it gives the record its ``n_parameters``."""
+    import numpy as np
+
     from expt.meta.features import model_features
     from expt.tracking.uri import mask_credentials
 
     values = prepared.values
     folds, repeats = values["learner"]["cv"]["folds"], values["learner"]["cv"]["repeats"]
+    fits = [f.fit_time for f in cv.folds if f.error is None]
     return make_record(
         record_id=f"train/{run_id}", dataset=prepared.dataset, meta_features=features_of(prepared.dataset,
                                                                                         values["seed"]),
-        model=model_features(values, prepared.pipeline), config=runnable_config(values, prepared.choices),
-        metric=prepared.metric, scores=cv.scores, seed=values["seed"],
-        evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else ""),
+        model=model_features(values, model if model is not None else prepared.pipeline),
+        config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=cv.scores,
+        seed=values["seed"], evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else ""),
+        protocol={"kind": "cv", "folds": folds, "repeats": repeats},
+        fit_seconds=float(np.mean(fits)) if fits else None,
         source={"kind": "train", "run_id": run_id, "experiment_id": experiment_id, "tracking_uri":
                 mask_credentials(uri)})
 
@@ -275,7 +291,9 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
 
     Trials of the outer folds saw part of the data only, so their scores do not
     compare with other records' scores on the whole dataset; they are left out.
-    Meta-features are filled in by the sink process (``expt.sweep.sink``), off the sweep's critical path.
+    Meta-features are filled in by the sink process (``expt.sweep.sink``), off the sweep's critical path, and so is
+    the final model's ``n_parameters`` (on the record of the trial it was refit from). A trial's fit time is its
+    duration per inner fold (fitting and scoring: an upper bound).
     """
     from optuna.trial import TrialState
 
@@ -293,7 +311,8 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
             record_id=f"sweep/{sweep.sweep_id}/final/{trial.number}", dataset=plan.prepared.dataset,
             meta_features={}, model=model_features(values), config=runnable_config(values, choices),
             metric=plan.prepared.metric, scores=trial.user_attrs.get("inner_scores", [trial.value]), seed=plan.seed,
-            evaluation=f"{inner}-fold CV (final search of a sweep)",
+            evaluation=f"{inner}-fold CV (final search of a sweep)", protocol={"kind": "inner", "folds": inner},
+            fit_seconds=trial.duration.total_seconds() / inner if trial.duration else None,
             source={"kind": "sweep", "sweep_id": sweep.sweep_id, "trial": trial.number,
                     "tracking_uri": mask_credentials(uri)}))
     return out

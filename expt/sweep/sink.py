@@ -98,6 +98,9 @@ class Sink:
             with open(msg["model"], "rb") as fh:  # written by this sweep's own worker a moment ago
                 model, example, fmt = pickle.load(fh)  # noqa: S301
             os.unlink(msg["model"])
+            from expt.meta.features import n_parameters
+
+            self.final_size = (msg.get("tags", {}).get("expt.best_trial"), n_parameters(model))  # for its record
             self.tracker.log_sklearn_model(run_id, model, example, fmt)
         if status in TERMINAL:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
@@ -143,7 +146,9 @@ class Sink:
         features = getattr(self, "meta_features", None)
         if not features:
             return  # the dataset message never came (an older sweep process): no record rather than a partial one
-        records = [{**r, "meta_features": features} for r in records]
+        trial, size = getattr(self, "final_size", (None, None))  # the final model's, if this sink logged it
+        records = [{**r, "meta_features": features, "model": {**r["model"], "n_parameters": size}
+                    if trial is not None and str(r["source"].get("trial")) == trial else r["model"]} for r in records]
         self.tracker.log_text(run_id, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), ARTIFACT)
         self.tracker.log(run_id, tags={"expt.records": str(len(records))})
         RecordStore(path).append(records)

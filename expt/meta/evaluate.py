@@ -1,0 +1,200 @@
+"""Leave-one-group-out evaluation of the recommenders, in code, so that nobody's figures are hand-made.
+
+For each group (related tables; most groups are one dataset), every recommender is fitted
+on the other groups' rows only, hyper-parameters included (its own inner leave-one-group-out
+on those rows), and recommends for each row d of the held-out group among the configurations
+evaluated on d. With t_d the normalized regret on d: mean t_d of the first recommendation,
+of the best of the first 3 and of the first 5, and hit@1 (the first is d's best).
+
+Baselines: the single best configuration by mean regret fitted without d's group
+(``single-best``), the same in hindsight with d included (a yardstick, not a recommender),
+the static greedy portfolio (``portfolio``), random forest defaults (then the single best
+order), and random choice (its exact expectation over d's configurations, not a draw).
+
+Paired differences (recommender minus reference, per row) get 95% percentile intervals from a
+bootstrap over groups (rows of one group are resampled together), seeded. The learning curve
+refits everything on a random sample of 10, 25, 50 training groups (10 seeds) and on all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from expt.meta.rankers import METHODS, fit
+
+MEASURES = ("top1", "best3", "best5", "hit1")
+REFERENCES = ("single-best", "portfolio", "hindsight")
+CURVE_SIZES = (10, 25, 50)  # and all
+CURVE_SEEDS = 10
+DRAWS = 10_000
+DEPTH = 5
+
+
+@dataclass
+class Evaluation:
+    task: str
+    metric: str
+    n_datasets: int  # rows evaluated (datasets x protocols with at least 2 configurations)
+    n_groups: int
+    n_configs: int
+    rows: dict[str, dict[str, float]]  # recommender or baseline -> mean of each measure, and n
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired bootstrap differences
+    curve: list[dict[str, Any]] = field(default_factory=list)  # mean t_d by number of training groups
+    chosen: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # method -> param -> value -> folds
+    seed: int = 0
+    draws: int = DRAWS
+
+
+def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int = DRAWS, curve: bool = True,
+             curve_sizes: tuple[int, ...] = CURVE_SIZES, curve_seeds: int = CURVE_SEEDS) -> Evaluation:
+    import numpy as np
+
+    regret, features = table.regret, table.features
+    groups = np.array(table.groups)
+    results, rows, chosen = _logo(regret, features, groups, METHODS)
+    if not rows:
+        return Evaluation(table.task, table.metric, 0, 0, len(table.configs), {}, seed=seed, draws=draws)
+    truth = regret[rows]
+    seen = ~np.isnan(truth)
+    hindsight = fit("single-best", regret, features, groups)  # d included: a yardstick
+    results["hindsight"] = _measures(truth, hindsight.rank(features[rows], seen, DEPTH)[0])
+    rf = next((j for j, c in enumerate(table.configs) if c["key"] == rf_key), None)
+    if rf is None and rf_key:  # its hyperparameters, whatever the preprocessing (scaling does nothing to a forest)
+        rf = next((j for j, c in enumerate(table.configs) if c["key"].split("|", 1)[0] == rf_key.split("|", 1)[0]),
+                  None)
+    if rf is not None:
+        keep = seen[:, rf]
+        order = results.pop("_single_best_picks")
+        picks = np.array([[rf, *[j for j in p if j != rf and j >= 0]][:DEPTH] for p in order])
+        results["rf_defaults"] = _measures(truth[keep], picks[keep])
+    results.pop("_single_best_picks", None)
+    results["random"] = _random_expectation(truth)
+    g = groups[rows]
+    summary = {name: {**{m: float(np.mean(v[:, i])) for i, m in enumerate(MEASURES)}, "n": len(v)}
+               for name, v in results.items()}
+    comparisons = [compare(results[name], results[ref], g, name=name, against=ref, seed=seed, draws=draws)
+                   for name in METHODS for ref in REFERENCES if ref != name]
+    points = learning_curve(regret, features, groups, sizes=curve_sizes, seeds=curve_seeds,
+                            full={m: results[m] for m in METHODS}) if curve else []
+    return Evaluation(table.task, table.metric, len(rows), len(set(g)), len(table.configs), summary, comparisons,
+                      points, chosen, seed, draws)
+
+
+def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, size: int | None = None,
+          rng: Any = None) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
+    """Per evaluated row, each method's measures, fitted without the row's group (on ``size`` sampled groups)."""
+    import numpy as np
+
+    seen = ~np.isnan(regret)
+    evaluable = seen.sum(axis=1) >= 2
+    out: dict[str, list[Any]] = {m: [] for m in methods}
+    sb_picks: list[Any] = []
+    rows: list[int] = []
+    chosen: dict[str, dict[str, dict[str, int]]] = {m: {} for m in methods}
+    for g in dict.fromkeys(groups[evaluable]):  # first-seen order: deterministic
+        test = np.flatnonzero(evaluable & (groups == g))
+        others = [h for h in dict.fromkeys(groups) if h != g]
+        if size is not None:
+            if size >= len(others):
+                continue
+            others = list(rng.choice(np.array(others, dtype=object), size, replace=False))
+        train = np.flatnonzero(np.isin(groups, others))
+        if len(set(groups[train])) < 2:
+            continue
+        rows.extend(int(i) for i in test)
+        for m in methods:
+            fitted = fit(m, regret[train], features[train], groups[train])
+            depth = DEPTH + 1 if m == "single-best" else DEPTH
+            picks = fitted.rank(features[test], seen[test], depth)[0]
+            if m == "single-best":
+                sb_picks.extend(picks)
+            out[m].append(_measures(regret[test], picks[:, :DEPTH]))
+            for k, v in fitted.params.items():  # how often each value of each hyper-parameter was chosen
+                chosen[m].setdefault(k, {})
+                chosen[m][k][f"{v:g}"] = chosen[m][k].get(f"{v:g}", 0) + 1
+    results: dict[str, Any] = {m: np.concatenate(v) if v else np.zeros((0, len(MEASURES))) for m, v in out.items()}
+    if "single-best" in methods:
+        results["_single_best_picks"] = sb_picks
+    return results, rows, chosen
+
+
+def _measures(truth: Any, picks: Any) -> Any:
+    """Per row: regret of the first pick, best of the first 3 and 5, and whether the first is the row's best."""
+    import numpy as np
+
+    t = np.where(picks >= 0, np.take_along_axis(truth, np.maximum(picks, 0), axis=1), np.nan)
+    first = t[:, 0]
+    return np.column_stack([first, np.nanmin(t[:, :3], axis=1), np.nanmin(t[:, :5], axis=1),
+                            (first == 0).astype(float)])
+
+
+def _random_expectation(truth: Any) -> Any:
+    """Exact expected measures of a uniformly random order of each row's configurations.
+
+    The best of j drawn without replacement from n sorted regrets t_(1) <= ... <= t_(n) is t_(i)
+    with probability C(n - i, j - 1) / C(n, j).
+    """
+    from math import comb
+
+    import numpy as np
+
+    out = []
+    for row in truth:
+        t = np.sort(row[~np.isnan(row)])
+        n = len(t)
+        best = []
+        for j in (3, 5):
+            j = min(j, n)
+            best.append(sum(t[i - 1] * comb(n - i, j - 1) for i in range(1, n + 1)) / comb(n, j))
+        out.append([t.mean(), *best, float(np.mean(t == 0))])
+    return np.array(out)
+
+
+def compare(values: Any, reference: Any, groups: Any, *, name: str, against: str, seed: int,
+            draws: int = DRAWS) -> dict[str, Any]:
+    """Paired differences (values - reference) per measure, with a 95% bootstrap interval over groups."""
+    import numpy as np
+
+    diff = values[:, :3] - reference[:, :3]
+    labels, index = np.unique(np.asarray(groups), return_inverse=True)
+    sums = np.zeros((len(labels), 3))
+    np.add.at(sums, index, diff)
+    counts = np.bincount(index, minlength=len(labels)).astype(float)
+    rng = np.random.default_rng(seed)
+    draw = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=draws).astype(float)
+    means = (draw @ sums) / (draw @ counts)[:, None]
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    out: dict[str, Any] = {"recommender": name, "against": against, "n": len(diff)}
+    for i, m in enumerate(MEASURES[:3]):
+        out[m] = {"diff": float(diff[:, i].mean()), "low": float(low[i]), "high": float(high[i]),
+                  "better": int((diff[:, i] < -1e-9).sum()), "worse": int((diff[:, i] > 1e-9).sum())}
+    return out
+
+
+def learning_curve(regret: Any, features: Any, groups: Any, *, sizes: tuple[int, ...] = CURVE_SIZES,
+                   seeds: int = CURVE_SEEDS, full: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Mean top-1 and best-of-3 regret of every method trained on ``size`` random groups (the held-out one never
+    among them), averaged over seeds; and on all the other groups (``full``: those results, already made)."""
+    import numpy as np
+
+    n_groups = len(set(groups))
+    points = []
+    for size in [*sizes, None]:
+        if size is not None and size >= n_groups - 1:
+            continue
+        runs = []
+        for s in range(seeds if size is not None else 1):
+            if size is None and full is not None:
+                runs.append({m: full[m].mean(axis=0) for m in METHODS})
+                continue
+            rng = np.random.default_rng([s, size or 0])
+            results, rows, _ = _logo(regret, features, groups, METHODS, size=size, rng=rng)
+            if rows:
+                runs.append({m: results[m].mean(axis=0) for m in METHODS})
+        for m in METHODS if runs else ():
+            top1 = [r[m][0] for r in runs]
+            points.append({"method": m, "size": size if size is not None else n_groups - 1, "all": size is None,
+                           "top1": float(np.mean(top1)), "top1_sd": float(np.std(top1)),
+                           "best3": float(np.mean([r[m][1] for r in runs])), "seeds": len(runs)})
+    return points
