@@ -31,22 +31,60 @@ class TrainResult:
 
 def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None,
               tags: dict[str, str] | None = None) -> TrainResult:
-    """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error."""
+    """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error.
+
+    With ``tracking.plots`` the fold models go to a side process that writes the out-of-fold
+    predictions and draws the evaluation plots while this one refits and logs the final model
+    (with no idle core, this process does it after logging the model: :mod:`expt.core.offload`).
+    """
     import numpy as np
 
-    from expt.tracking.client import Tracker, flatten
-    from expt.tracking.environment import ENVIRONMENT, TRUSTED_TAG, environment_lock, environment_tags
+    from expt.tracking.client import Tracker, user_metadata
 
     values, data = prepared.values, prepared.dataset
     seed = values["seed"]
     random.seed(seed)
     np.random.seed(seed)
     tracking = values["tracking"]
-    tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
-    tags = {**environment_tags(data.fingerprint, seed), "expt.run_type": "train", "expt.data": data.name,
+    side = _start_side(tracking)  # first: its imports overlap MLflow's and the folds
+    try:
+        tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
+        tags = _run_tags(prepared, tags)
+        parent = tracker.start(tracking["run_name"] or f"{data.name}-{values['model']['name']}",
+                               {**tags, **user_metadata(tracking)})
+        result, record = _run(prepared, tracker, parent, tags, side, on_fold)
+    finally:
+        if side is not None:
+            side.close()
+    if record is not None:
+        _append_record(tracking["records"], record)
+    return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
+
+
+def _run_tags(prepared: Prepared, extra: dict[str, str] | None) -> dict[str, str]:
+    from expt.tracking.environment import TRUSTED_TAG, environment_tags
+
+    values, data = prepared.values, prepared.dataset
+    return {**environment_tags(data.fingerprint, values["seed"]), "expt.run_type": "train", "expt.data": data.name,
             "expt.model": values["model"]["name"], "expt.family": values["model"]["family"],
-            TRUSTED_TAG: ",".join(trusted_prefixes()), **(tags or {})}  # a rerun must trust them again
-    parent = tracker.start(f"{data.name}-{values['model']['name']}", tags)
+            "expt.metric": prepared.metric,  # the selecting one of the metrics logged
+            TRUSTED_TAG: ",".join(trusted_prefixes()), **(extra or {})}  # a rerun must trust them again
+
+
+def _start_side(tracking: dict[str, Any]) -> Any:
+    if not tracking.get("plots", True):
+        return None
+    from expt.core.offload import start_evaluator
+
+    return start_evaluator()
+
+
+def _run(prepared: Prepared, tracker: Any, parent: str, tags: dict[str, str], side: Any,
+         on_fold: Callable[[FoldResult], None] | None) -> tuple[CVResult, dict[str, Any] | None]:
+    from expt.tracking.client import flatten
+    from expt.tracking.environment import ENVIRONMENT, environment_lock
+
+    values, data, tracking = prepared.values, prepared.dataset, prepared.values["tracking"]
     try:
         shown = masked_config(values)
         tracker.log(parent, params=flatten({k: v for k, v in shown.items() if k != "search"}))  # sweep-only
@@ -59,9 +97,12 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
                 on_fold(fold)
 
         result = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
-                                metric=prepared.metric, on_fold=log_fold)
-        tracker.log(parent, metrics=_summary_metrics(result))
-        tracker.log_steps(parent, f"fold_{prepared.metric}", result.scores)
+                                metric=prepared.metric, on_fold=log_fold, return_models=side is not None,
+                                scorers=prepared.scorers)
+        if side is not None:
+            _submit(side, prepared, result)
+        tracker.log(parent, metrics=_summary_metrics(result),
+                    series={f"fold_{m}": result.fold_scores(m) for m in result.metrics})
         final = None  # the refit model, when logged: the record's n_parameters come from it
         if tracking["log_model"]:
             from sklearn.base import clone
@@ -69,6 +110,8 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
             final = clone(prepared.pipeline).fit(data.X, data.y)
             tracker.log_sklearn_model(parent, final, data.X, tracking["model_format"])
         record = _record(prepared, result, parent, tracker, final) if tracking["records"] else None
+        if side is not None:
+            _log_evaluation(tracker, parent, side)
     except KeyboardInterrupt:
         tracker.end_quietly([parent], "KILLED")
         tracker.checkpoint()
@@ -79,9 +122,31 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
         raise
     tracker.end(parent)
     tracker.checkpoint()
-    if record is not None:
-        _append_record(tracking["records"], record)
-    return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
+    return result, record
+
+
+def _submit(side: Any, prepared: Prepared, result: CVResult) -> None:
+    """The fold models and their held-out rows to the side process; this one no longer needs the models."""
+    data = prepared.dataset
+    folds = [(f.index, f.model, f.test_index, f.outputs) for f in result.folds
+             if f.error is None and f.model is not None]
+    side.submit({"folds": folds, "X": data.X, "y": data.y, "scorer": prepared.scorer, "metric": prepared.metric,
+                 "task": data.task, "seed": prepared.values["seed"]})
+    for fold in result.folds:
+        fold.model = None
+
+
+def _log_evaluation(tracker: Any, run_id: str, side: Any) -> None:
+    """``predictions.parquet`` and ``plots/`` from the side process; one that failed is a warning, not a failed run."""
+    import warnings
+
+    try:
+        files = side.result()
+    except RuntimeError as exc:
+        warnings.warn(f"no out-of-fold predictions or plots for this run: {exc}", stacklevel=2)
+        return
+    tracker.log_files(run_id, [files["predictions"]])
+    tracker.log_files(run_id, files["plots"], "plots")
 
 
 def _record(prepared: Prepared, result: CVResult, run_id: str, tracker: Any,
@@ -123,6 +188,7 @@ def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold
                           start_time=fold.started)
     metrics = {"fit_time": fold.fit_time, "score_time": fold.score_time}
     if fold.error is None:
+        metrics.update(fold.scores)
         metrics[metric] = fold.score
         metrics[f"train_{metric}"] = fold.train_score
     extra = {"expt.error": fold.error[:5000]} if fold.error else {}
@@ -143,6 +209,7 @@ def _summary_metrics(result: CVResult) -> dict[str, float]:
     m = result.metric
     ok = [f for f in result.folds if f.error is None]
     return {
+        **result.summary(),  # <metric>_mean and _std of every metric, the selecting one first
         f"{m}_mean": result.mean,
         f"{m}_std": result.std,
         f"train_{m}_mean": float(np.mean([f.train_score for f in ok])),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browsers import browser  # noqa: F401  (a fixture: headless Chromium, installed when missing)
 from servers import mlflow_server, postgres  # noqa: F401  (fixtures: a real PostgreSQL and mlflow server)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -194,6 +194,32 @@ CASES = [
     Case("cli: unknown command", ["trian"], "No such command 'trian'"),
     Case("rerun: unknown run", ["rerun", "0123456789abcdef", "--tracking-uri", "sqlite:///mlruns.db"],
          "no run '0123456789abcdef'"),
+    # Metrics, the user's run metadata, and from a run to a model (expt register, predict, report)
+    Case("metrics: unknown name", train("learner.metrics=[accuracy,f1_macr]"),
+         "unknown metric 'f1_macr' for learner.metrics; did you mean f1_macro"),
+    Case("metrics: needs probabilities the model lacks", train("model=svm", "learner.metrics=[accuracy,neg_log_loss]"),
+         "learner.metrics 'neg_log_loss' needs predicted probabilities, which SVC does not give"),
+    Case("metrics: selecting metric needs probabilities",
+         train("model=svm", "learner.metric.classification=roc_auc_ovr"),
+         "learner.metric.classification 'roc_auc_ovr' needs predicted probabilities"),
+    Case("metrics: a scorer class not trusted", train("learner.metrics=[{_target_: mylib.Cost}]"),
+         "'mylib.Cost' is not allowed"),
+    Case("tracking: a reserved tag", train("tracking.tags={expt.run_type: sweep}"),
+         "tracking.tags.expt.run_type uses a prefix expt and MLflow set themselves"),
+    Case("tracking: skops for a torch network", train("model=mlp", "tracking.model_format=skops"),
+         "tracking.model_format=skops cannot save MLPClassifier"),
+    Case("register: unknown run", ["register", "0123456789abcdef0123456789abcdef", "--name", "m", "-u",
+                                   "sqlite:///mlruns.db"], "no run '0123456789abcdef0123456789abcdef'"),
+    Case("register: a bad name", ["register", "0123456789abcdef0123456789abcdef", "--name", "a/b", "-u",
+                                  "sqlite:///mlruns.db"], "--name 'a/b' is not a model name"),
+    Case("predict: unknown registered model", ["predict", "-m", "models:/nope@champion", "good.csv", "-u",
+                                                "sqlite:///mlruns.db"], "no registered model 'nope' with alias"),
+    Case("predict: not a model reference", ["predict", "-m", "my-model", "good.csv", "-u", "sqlite:///mlruns.db"],
+         "--model 'my-model' is neither a run id nor runs:/ID/model nor models:/NAME@alias"),
+    Case("report: unknown run", ["report", "0123456789abcdef0123456789abcdef", "-u", "sqlite:///mlruns.db"],
+         "no run '0123456789abcdef0123456789abcdef'"),
+    Case("ui: a sweep id that is a path", ["ui", "--sweep", "../x", "-u", "sqlite:///mlruns.db"],
+         "--sweep '../x' is not a name"),
 ]
 
 
@@ -275,3 +301,90 @@ def test_a_10000_level_categorical_column_runs_capped_and_without_warnings(tmp_p
     assert prepared.dataset.X["city"].nunique() == n
     width = prepared.pipeline[:-1].fit_transform(prepared.dataset.X, prepared.dataset.y).shape[1]
     assert width == 1 + 50  # x, and the city's 10,000 levels in max_categories=50 columns
+
+
+# `expt predict`, `register` and `report` on the runs of a store: the cases need the ids of its runs.
+PUBLISH_FILES = {"missing_column.csv": "a,y\n1.0,u\n2.0,v\n", "text_in_number.csv": "a,b,y\n1.0,2,u\nabc,3,v\n",
+                 "empty_rows.csv": "a,b,y\n"}
+PUBLISH_CASES = [
+    ("predict: a column missing", ["predict", "-m", "{model}", "missing_column.csv"],
+     "data file 'missing_column.csv' lacks column 'b' that the model takes"),
+    ("predict: text in a number column", ["predict", "-m", "{model}", "text_in_number.csv", "--out", "p.csv"],
+     "column 'a' of 'text_in_number.csv' holds 'abc' (row 2) where the model expects a number (double)"),
+    ("predict: no rows", ["predict", "-m", "{model}", "empty_rows.csv"], "has no rows; nothing to predict"),
+    ("predict: no data file", ["predict", "-m", "{model}", "nowhere.csv"], "data file 'nowhere.csv' not found"),
+    ("predict: --out into a missing folder", ["predict", "-m", "{model}", "good.csv", "--out", "no/p.csv"],
+     "folder 'no' does not exist"),
+    ("predict: --proba of a model without probabilities", ["predict", "-m", "{svm}", "good.csv", "--proba"],
+     "gives no probabilities (Pipeline); drop --proba"),
+    ("predict: a run without a model", ["predict", "-m", "{no_model}", "good.csv"],
+     "logged no model (tracking.log_model=false)"),
+    ("register: a run without a model", ["register", "{no_model}", "--name", "m"], "logged no model"),
+    ("register: a bad alias", ["register", "{model}", "--name", "m", "--alias", "latest"],
+     "--alias 'latest' is not an alias"),
+    ("report: a run without its config.yaml", ["report", "{bare}"], "has no config.yaml artifact"),
+    ("report: a run not made by expt", ["report", "{plain}"], "was not made by expt train or expt sweep"),
+    ("report: --out not .html", ["report", "{model}", "--out", "r.pdf"], "must name an .html file"),
+]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A store with a logistic regression and an SVM that logged models, a run without one, a train-typed run
+    without artifacts and a run expt did not make."""
+    base = tmp_path_factory.mktemp("published")
+    (base / "good.csv").write_text(GOOD_CSV)
+    for name, text in PUBLISH_FILES.items():
+        (base / name).write_text(text)
+    for args in (["model=logistic_regression"], ["model=svm"], ["model=knn", "tracking.log_model=false"]):
+        proc = subprocess.run([EXPT, *train(*args), "tracking.plots=false", STORE], cwd=base, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{base}/mlruns.db")
+    runs = {r.data.tags.get("expt.model"): r.info.run_id for r in client.search_runs(["1"], "tags.`expt.run_type` = "
+                                                                                         "'train'")}
+    ids = {"model": runs["logistic_regression"], "svm": runs["svm"], "no_model": runs["knn"],
+           "bare": client.create_run("1", tags={"expt.run_type": "train"}).info.run_id,
+           "plain": client.create_run("1").info.run_id}
+    for run_id in (ids["bare"], ids["plain"]):
+        client.set_terminated(run_id)
+    with sqlite3.connect(base / "mlruns.db") as con:  # the store is in WAL mode: fold the log in before copies
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return base, ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case_id", "args", "expect"), PUBLISH_CASES, ids=[c[0] for c in PUBLISH_CASES])
+def test_publishing_bad_input_ends_in_one_line_and_writes_nothing(case_id: str, args: list[str], expect: str,
+                                                                  published: tuple[Path, dict[str, str]],
+                                                                  tmp_path: Path) -> None:
+    BAD_INPUT_TRIED.append(case_id)
+    base, ids = published
+    for item in base.iterdir():
+        if item.is_file() and not item.name.startswith("mlruns.db-"):
+            shutil.copy(item, tmp_path / item.name)
+    shutil.copytree(base / "mlartifacts", tmp_path / "mlartifacts")
+    files = {p.name for p in tmp_path.iterdir()}
+    before = _snapshot(tmp_path / "mlruns.db")
+    with sqlite3.connect(tmp_path / "mlruns.db") as con:
+        registry = con.execute("SELECT count(*) FROM registered_models").fetchall()
+    con.close()
+    artifacts = sorted(str(p) for p in (tmp_path / "mlartifacts").rglob("*"))
+    command = [EXPT, *[a.format(**ids) for a in args], "--tracking-uri", STORE.split("=", 1)[1]]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expect in lines[0], lines[0]
+    assert "Traceback" not in output
+    assert _snapshot(tmp_path / "mlruns.db") == before
+    with sqlite3.connect(tmp_path / "mlruns.db") as con:
+        assert con.execute("SELECT count(*) FROM registered_models").fetchall() == registry
+    con.close()
+    assert sorted(str(p) for p in (tmp_path / "mlartifacts").rglob("*")) == artifacts  # no report logged
+    made = {p.name for p in tmp_path.iterdir()} - files - {"mlruns.db-wal", "mlruns.db-shm"}
+    assert not made, f"files were written: {made}"

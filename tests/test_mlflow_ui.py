@@ -1,4 +1,5 @@
-"""The `mlflow ui` command that `expt train` prints shows the run tree it wrote."""
+"""The `mlflow ui` command that `expt train` prints shows the run tree it wrote; `expt ui`'s link shows a big
+sweep's tree first, in a real browser."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import train
+from conftest import EXPT, all_runs, train
 
 
 def _free_port() -> int:
@@ -56,3 +57,87 @@ def test_mlflow_ui_serves_the_run_tree(store: str, tmp_path: Path) -> None:
     assert result.run_id in by_id and len(runs) == 4
     parents = [{t["key"]: t["value"] for t in r["data"].get("tags", [])}.get("mlflow.parentRunId") for r in runs]
     assert parents.count(result.run_id) == 3
+
+
+ROWS_JS = """
+const rows = {};
+document.querySelectorAll('.ag-row[row-index]').forEach(row => {
+  const link = row.querySelector('a');
+  const index = Number(row.getAttribute('row-index'));
+  if (link && !(index in rows)) rows[index] = link.textContent.trim();
+});
+return Object.keys(rows).sort((a, b) => a - b).map(k => rows[k]);
+"""
+
+
+def _rows(browser, until=lambda rows: bool(rows), timeout: float = 90) -> list[str]:
+    """The run names in the runs table, top to bottom, once they satisfy ``until`` (the UI loads and redraws)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, timeout).until(lambda d: until(d.execute_script(ROWS_JS)))
+    except TimeoutException:
+        raise AssertionError(f"the runs table never showed what was expected: {browser.execute_script(ROWS_JS)}") \
+            from None
+    return browser.execute_script(ROWS_JS)
+
+
+def _expand(browser, name: str) -> None:
+    """Click the expander in the row of the run called ``name`` (the MLflow UI shows a parent collapsed)."""
+    from selenium.webdriver.common.by import By
+
+    for row in browser.find_elements(By.CSS_SELECTOR, ".ag-row[row-index]"):
+        links = row.find_elements(By.TAG_NAME, "a")
+        if links and links[0].text.strip() == name:
+            row.find_element(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']").click()
+            return
+    raise AssertionError(f"no row {name!r} in {_rows(browser)}")
+
+
+@pytest.mark.slow
+def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, tmp_path: Path) -> None:
+    """The UI's own first page (newest 100 runs) loses a big sweep's run behind its trials; the link
+    `expt ui` prints shows the sweep first, its outer folds and trials nested under it."""
+    sweep = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", "search.n_trials=25", "search.outer_folds=4",
+                            "search.inner_folds=2", "tracking.plots=false", "tracking.records=null"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr
+    sweep_run = next(r for r in all_runs(f"sqlite:///{tmp_path}/mlruns.db")
+                     if r.data.tags.get("expt.run_type") == "sweep")
+    name = sweep_run.info.run_name
+    assert len(all_runs(f"sqlite:///{tmp_path}/mlruns.db")) == 1 + 5 + 5 * 25  # more than one page of 100
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(base, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"expt ui did not come up:\n{log.read_text()}") from None
+                time.sleep(1)
+        link = next(line.split(None, 1)[1] for line in log.read_text().splitlines() if line.startswith("open "))
+        assert "searchFilter=" in link and "orderByAsc=true" in link
+        browser.get(f"{base}/#/experiments/{sweep_run.info.experiment_id}/runs")  # the UI's own default view
+        default = _rows(browser)
+        assert name not in default and default[0].startswith("outer-fold-")  # the sweep fell off the first page
+        browser.get(link)
+        assert _rows(browser, lambda rows: name in rows) == [name]  # the sweep first, its children collapsed
+        _expand(browser, name)
+        units = _rows(browser, lambda rows: len(rows) >= 6)
+        assert units[0] == name and sorted(units[1:]) == ["final", *(f"outer-fold-{k}" for k in range(4))]
+        _expand(browser, "outer-fold-0")
+        tree = _rows(browser, lambda rows: "trial-24" in rows)
+        start = tree.index("outer-fold-0") + 1
+        assert tree[start:start + 25] == [f"trial-{n}" for n in range(25)]  # nested under its outer fold
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

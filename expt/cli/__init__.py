@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from expt import __version__
-from expt.cli import learn, run, runs
+from expt.cli import learn, model, run, runs
 
 app = typer.Typer(
     name="expt",
@@ -41,7 +41,7 @@ def _main(
     """Config-driven ML experiments: composed configs, cross-validation, MLflow tracking."""
 
 
-for module in (run, learn, runs):  # in the order `expt --help` lists them
+for module in (run, learn, runs, model):  # in the order `expt --help` lists them
     module.group.register(app)
 
 

@@ -9,6 +9,9 @@ import typer
 from expt.cli.common import WITH_OVERRIDES, ConfigDir, Debug, Group, TrustTarget, check_name, split_args, user_errors
 
 group = Group()
+MultiRun = Annotated[bool, typer.Option("--multirun", "-m", help="A grid: one run per combination of the swept "
+                                        "overrides (data=a,b model=x,y; range(), choice(), glob()), all compared at "
+                                        "the end in one table with tests.")]
 
 
 @group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] [OVERRIDES]...")
@@ -18,17 +21,24 @@ def train(
     resolve: Annotated[bool, typer.Option("--resolve", help="With --cfg: resolve interpolations.")] = False,
     config_dir: ConfigDir = None,
     trust_target: TrustTarget = None,
+    multirun: MultiRun = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="With -m: cells run in this many processes.")] = 1,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="GRID_ID", help="With -m: continue a stopped "
+                                                "grid, skipping its finished cells.")] = None,
     debug: Debug = False,
 ) -> None:
     """Cross-validate one configuration, refit it on all data, and track everything in MLflow.
 
-    The refit is skipped with tracking.log_model=false.
+    The refit is skipped with tracking.log_model=false. With -m, a grid of such runs, compared.
     """
     with user_errors(debug):
+        if multirun or workers != 1 or resume:
+            _grid("train", list(ctx.args), multirun=multirun, cfg=cfg, workers=workers, resume=resume,
+                  config_dir=config_dir, trust_target=trust_target)
+            return
         from expt.core.build import trusting
-        from expt.core.config import compose
 
-        composed = compose(split_args(list(ctx.args)), config_dir=config_dir)
+        composed = _compose_one(split_args(list(ctx.args)), config_dir)
         if cfg:
             _print_cfg(composed, resolve)
             return
@@ -61,11 +71,22 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON instead of a table.")] = False,
     config_dir: ConfigDir = None,
     trust_target: TrustTarget = None,
+    multirun: MultiRun = False,
     debug: Debug = False,
 ) -> None:
-    """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow."""
+    """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow.
+
+    With -m, a grid of sweeps compared by their outer scores; there --workers runs cells in parallel and
+    --resume takes a grid id.
+    """
     with user_errors(debug):
         from expt.core.errors import UsageError
+
+        if multirun:
+            _grid("sweep", list(ctx.args), multirun=True, cfg=cfg, workers=workers, resume=resume,
+                  config_dir=config_dir, trust_target=trust_target, one_sweep={
+                      "--sweep-id": sweep_id, "--storage": storage, "--warm-start": warm_start, "--status": status})
+            return
 
         for option, value in (("--sweep-id", sweep_id), ("--resume", resume), ("--status", status)):
             check_name(option, value)
@@ -77,9 +98,8 @@ def sweep(
             raise UsageError("--resume continues the stored config; drop the overrides (or start a new sweep)")
         if resume and sweep_id and resume != sweep_id:
             raise UsageError("--resume and --sweep-id name different sweeps; pass one")
-        from expt.core.config import compose
 
-        composed = None if resume else compose(overrides, config_dir=config_dir)
+        composed = None if resume else _compose_one(overrides, config_dir, "sweep")
         if cfg:
             if composed is None:
                 raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
@@ -95,6 +115,60 @@ def sweep(
         with trusting(trust_target):  # an environment variable: the spawned workers inherit it
             result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
         print_sweep_result(result_sweep, result)
+
+
+def _compose_one(overrides: list[str], config_dir: object, kind: str = "train") -> object:
+    """One run's config; an override that lists several values gets the hint that -m runs them all."""
+    from expt.core.config import compose
+    from expt.core.errors import ConfigError
+
+    try:
+        return compose(overrides, config_dir=config_dir)
+    except ConfigError:
+        from expt.grid.spec import sweep_overrides
+
+        swept = sweep_overrides(overrides)
+        if swept:
+            raise ConfigError(f"{swept[0]!r} lists several values; add -m to run one run per value and compare "
+                              f"them (expt {kind} -m {' '.join(overrides)})") from None
+        raise
+
+
+def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int, resume: str | None,
+          config_dir: object, trust_target: list[str] | None, one_sweep: dict[str, str | None] | None = None) -> None:
+    """``-m``: plan every cell (nothing runs if any is wrong), then run the grid and print its comparison."""
+    from expt.core.errors import RunFailedError, UsageError
+
+    if not multirun:
+        raise UsageError("--workers and --resume run a grid; add -m (e.g. expt train -m data=wine,iris model=svm,knn)")
+    given = [option for option, value in (one_sweep or {}).items() if value]
+    if given:
+        raise UsageError(f"{given[0]} names one sweep; a grid (-m) names its sweeps itself: drop {given[0]}")
+    check_name("--resume", resume)
+    overrides = split_args(args)
+    from expt.cli.grid_render import GridProgress, print_cells, print_grid
+    from expt.core.build import trusting
+    from expt.grid.plan import plan_grid
+    from expt.grid.runner import check_options, new_grid_id, resume_plan, run_grid
+
+    check_options(workers, resume, overrides)
+    with trusting(trust_target):
+        plan, state = resume_plan(resume, kind) if resume else (plan_grid(kind, overrides, config_dir), None)
+        if cfg:
+            print_cells(plan)
+            return
+        grid_id = resume or new_grid_id()
+        try:
+            with GridProgress() as progress:
+                outcome = run_grid(plan, workers=workers, grid_id=grid_id, state=state, progress=progress)
+        except KeyboardInterrupt:
+            typer.echo(f"grid {grid_id} stopped; continue it with: expt {kind} -m --resume {grid_id}", err=True)
+            raise
+    print_grid(outcome.comparison, outcome.spec, outcome.run_id, outcome.uri, ran=outcome.ran, failed=outcome.failed)
+    if outcome.failed:
+        key, why = outcome.failed[0]
+        raise RunFailedError(f"{len(outcome.failed)} cell(s) failed ({key}: {why}); run them again with: "
+                             f"expt {kind} -m --resume {outcome.grid_id}")
 
 
 def _print_cfg(composed: object, resolve: bool) -> None:

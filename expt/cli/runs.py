@@ -145,8 +145,10 @@ def show(
 
 @group.command()
 def compare(
-    run_a: Annotated[str, typer.Argument(help="The first run.", show_default=False)],
-    run_b: Annotated[str, typer.Argument(help="The second run.", show_default=False)],
+    run_a: Annotated[str | None, typer.Argument(help="The first run.", show_default=False)] = None,
+    run_b: Annotated[str | None, typer.Argument(help="The second run.", show_default=False)] = None,
+    grid: Annotated[str | None, typer.Option("--grid", metavar="GRID_ID", help="A grid's comparison table and "
+                                             "tests again (expt train -m printed its id).")] = None,
     tracking_uri: TrackingUri = None,
     json_out: JsonOut = False,
     debug: Debug = False,
@@ -155,6 +157,10 @@ def compare(
     with user_errors(debug):
         from expt.reproduce.browse import compare_runs
         from expt.reproduce.rerun import get_run
+        if grid is not None or run_a is None or run_b is None:
+            from expt.cli.grid_render import compare_grid
+            compare_grid(lambda: _client(tracking_uri), grid, (run_a, run_b), json_out)
+            return
         client = _client(tracking_uri)
         _emit(compare_runs(get_run(client, run_a), get_run(client, run_b)), json_out, "print_compare")
 
@@ -164,20 +170,59 @@ def ui(
     port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for other machines).")]
     = "127.0.0.1",
+    experiment: Annotated[str, typer.Option("--experiment", help="The experiment the links open.")] = "expt",
+    sweep: Annotated[str | None, typer.Option("--sweep", metavar="SWEEP_ID", help="The sweep whose run tree the "
+                                              "link shows (default: the newest).")] = None,
+    open_it: Annotated[bool, typer.Option("--open", help="Open the link in a web browser once the UI is up.")]
+    = False,
     tracking_uri: TrackingUri = None,
     debug: Debug = False,
 ) -> None:
-    """Start the MLflow UI on the tracking store (Ctrl-C stops it)."""
+    """Start the MLflow UI on the tracking store (Ctrl-C stops it); its link shows a sweep first, its tree nested."""
     with user_errors(debug):
         import os
+        from urllib.parse import quote
 
+        from expt.cli.common import check_name
         from expt.core.errors import UsageError
-        from expt.tracking.uri import existing_store
+        from expt.tracking.client import runs_view
+        from expt.tracking.uri import existing_store, mask_credentials
 
+        check_name("--sweep", sweep)
         uri = _uri(tracking_uri)
         if uri.startswith(("http://", "https://")):
-            raise UsageError(f"{uri} is a tracking server: it serves its own UI; open it in a browser")
+            view, _ = runs_view(uri.rstrip("/"), uri, experiment, sweep)
+            raise UsageError(f"{mask_credentials(uri)} is a tracking server: it serves its own UI; open "
+                             f"{mask_credentials(view)}")
         uri = existing_store(uri, missing=NO_STORE)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        view, sweep_id = runs_view(f"http://{shown}:{port}", uri, experiment, sweep)
         typer.echo(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)", err=True)
+        typer.echo(f"open        {view}", err=True)
+        if sweep_id is not None:
+            every = view.split("?")[0] + "?searchFilter=" + quote("tags.`expt.run_type` = 'sweep'", safe="")
+            typer.echo(f"            sweep {sweep_id} first, its outer folds and trials nested under it", err=True)
+            typer.echo(f"sweeps      {every}", err=True)
+        if open_it:
+            _open_when_up(shown, port, view)
         os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                    "--host", host, "--port", str(port)])
+
+
+OPENER = """import socket, sys, time, webbrowser
+for _ in range(240):
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.5)
+webbrowser.open(sys.argv[3])
+"""
+
+
+def _open_when_up(host: str, port: int, url: str) -> None:
+    """A detached helper that waits for the UI's port and opens the link (this process becomes the UI)."""
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-c", OPENER, host, str(port), url], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

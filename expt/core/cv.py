@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expt.core.errors import ConfigError, DataError, RunFailedError
+from expt.core.metrics import get_scorer  # noqa: F401 - its old home; callers may import it from here
 
 
 @dataclass
@@ -29,6 +30,9 @@ class FoldResult:
     error: str | None = None
     model: Any = None  # the fitted fold model, only with return_models=True
     history: list[dict[str, float]] | None = None  # per-epoch losses and scores of a torch model
+    scores: dict[str, float] = field(default_factory=dict)  # every metric on the test part (the selecting one too)
+    test_index: Any = None  # the test part's row positions (out-of-fold predictions are keyed by them)
+    outputs: dict[str, Any] | None = None  # the model's predictions on the test part, with return_models=True
 
 
 @dataclass
@@ -55,6 +59,31 @@ class CVResult:
     @property
     def n_failed(self) -> int:
         return sum(f.error is not None for f in self.folds)
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric the folds were scored on, the selecting one first."""
+        names = [self.metric]
+        for fold in self.folds:
+            names += [k for k in fold.scores if k not in names]
+        return names
+
+    def fold_scores(self, name: str) -> list[float]:
+        return [f.score if name == self.metric else f.scores.get(name, float("nan")) for f in self.folds]
+
+    def summary(self) -> dict[str, float]:
+        """``<metric>_mean`` and ``_std`` of every metric over the folds (a failed fold's NaN left out)."""
+        import warnings
+
+        import numpy as np
+
+        out = {}
+        for name in self.metrics:
+            values = np.asarray(self.fold_scores(name), dtype=float)
+            with warnings.catch_warnings():  # a metric NaN in every fold: its mean is NaN, said once by the fold
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out[f"{name}_mean"], out[f"{name}_std"] = float(np.nanmean(values)), float(np.nanstd(values))
+        return out
 
 
 def make_splitter(task: str, n_rows: int, *, folds: int, repeats: int = 1, shuffle: bool = True,
@@ -126,35 +155,23 @@ def build_pipeline(estimator: Any, numeric: list[str], categorical: list[str], o
     return Pipeline([("preprocess", build_preprocessor(numeric, categorical, options)), ("model", estimator)])
 
 
-def get_scorer(name: str, task: str) -> Any:
-    from sklearn.metrics import get_scorer, get_scorer_names
-
-    try:
-        scorer = get_scorer(name)
-    except ValueError:
-        import difflib
-
-        close = difflib.get_close_matches(name, get_scorer_names(), 3)
-        hint = f"did you mean {', '.join(close)}?" if close else "see sklearn.metrics.get_scorer_names()"
-        raise ConfigError(f"unknown metric {name!r} for learner.metric.{task}; {hint}") from None
-    # Checked now: inside the folds a metric of the other task fails every fold, after the runs exist.
-    module = getattr(getattr(scorer, "_score_func", None), "__module__", "") or ""
-    kind = "regression" if module.endswith("._regression") else "classification"
-    if module.startswith("sklearn.metrics") and kind != task:
-        default = "accuracy" if task == "classification" else "r2"
-        raise ConfigError(f"{name!r} is a {kind} metric but the data is a {task} task; "
-                          f"set learner.metric.{task} to a {task} metric (e.g. {default})")
-    return scorer
-
-
 def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metric: str,
-                   on_fold: Callable[[FoldResult], None] | None = None, return_models: bool = False) -> CVResult:
-    """Fit a clone per fold and score it; ``on_fold`` sees each fold as it finishes."""
+                   on_fold: Callable[[FoldResult], None] | None = None, return_models: bool = False,
+                   scorers: Mapping[str, Any] | None = None) -> CVResult:
+    """Fit a clone per fold and score it; ``on_fold`` sees each fold as it finishes.
+
+    ``scorers``: every metric to report (name -> scorer, ``metric`` among them), scored with one
+    multimetric scorer so that the model predicts once per response method; a metric that fails in
+    a fold is NaN there, and only the selecting metric failing fails the fold.
+    """
     from sklearn.base import clone
 
+    from expt.core.metrics import multi_scorer
+
+    many = multi_scorer({metric: scoring, **(scorers or {})}) if scorers and set(scorers) - {metric} else None
     result = CVResult(metric=metric)
     for index, (train, test) in enumerate(cv.split(X, y)):
-        fold = _run_fold(clone(pipeline), X, y, train, test, scoring, index, return_models)
+        fold = _run_fold(clone(pipeline), X, y, train, test, scoring, index, return_models, many, metric)
         result.folds.append(fold)
         if on_fold is not None:
             on_fold(fold)
@@ -167,25 +184,81 @@ def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metr
 
 
 def _run_fold(model: Any, X: Any, y: Any, train: Any, test: Any, scoring: Any, index: int,
-              keep: bool = False) -> FoldResult:
+              keep: bool = False, many: Any = None, metric: str = "") -> FoldResult:
     from expt.models.hooks import epoch_hooks, history_of
 
     X_train, X_test = X.iloc[train], X.iloc[test]
     started = time.time()
     start = time.perf_counter()
-    fold = FoldResult(index, float("nan"), 0.0, 0.0, len(train), len(test), started)
+    fold = FoldResult(index, float("nan"), 0.0, 0.0, len(train), len(test), started, test_index=test)
     try:
         with epoch_hooks(scorer=scoring):  # a torch model scores its validation split with the run's metric
             model.fit(X_train, y[train])
         fold.history = history_of(model)
         fold.fit_time = time.perf_counter() - start
         start = time.perf_counter()
-        fold.score = float(scoring(model, X_test, y[test]))
+        scored = Recording(model, X_test) if keep else model  # what it predicts is kept for the evaluation plots
+        if many is None:
+            fold.score = float(scoring(scored, X_test, y[test]))
+            fold.scores = {metric: fold.score} if metric else {}
+        else:
+            fold.score = _score_all(fold, many(scored, X_test, y[test]), metric)
+        fold.outputs = scored.outputs if keep else None
         fold.score_time = time.perf_counter() - start
         fold.train_score = float(scoring(model, X_train, y[train]))
     except Exception as exc:  # a failing fold is a result for the user, not a crash
-        fold.score, fold.error = float("nan"), f"{type(exc).__name__}: {exc}".splitlines()[0]
+        text = str(exc) if isinstance(exc, _MetricFailed) else f"{type(exc).__name__}: {exc}"
+        fold.score, fold.error = float("nan"), text.splitlines()[0] if text else type(exc).__name__
         fold.fit_time = fold.fit_time or time.perf_counter() - start
     if keep:
         fold.model = model
     return fold
+
+
+class Recording:
+    """A fitted model as the scorers see it, keeping what it predicts for the held-out part ``X``.
+
+    The out-of-fold predictions are the ones the fold was scored on, not a second pass over the same rows
+    (a random forest's ``predict`` and ``predict_proba`` on a fold cost ~20 ms each). Calls on other data go
+    straight through.
+    """
+
+    RESPONSES = ("predict", "predict_proba", "decision_function")
+
+    def __init__(self, model: Any, X: Any) -> None:
+        self._model, self._X = model, X
+        self.outputs: dict[str, Any] = {}
+
+    def __sklearn_tags__(self) -> Any:
+        return self._model.__sklearn_tags__()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.__dict__["_model"], name)  # AttributeError as the model gives it (available_if)
+        if name not in self.RESPONSES:
+            return attr
+
+        def record(X: Any, *args: Any, **kwargs: Any) -> Any:
+            if X is not self._X or args or kwargs:
+                return attr(X, *args, **kwargs)
+            if name not in self.outputs:
+                self.outputs[name] = attr(X)
+            return self.outputs[name]
+
+        record.__name__ = name  # scikit-learn reads a response method's kind from its name
+        return record
+
+
+class _MetricFailed(Exception):
+    """The selecting metric raised inside the multimetric scorer; its message is already "Type: text"."""
+
+
+def _score_all(fold: FoldResult, values: Mapping[str, Any], metric: str) -> float:
+    """Every metric of a fold; the selecting one failing fails the fold, another one failing is a NaN and a warning."""
+    from expt.core.metrics import scores_of
+
+    fold.scores, errors = scores_of(values)
+    if metric in errors:
+        raise _MetricFailed(errors[metric])
+    for name, error in errors.items():
+        warnings.warn(f"metric {name} failed in fold {fold.index} and is NaN there: {error}", stacklevel=3)
+    return fold.scores[metric]

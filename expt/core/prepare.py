@@ -6,15 +6,16 @@ data) surfaces before any MLflow run or Optuna study exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from expt.core.build import build
 from expt.core.config import Composed, resolve_values
-from expt.core.cv import build_pipeline, check_class_counts, get_scorer, make_splitter
+from expt.core.cv import build_pipeline, check_class_counts, make_splitter
 from expt.core.data import Dataset, load_dataset
 from expt.core.errors import ConfigError
-from expt.core.schema import DATA, check_records_path, fill_data_defaults, validate
+from expt.core.metrics import multiclass_name, resolve_metrics
+from expt.core.schema import DATA, check_records_path, check_user_metadata, fill_data_defaults, validate
 
 
 @dataclass
@@ -28,10 +29,12 @@ class Prepared:
     splitter: Any
     scorer: Any
     metric: str
+    scorers: dict[str, Any] = field(default_factory=dict)  # every metric reported (name -> scorer), ``metric`` first
 
 
 def prepare(composed: Composed) -> Prepared:
     """Validate config and data and build the pipeline; raise ExptError before anything is tracked."""
+    import numpy as np
     from omegaconf import OmegaConf, open_dict
 
     cfg = composed.cfg
@@ -43,6 +46,7 @@ def prepare(composed: Composed) -> Prepared:
     values = resolve_values(cfg)
     validate(values)
     check_records_path(values["tracking"]["records"])
+    check_user_metadata(values["tracking"])
     if not values["tracking"]["experiment"].strip():
         raise ConfigError("tracking.experiment is empty; name the MLflow experiment (tracking.experiment=expt)")
     model = values["model"]
@@ -53,6 +57,11 @@ def prepare(composed: Composed) -> Prepared:
         )
     estimator = build(model["estimator"], where="model.estimator")
     check_estimator_task(estimator, dataset.task)
+    tracking = values["tracking"]
+    if tracking["log_model"] and tracking["model_format"] == "skops" and type(estimator).__module__.startswith(
+            "expt.models"):
+        raise ConfigError(f"tracking.model_format=skops cannot save {type(estimator).__name__} (a torch network); set "
+                          "tracking.model_format=cloudpickle")
     learner = values["learner"]
     check_network_input(estimator, dataset, learner["preprocessing"])
     cv = learner["cv"]
@@ -60,10 +69,12 @@ def prepare(composed: Composed) -> Prepared:
                              shuffle=cv["shuffle"], stratify=cv["stratify"], seed=one_seed(values))
     if dataset.task == "classification":
         check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
-    metric = learner["metric"][dataset.task]
-    scorer = get_scorer(metric, dataset.task)
+    n_classes = int(len(np.unique(dataset.y))) if dataset.task == "classification" else 0
+    metric = multiclass_name(learner["metric"][dataset.task], n_classes)
+    scorers = resolve_metrics(learner["metrics"], task=dataset.task, selection=metric, estimator=estimator,
+                              n_classes=n_classes)
     pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
-    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorer, metric)
+    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorers[metric], metric, scorers)
 
 
 def one_seed(values: dict[str, Any]) -> int:

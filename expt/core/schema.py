@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ SCHEMA: dict[str, Any] = {
         "name": str,
         "cv": {"folds": Int(2), "repeats": Int(1), "shuffle": bool, "stratify": Choice("auto", True, False)},
         "metric": {"classification": str, "regression": str},
+        "metrics": (str, list),  # auto, or names and _target_ mappings: checked by expt.core.metrics
         "preprocessing": {
             "impute": Choice("mean", "median", "most_frequent", "none"),
             "scale": Choice("standard", "minmax", "robust", "none"),
@@ -80,8 +82,12 @@ SCHEMA: dict[str, Any] = {
         "families": Open(),
     },
     "tracking": {"uri": str, "experiment": str, "log_model": bool, "model_format": Choice("cloudpickle", "skops"),
-                 "sqlite_wal": bool, "records": OPTIONAL_STR},
+                 "sqlite_wal": bool, "records": OPTIONAL_STR, "plots": bool, "run_name": OPTIONAL_STR,
+                 "description": OPTIONAL_STR, "tags": (dict, type(None))},
 }
+# A user's tags may not pose as the ones expt and MLflow set (a rerun reads expt.*; MLflow's UI reads mlflow.*).
+RESERVED_TAG_PREFIXES = ("expt.", "mlflow.")
+TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}")
 
 
 def check_finite(node: Any, where: str = "") -> None:
@@ -181,3 +187,29 @@ def check_records_path(value: str | None) -> None:
     if path.is_dir():
         raise ConfigError(f"tracking.records {value!r} is a folder; name a file in it (tracking.records="
                           f"{path / 'records.jsonl'})")
+
+
+def check_user_metadata(tracking: Mapping[str, Any]) -> dict[str, str]:
+    """``tracking.tags``, ``run_name`` and ``description``, checked; returns the tags as text.
+
+    A tag value must be a scalar (a nested mapping would log as its Python repr), and a key may not
+    use a reserved prefix: ``expt.run_type`` and friends are what ``expt rerun`` and the reports read.
+    """
+    tags = tracking.get("tags") or {}
+    out = {}
+    for key, value in tags.items():
+        key = str(key)
+        if not TAG_KEY.fullmatch(key):
+            raise ConfigError(f"tracking.tags key {key!r} is not a tag name (letters, digits, '_', '-', '.', '/', "
+                              "space); rename it")
+        if key.startswith(RESERVED_TAG_PREFIXES):
+            raise ConfigError(f"tracking.tags.{key} uses a prefix expt and MLflow set themselves "
+                              f"({', '.join(RESERVED_TAG_PREFIXES)}); rename it (e.g. tracking.tags.my_tag=...)")
+        if isinstance(value, Mapping | list | tuple):
+            raise ConfigError(f"tracking.tags.{key} must be a single value, got {value!r}; "
+                              f"set tracking.tags.{key}=TEXT")
+        out[key] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    name = tracking.get("run_name")
+    if name is not None and (not name.strip() or len(name) > 250):
+        raise ConfigError(f"tracking.run_name {name!r} must be 1 to 250 characters; set tracking.run_name=NAME or null")
+    return out

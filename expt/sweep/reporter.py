@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,23 @@ class Reporter:
                    shape: dict[str, str] | None = None) -> None:
         """``shape``: what shaped the sweep beyond its config (workers, warm start, resumes, trusted prefixes),
         as known when this process joined; the closing process logs them again, complete."""
+        from expt.tracking.client import user_metadata
         from expt.tracking.environment import ENVIRONMENT, environment_lock
 
-        self.put({"key": "sweep", "name": f"sweep-{self.sweep_id}", "status": "RUNNING", "params": params,
+        tracking = self.plan.values["tracking"]
+        # Started now, not when the sink gets to it: the first trials (stamped with their own start) would
+        # otherwise start before the sweep run, which the MLflow UI then lists after them.
+        self.put({"key": "sweep", "name": tracking.get("run_name") or f"sweep-{self.sweep_id}", "status": "RUNNING",
+                  "params": params, "start": time.time(),
                   "tags": {**self.tags, "expt.run_type": "sweep", "expt.folds_hash": self.plan.manifest["hash"],
-                           **(shape or {})},
+                           "expt.metric": self.metric, **(shape or {}), **user_metadata(tracking)},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
 
     def open_unit(self, unit: Unit) -> None:
         name = "final" if unit.test is None else f"outer-fold-{unit.index}"
-        self.put({"key": unit.key, "parent": "sweep", "name": name, "status": "RUNNING",
+        self.put({"key": unit.key, "parent": "sweep", "name": name, "status": "RUNNING", "start": time.time(),
                   "tags": {**self.tags, "expt.run_type": "final" if unit.test is None else "outer_fold",
                            "expt.outer_fold": str(unit.index)}})
 
@@ -90,9 +96,25 @@ class Reporter:
                 example = self.plan.prepared.dataset.X.head(5)
                 pickle.dump((result.model, example, self.plan.values["tracking"]["model_format"]), fh)
             msg["model"] = path
+        if result.model is not None and unit.test is not None and self.plan.values["tracking"].get("plots", True):
+            msg["evaluation"] = self._evaluation_file(unit, result.model)
         self.put(msg)
         if unit.test is None:  # the final search runs first: its importance plot is drawn while the folds run
             self.put({"key": "sweep", "update": True, "plots": importance_data(study)})
+
+    def _evaluation_file(self, unit: Unit, model: Any) -> str:
+        """The outer fold's refit model and held-out part, for the sink to predict, score on every metric and
+        draw from (off the trials' critical path: here it costs a pickle of the model)."""
+        prepared = self.plan.prepared
+        data = prepared.dataset
+        payload = {"model": model, "X": data.X.iloc[unit.test], "y": data.y[unit.test], "rows": unit.test,
+                   "fold": unit.index, "scorer": prepared.scorer, "scorers": prepared.scorers or
+                   {prepared.metric: prepared.scorer}, "metric": prepared.metric, "task": data.task,
+                   "seed": self.plan.seed}
+        fd, path = tempfile.mkstemp(prefix="expt-eval-", suffix=".pkl")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return path
 
     def close_sweep(self, metrics: dict[str, float], plots: dict[str, Any], records: list[dict[str, Any]],
                     status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:

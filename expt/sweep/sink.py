@@ -22,6 +22,7 @@ from queue import Empty
 from typing import Any
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+OUTER_PLOTS = "outer_plots"  # on the sweep run: the out-of-fold plots pooled over the outer folds
 
 
 def parent_alive() -> bool:
@@ -46,6 +47,7 @@ class Sink:
         self.sweep_id = sweep_id
         self.runs: dict[str, tuple[str, str]] = {}  # key -> (run id, status)
         self.waiting: dict[str, list[Mapping[str, Any]]] = {}  # parent key -> messages that came before it
+        self.evaluated: dict[int, tuple[Any, dict[str, float], str, str]] = {}  # outer fold -> its evaluation
         self.rescan()
 
     def rescan(self) -> None:
@@ -64,8 +66,9 @@ class Sink:
         replayed = known and known[1] in TERMINAL and status in TERMINAL  # logged in full before a resume
         reopened = known and known[1] == "FINISHED" and status == "RUNNING"  # a finished unit stays finished
         if (replayed or reopened) and not msg.get("update"):
-            if msg.get("model"):
-                os.unlink(msg["model"])  # a finished final run logged its model before it ended
+            for handoff in ("model", "evaluation"):  # a finished run logged them before it ended
+                if msg.get(handoff):
+                    os.unlink(msg[handoff])
             return
         if known is None and ("name" not in msg or msg.get("parent") and msg["parent"] not in self.runs):
             # Workers and the sweep process feed one queue through threads of their own: a worker's trial (or
@@ -90,8 +93,7 @@ class Sink:
                          series=msg.get("steps", {}))
         for path, text in msg.get("texts", {}).items():
             self.tracker.log_text(run_id, text, path)
-        if msg.get("plots"):
-            self._log_plots(run_id, msg["plots"])
+        self._log_figures(run_id, msg)
         if msg.get("records"):
             self._log_records(run_id, msg["records"], msg["records_path"])
         if msg.get("model"):
@@ -131,6 +133,60 @@ class Sink:
         with tempfile.TemporaryDirectory(prefix="expt-plots-") as tmp:
             for artifact_dir, local in render(data, Path(tmp)):
                 self.client.log_artifact(run_id, local, artifact_dir)
+
+    def _log_figures(self, run_id: str, msg: Mapping[str, Any]) -> None:
+        """An outer fold's evaluation, the sweep's plots, and at the close the outer folds' pooled evaluation."""
+        if msg.get("evaluation"):
+            self._log_evaluation(run_id, msg["evaluation"])
+        if msg.get("plots"):
+            self._log_plots(run_id, msg["plots"])
+            if "outer" in msg["plots"]:  # the closing message
+                self._log_pooled(run_id, len(msg["plots"]["outer"]))
+
+    def _log_evaluation(self, run_id: str, path: str) -> None:
+        """An outer fold's predictions, every metric (``outer_<metric>``) and plots, from its refit model; kept
+        for the sweep's pooled plots. A failure is noted on the run (``expt.evaluation_error``), not fatal."""
+        import tempfile
+
+        from expt.core.evaluation import evaluate_holdout
+
+        with open(path, "rb") as fh:
+            payload = pickle.load(fh)  # noqa: S301 - written by this sweep's own worker a moment ago
+        os.unlink(path)
+        try:
+            with tempfile.TemporaryDirectory(prefix="expt-eval-") as tmp:
+                result, files = evaluate_holdout(payload, tmp)
+                self.tracker.log_files(run_id, [files["predictions"]])
+                self.tracker.log_files(run_id, files["plots"], "plots")
+        except Exception as exc:  # noqa: BLE001 - the sweep's results stand without its plots
+            self.tracker.log(run_id, tags={"expt.evaluation_error": f"{type(exc).__name__}: {exc}"[:500]})
+            return
+        metrics = {f"outer_{k}": v for k, v in files["metrics"].items() if k != payload["metric"]}
+        self.tracker.log(run_id, metrics=metrics)
+        self.evaluated[payload["fold"]] = (result, files["metrics"], payload["task"], payload["metric"])
+
+    def _log_pooled(self, run_id: str, n_outer: int) -> None:
+        """Every outer fold's predictions as the sweep's ``predictions.parquet`` and plots, and each metric's
+        ``outer_<metric>_mean``/``_std``: only when this sink evaluated all the folds (one machine)."""
+        import tempfile
+
+        import numpy as np
+
+        from expt.core.evaluation import pooled, write_all
+
+        evaluated = self.evaluated
+        if len(evaluated) != n_outer:
+            return
+        folds = [evaluated[k] for k in sorted(evaluated)]
+        _result, _scores, task, metric = folds[0]
+        names = [n for n in folds[0][1] if n != metric]
+        summary = {f"outer_{n}_{stat}": float(fn([f[1][n] for f in folds])) for n in names
+                   for stat, fn in (("mean", np.nanmean), ("std", np.nanstd))}
+        with tempfile.TemporaryDirectory(prefix="expt-eval-") as tmp:
+            files = write_all(pooled([f[0] for f in folds]), task, metric, tmp)
+            self.tracker.log_files(run_id, [files["predictions"]])
+            self.tracker.log_files(run_id, files["plots"], OUTER_PLOTS)  # plots/ holds the search's own
+        self.tracker.log(run_id, metrics=summary)
 
     def set_dataset(self, dataset: Any, seed: int) -> None:
         from expt.meta.records import features_of
@@ -186,6 +242,7 @@ def warm_up() -> None:
     import matplotlib.pyplot  # noqa: F401
     import mlflow.sklearn  # noqa: F401
     import optuna.importance  # noqa: F401
+    import pyarrow.parquet  # noqa: F401 - the outer folds' predictions.parquet
     import sklearn.pipeline  # noqa: F401
     from mlflow.models import infer_signature  # noqa: F401
 

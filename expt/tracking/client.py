@@ -20,6 +20,60 @@ from expt.tracking.uri import mask_credentials, normalize_uri, probe_server
 
 MAX_PARAM_LENGTH = 6000
 BATCH = {"params": 100, "metrics": 1000, "tags": 100}
+USER_TAG = "mlflow.user"  # MLflow's client leaves it to the caller: without it the UI shows "unknown"
+NOTE_TAG = "mlflow.note.content"  # the Description on a run's page in the MLflow UI
+
+
+def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = None) -> tuple[str, str | None]:
+    """Links into the MLflow UI's runs table: a sweep's tree (``sweep_id``, default the newest sweep), and the
+    newest sweep's id.
+
+    The UI (3.17) lists the newest 100 runs first and nests a child only under a parent on the same page: a
+    sweep's trials, created after it, push its run off the first page, and the outer folds fetched as the
+    trials' parents show up without it. Filtered to one sweep and sorted oldest first, the sweep run comes
+    first and its outer folds and trials nest under it (the UI nests only when sorted by start time). The UI
+    keeps its view in the URL, so this is a link to send as well. Without a sweep: the plain runs table.
+    """
+    from urllib.parse import quote
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None and sweep_id is None:
+            newest = client.search_runs([found.experiment_id], "tags.`expt.run_type` = 'sweep'", max_results=1,
+                                        order_by=["attributes.start_time DESC"])
+            sweep_id = newest[0].data.tags.get("expt.sweep_id") if newest else None
+    except Exception:  # noqa: BLE001 - the link is a convenience; the UI itself still starts
+        found = None
+    if found is None:
+        return base_url, None
+    runs = f"{base_url}/#/experiments/{found.experiment_id}/runs"
+    if sweep_id is None:
+        return runs, None
+    where = quote(f"tags.`expt.sweep_id` = '{sweep_id}'", safe="")
+    return f"{runs}?searchFilter={where}&orderByKey={quote('attributes.start_time')}&orderByAsc=true", sweep_id
+
+
+def user_metadata(tracking: Mapping[str, Any]) -> dict[str, str]:
+    """``tracking.tags`` and ``tracking.description`` as a top run's tags, masked like everything logged."""
+    from expt.core.schema import check_user_metadata
+
+    out = {k: mask_credentials(v) for k, v in check_user_metadata(tracking).items()}
+    if tracking.get("description"):
+        out[NOTE_TAG] = mask_credentials(str(tracking["description"]))
+    return out
+
+
+def current_user() -> str:
+    """Who runs this: ``getpass.getuser()`` reads LOGNAME, USER, LNAME, USERNAME, then the password database."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container user with no name
+        return "unknown"
 
 
 def flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -150,7 +204,7 @@ class Tracker:
 
     def start(self, name: str, tags: Mapping[str, str], *, parent_id: str | None = None,
               start_time: float | None = None) -> str:
-        all_tags = dict(tags)
+        all_tags = {USER_TAG: current_user(), **tags}
         if parent_id is not None:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(
@@ -189,29 +243,38 @@ class Tracker:
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
 
+    def log_files(self, run_id: str, files: Iterable[str], artifact_dir: str | None = None) -> None:
+        """Files as artifacts of a run (under ``artifact_dir``), one call per file: a store copies each."""
+        for local in files:
+            self.client.log_artifact(run_id, local, artifact_dir)
+
     def log_sklearn_model(self, run_id: str, model: Any, X_example: Any, fmt: str = "cloudpickle") -> None:
         """Save with an explicit requirement list and log as artifacts of the run.
 
         ``save_model`` + ``log_artifacts`` keeps the explicit run id; naming the pip
         requirements skips MLflow's inference, which spends ~10 s importing everything
         in a subprocess (its check of installed distributions still costs ~1 s once per
-        process). cloudpickle is the default format because skops' import pulls in torch
-        (~3.5 s); ``tracking.model_format=skops`` is there for those who want it.
+        process). The list is complete for what the model holds (:func:`model_requirements`),
+        so ``mlflow models serve`` can build an environment for it. cloudpickle is the default
+        format because skops' import pulls in torch (~3.5 s); ``tracking.model_format=skops``
+        is there for those who want it.
         """
         import logging
         import tempfile
 
         import mlflow.sklearn
-        from mlflow.models import infer_signature
 
-        example = X_example.head(5)
-        signature = infer_signature(example, model.predict(example))
+        from expt.tracking.packaging import model_requirements, model_signature, skops_types
+
+        example, signature = model_signature(model, X_example)
         logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        logging.getLogger("mlflow.utils.requirements_utils").setLevel(logging.ERROR)  # torch's "+cpu" label
         with tempfile.TemporaryDirectory(prefix="expt-model-") as tmp:
             path = Path(tmp) / "model"
             mlflow.sklearn.save_model(
                 model, str(path), signature=signature, input_example=example,
-                pip_requirements=mlflow.sklearn.get_default_pip_requirements(), serialization_format=fmt,
+                pip_requirements=model_requirements(model, fmt), serialization_format=fmt,
+                skops_trusted_types=skops_types(model) if fmt == "skops" else None,
             )
             self.client.log_artifacts(run_id, str(path), "model")
 

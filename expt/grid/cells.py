@@ -1,0 +1,72 @@
+"""One cell of a grid, run: an ordinary ``expt train`` (or ``expt sweep``) run, tagged with its place in the grid.
+
+The same code runs a cell in the grid's process and in a ``--workers`` process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from expt.core.errors import RunFailedError
+from expt.grid.plan import GridPlan, PlannedCell
+from expt.grid.results import CELL_TAG, COLUMN_TAG, GRID_TAG, ROW_TAG
+
+
+def cell_tags(grid_id: str, grid_run: str, c: PlannedCell) -> dict[str, str]:
+    """On the cell's run (and the runs under it): the grid, the cell, its place in the table, its folds; the
+    parent tag nests it under the grid run in the MLflow UI."""
+    return {GRID_TAG: grid_id, CELL_TAG: c.cell.key, ROW_TAG: c.row, COLUMN_TAG: c.column,
+            "expt.folds_hash": str(c.folds_hash), "mlflow.parentRunId": grid_run}
+
+
+def run_cell(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str, progress: Any = None) -> \
+        tuple[str, str] | None:
+    """One cell in this process: an ordinary ``expt train`` (or ``expt sweep``) run. A cell whose every fold
+    failed is a result (the grid goes on); any other error stops the grid."""
+    if progress is not None:
+        progress.cell_started(c)
+    try:
+        if plan.kind == "train":
+            from expt.train import run_train
+
+            assert c.prepared is not None
+            run_train(c.prepared, on_fold=progress.fold if progress is not None else None, tags=tags)
+        else:
+            run_sweep_cell(c.cell.overrides, plan.config_dir, tags, sweep_id(grid_id, c))
+    except RunFailedError as exc:
+        if progress is not None:
+            progress.cell_done(c.cell.key, ok=False)
+        return c.cell.key, str(exc)
+    if progress is not None:
+        progress.cell_done(c.cell.key, ok=True)
+    return None
+
+
+def sweep_id(grid_id: str, c: PlannedCell) -> str:
+    return f"grid-{grid_id}-{c.cell.index}"
+
+
+def run_sweep_cell(overrides: tuple[str, ...], config_dir: str | None, tags: dict[str, str], sweep: str) -> None:
+    """A sweep cell: a new sweep, or, when its storage exists (the grid stopped inside it), that sweep resumed."""
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
+    from expt.sweep.storage import default_storage
+
+    resume = Path(default_storage(sweep)).exists()
+    composed = None if resume else compose(overrides, config_dir=config_dir)
+    run_sweep(composed, SweepOptions(sweep_id=sweep, resume=resume, config_dir=config_dir, tags=tags))
+
+
+def run_job(job: dict[str, Any]) -> None:
+    """A cell in a worker process, from its overrides: composed and prepared again (a prepared pipeline and
+    dataset are not worth pickling across a spawn)."""
+    from expt.core.config import compose
+    from expt.core.prepare import prepare
+
+    if job["kind"] == "sweep":
+        run_sweep_cell(tuple(job["overrides"]), job["config_dir"], job["tags"], job["sweep_id"])
+        return
+    from expt.train import run_train
+
+    run_train(prepare(compose(job["overrides"], config_dir=job["config_dir"])), tags=job["tags"])

@@ -1,0 +1,99 @@
+"""A grid as MLflow holds it: the ``grid-<id>`` run, its spec (``grid.json``), and each cell's fold scores.
+
+The comparison is always computed from what MLflow holds, at the end of a grid as in ``expt compare --grid``
+later, so the table shows exactly the cells' logged scores (a train cell's fold runs, a sweep cell's outer-fold
+runs), never a second copy kept on the side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from expt.core.errors import UsageError
+from expt.grid.stats import CellScores
+
+GRID_TAG = "expt.grid_id"
+CELL_TAG = "expt.grid.cell"
+ROW_TAG = "expt.grid.row"
+COLUMN_TAG = "expt.grid.column"
+KIND_TAG = "expt.grid.kind"
+SPEC = "grid.json"
+FOLD_TYPES = {"train": "fold", "sweep": "outer_fold"}
+
+
+def find_grid_run(client: Any, grid_id: str) -> Any:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, f"tags.`{GRID_TAG}` = '{grid_id}' and tags.`expt.run_type` = 'grid'",
+                               max_results=5) if experiments else []
+    if not found:
+        raise UsageError(f"no grid {grid_id!r} in {client.tracking_uri}; pass the id `expt train -m` printed "
+                         "(run from the folder that holds mlruns.db, or pass --tracking-uri)")
+    return found[0]
+
+
+def read_spec(client: Any, run: Any) -> dict[str, Any]:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar for one small file is noise
+    with tempfile.TemporaryDirectory(prefix="expt-grid-") as tmp:
+        try:
+            path = client.download_artifacts(run.info.run_id, SPEC, tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            raise UsageError(f"grid run {run.info.run_id} has no {SPEC}; it was not written by expt train -m") from None
+        return json.loads(Path(path).read_text())
+
+
+def cell_runs(client: Any, grid_run: Any) -> list[Any]:
+    """Every run tagged with the grid's id: the cells and the runs under them (folds, outer folds)."""
+    grid_id = grid_run.data.tags[GRID_TAG]
+    return client.search_runs([grid_run.info.experiment_id], f"tags.`{GRID_TAG}` = '{grid_id}'", max_results=50_000)
+
+
+def finished_cells(runs: list[Any], kind: str) -> dict[str, Any]:
+    """Cell key -> its FINISHED run (the newest, should a cell ever have two)."""
+    done: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        if run.data.tags.get("expt.run_type") == kind and run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
+            done[run.data.tags[CELL_TAG]] = run
+    return done
+
+
+def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellScores]:
+    """The grid's cells in their order, each with its fold scores from its finished run (or why it has none)."""
+    kind = spec["kind"]
+    runs = cell_runs(client, grid_run)
+    done = finished_cells(runs, kind)
+    tried = {r.data.tags.get(CELL_TAG): r for r in runs if r.data.tags.get("expt.run_type") == kind}
+    folds_of: dict[str, list[Any]] = {}
+    for run in runs:
+        if run.data.tags.get("expt.run_type") == FOLD_TYPES[kind]:
+            folds_of.setdefault(run.data.tags.get("mlflow.parentRunId", ""), []).append(run)
+    cells = []
+    for entry in spec["cells"]:
+        cell = CellScores(entry["key"], entry["row"], entry["column"], "ok", metric=entry.get("metric"),
+                          folds=entry.get("folds"), folds_hash=entry.get("folds_hash"))
+        run = done.get(entry["key"])
+        if entry.get("skip"):
+            cell.status, cell.reason = "skipped", entry["skip"]
+        elif run is None:
+            cell.status = "failed" if entry["key"] in tried else "missing"
+            if entry["key"] in tried:
+                cell.reason = tried[entry["key"]].data.tags.get("expt.error") or tried[entry["key"]].info.status
+        else:
+            cell.run_id = run.info.run_id
+            cell.folds_hash = run.data.tags.get("expt.folds_hash", cell.folds_hash)
+            cell.scores = fold_scores(folds_of.get(run.info.run_id, []), kind, str(cell.metric))
+        cells.append(cell)
+    return cells
+
+
+def fold_scores(folds: list[Any], kind: str, metric: str) -> list[float]:
+    """A train cell's fold scores (its fold runs' ``<metric>``; NaN for a fold that failed, as the run's own mean
+    leaves it out) or a sweep cell's outer scores, in fold order."""
+    index, key = ("expt.fold", metric) if kind == "train" else ("expt.outer_fold", f"outer_{metric}")
+    ordered = sorted(folds, key=lambda r: int(r.data.tags.get(index, 0)))
+    return [float(r.data.metrics.get(key, math.nan)) for r in ordered]

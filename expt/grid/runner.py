@@ -1,0 +1,237 @@
+"""Run a planned grid: the ``grid-<id>`` run, every cell as an ordinary train (or sweep) run under it, the
+comparison at the end; in this process (imports paid once) or in ``--workers`` processes; ``--resume`` after a
+crash.
+
+Which cells are done is what MLflow says: a cell is done when a run tagged with the grid id and the cell's key
+is FINISHED. The local state file (``outputs/grids/<id>/grid.json``) only says what the grid was (its overrides,
+config dir, store), so that ``--resume ID`` needs nothing else; a password is never written to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expt.core.errors import UsageError
+from expt.grid.cells import cell_tags, run_cell
+from expt.grid.plan import GridPlan, plan_grid
+from expt.grid.results import CELL_TAG, GRID_TAG, KIND_TAG, SPEC, cell_runs, finished_cells, read_cells
+from expt.grid.stats import Comparison
+
+OUTPUTS = Path("outputs") / "grids"
+
+
+@dataclass
+class GridOutcome:
+    grid_id: str
+    run_id: str
+    uri: str
+    comparison: Comparison
+    spec: dict[str, Any]
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (cell key, why)
+    ran: int = 0  # cells run by this invocation (a resume skips the finished ones)
+
+
+def new_grid_id() -> str:
+    import datetime as dt
+    import secrets
+
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def state_path(grid_id: str) -> Path:
+    return OUTPUTS / grid_id / SPEC
+
+
+def make_spec(plan: GridPlan, grid_id: str) -> dict[str, Any]:
+    """What the grid is, as logged (``grid.json``) and kept for ``--resume``; credentials masked."""
+    from expt import __version__
+    from expt.tracking.uri import mask_credentials
+
+    cells = [{"index": c.cell.index, "key": c.cell.key, "overrides": [mask_credentials(o) for o in c.cell.overrides],
+              "row": c.row, "column": c.column, "dataset": c.dataset, "model": c.model, "task": c.task,
+              "metric": c.metric if c.skip is None else None, "folds": c.folds, "folds_hash": c.folds_hash,
+              "skip": c.skip} for c in plan.cells]
+    return {"grid_id": grid_id, "kind": plan.kind, "overrides": [mask_credentials(o) for o in plan.overrides],
+            "config_dir": plan.config_dir, "expt_version": __version__, "cells": cells}
+
+
+def resume_plan(grid_id: str, kind: str) -> tuple[GridPlan, dict[str, Any]]:
+    """The plan of a stopped grid, from its state file, checked against what it was (same cells, same folds)."""
+    from expt.tracking.uri import with_credentials
+
+    path = state_path(grid_id)
+    if not path.is_file():
+        raise UsageError(f"no grid {grid_id!r} here ({path} is missing); run --resume from the folder the grid "
+                         "started in")
+    state = json.loads(path.read_text())
+    if state["kind"] != kind:
+        raise UsageError(f"grid {grid_id} is an `expt {state['kind']} -m` grid; resume it with expt {state['kind']} "
+                         f"-m --resume {grid_id}")
+    overrides = [_unmask(o, with_credentials) for o in state["overrides"]]
+    plan = plan_grid(kind, overrides, state["config_dir"])
+    before = {c["key"]: c.get("folds_hash") for c in state["cells"]}
+    now = {c.cell.key: c.folds_hash for c in plan.cells}
+    if set(before) != set(now):
+        raise UsageError(f"grid {grid_id}'s cells changed since it started (the config groups changed); "
+                         "start a new grid")
+    moved = [k for k in now if before[k] != now[k] and before[k] is not None]
+    if moved:
+        raise UsageError(f"the folds of {moved[0]!r} changed since grid {grid_id} started (its data or config "
+                         "changed), so its cells would not pair up; start a new grid")
+    return plan, state
+
+
+def _unmask(override: str, with_credentials: Callable[..., str]) -> str:
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{with_credentials(value)}" if sep else override
+
+
+def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, state: dict[str, Any] | None = None,
+             progress: Any = None) -> GridOutcome:
+    """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log."""
+    from expt.tracking.client import Tracker
+
+    tracking = plan.tracking
+    tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
+    if state is not None:
+        grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
+        grid_run = state["run_id"]
+        done = _reopen(tracker, grid_run, plan.kind)
+    else:
+        grid_id = grid_id or new_grid_id()
+        spec = make_spec(plan, grid_id)
+        grid_run = _open(tracker, plan, spec)
+        done = set()
+    todo = [c for c in plan.runnable if c.cell.key not in done]
+    if progress is not None:
+        progress.start(plan, todo)
+    try:
+        tags = {c.cell.key: cell_tags(grid_id, grid_run, c) for c in todo}
+        if workers > 1 and len(todo) > 1:
+            from expt.grid.workers import run_in_workers
+
+            failed = run_in_workers(plan, todo, tags, workers, grid_id, progress)
+        else:
+            failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress))]
+        outcome = close_grid(tracker, grid_run, spec, failed)
+    except KeyboardInterrupt:
+        tracker.end_quietly([grid_run], "KILLED")
+        tracker.checkpoint()
+        raise
+    except BaseException:
+        tracker.end_quietly([grid_run], "FAILED")
+        tracker.checkpoint()
+        raise
+    outcome.ran = len(todo)
+    return outcome
+
+
+def _open(tracker: Any, plan: GridPlan, spec: dict[str, Any]) -> str:
+    from expt.tracking.environment import environment_tags
+    from expt.tracking.uri import mask_credentials
+
+    grid_id = spec["grid_id"]
+    first = plan.runnable[0].prepared
+    assert first is not None
+    tags = {**environment_tags("grid", first.values["seed"]), GRID_TAG: grid_id, "expt.run_type": "grid",
+            KIND_TAG: plan.kind}
+    del tags["expt.dataset_fingerprint"]  # a grid spans datasets; each cell carries its own
+    run_id = tracker.start(f"grid-{grid_id}", tags)
+    try:
+        tracker.log(run_id, params={"grid.kind": plan.kind, "grid.overrides": " ".join(spec["overrides"])[:6000],
+                                    "grid.cells": len(plan.cells), "grid.skipped": len(plan.skipped),
+                                    "grid.rows": len(plan.rows), "grid.columns": len(plan.columns)})
+        tracker.log_text(run_id, json.dumps(spec, indent=1) + "\n", SPEC)
+        state = {**spec, "run_id": run_id, "tracking_uri": mask_credentials(tracker.uri),
+                 "experiment": plan.tracking["experiment"]}
+        path = state_path(grid_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=1) + "\n")
+    except BaseException:
+        tracker.end_quietly([run_id], "FAILED")
+        raise
+    return run_id
+
+
+def _reopen(tracker: Any, grid_run: str, kind: str) -> set[str]:
+    """A stopped grid's run back to RUNNING; a train cell a dead process left RUNNING becomes KILLED (it runs
+    again); a sweep cell resumes itself. Returns the keys of the finished cells."""
+    run = tracker.client.get_run(grid_run)
+    tracker.client.update_run(grid_run, status="RUNNING")
+    runs = cell_runs(tracker.client, run)
+    if kind == "train":
+        stale = [r.info.run_id for r in runs if r.data.tags.get("expt.run_type") == "train"
+                 and r.data.tags.get(CELL_TAG) and r.info.status == "RUNNING"]
+        tracker.end_quietly(stale, "KILLED")
+    return set(finished_cells(runs, kind))
+
+
+def close_grid(tracker: Any, grid_run: str, spec: dict[str, Any], failed: list[tuple[str, str]]) -> GridOutcome:
+    """Read the cells back from MLflow, compare, log the tables and plots on the grid run, and end it."""
+    import tempfile
+
+    from expt.grid import report
+    from expt.grid.stats import compare
+
+    client = tracker.client
+    cells = read_cells(client, client.get_run(grid_run), spec)
+    comparison = compare(cells)
+    title = (f"grid {spec['grid_id']}: expt {spec['kind']}, {len(comparison.rows)} datasets x "
+             f"{len(comparison.columns)} models")
+    with tempfile.TemporaryDirectory(prefix="expt-grid-") as tmp:
+        folder = Path(tmp)
+        (folder / "plots").mkdir()
+        texts = {"results.csv": report.results_csv(comparison), "folds.csv": report.folds_csv(comparison),
+                 "pairs.csv": report.pairs_csv(comparison), "results.md": report.markdown(comparison, title)}
+        for name, text in texts.items():
+            (folder / name).write_text(text)
+        report.cd_diagram(comparison, folder / "plots" / "cd_diagram.png")
+        if comparison.metric:
+            report.folds_plot(comparison, folder / "plots" / "fold_scores.png")
+        client.log_artifacts(grid_run, tmp)
+    tracker.log(grid_run, metrics=_summary(comparison, failed), tags={"expt.grid.failed": str(len(failed))})
+    tracker.end(grid_run)
+    tracker.checkpoint()
+    return GridOutcome(spec["grid_id"], grid_run, tracker.uri, comparison, spec, failed)
+
+
+def _summary(out: Comparison, failed: list[tuple[str, str]]) -> dict[str, float]:
+    statuses = [c.status for c in out.cells.values()]
+    metrics = {"n_cells": float(len(statuses)), "n_ok": float(statuses.count("ok")),
+               "n_skipped": float(statuses.count("skipped")), "n_failed": float(len(failed))}
+    if out.friedman is not None:
+        metrics.update(friedman_statistic=out.friedman["statistic"], friedman_p=out.friedman["pvalue"])
+    if out.nemenyi is not None:
+        metrics["nemenyi_cd"] = out.nemenyi["cd"]
+    for column, rank in out.average_rank.items():
+        metrics[f"avg_rank.{_metric_name(column)}"] = rank
+    return metrics
+
+
+def _metric_name(text: str) -> str:
+    """MLflow metric names take letters, digits and ``_-./ ``; a column label may hold ``=``, ``,`` or brackets."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
+
+
+def compare_grid(client: Any, grid_id: str) -> tuple[Comparison, dict[str, Any], Any]:
+    """``expt compare --grid ID``: the comparison again, from what MLflow holds."""
+    from expt.grid.results import find_grid_run, read_spec
+    from expt.grid.stats import compare
+
+    run = find_grid_run(client, grid_id)
+    spec = read_spec(client, run)
+    return compare(read_cells(client, run, spec)), spec, run
+
+
+def check_options(workers: int, resume: str | None, overrides: list[str]) -> None:
+    if resume and overrides:
+        raise UsageError("--resume continues the stored grid; drop the overrides (or start a new grid)")
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+
