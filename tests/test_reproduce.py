@@ -32,16 +32,27 @@ def fold_scores(store: str, run_id: str) -> dict[str, float]:
 
 
 def test_rerun_reproduces_every_fold_score_and_is_tagged(store: str) -> None:
-    original = train(store, "data=wine", "model=random_forest", "model.estimator.n_estimators=30", "learner=quick")
+    original = train(store, "data=wine", "model=random_forest", "model.estimator.n_estimators=30", "learner=quick",
+                     "learner.metrics=[accuracy]")
     result = run_cli("rerun", original.run_id, "--tracking-uri", store, "--check")
     assert result.exit_code == 0, result.output
     # mean, std, three folds, and the final model's predictions and class probabilities
-    assert "all 7 results match exactly" in result.output
+    assert "all 7 results match exactly" in result.output and "only the rerun" not in result.output
     (new,) = [r for r in top_level(store) if r.info.run_id != original.run_id]
     assert new.data.tags["expt.rerun_of"] == original.run_id
     assert fold_scores(store, new.info.run_id) == fold_scores(store, original.run_id)
     assert "dataset fingerprint" in result.output and "changed" not in result.output.split("results:")[0].replace(
         "what changed", "")
+
+
+def test_rerun_compares_what_the_logged_run_has_and_lists_what_it_lacks(store: str) -> None:
+    # A run logged with one metric (or by an older expt), rerun with more: the new ones cannot have drifted.
+    original = train(store, "data=iris", "model=knn", "learner=quick", "learner.metrics=[accuracy]")
+    result = run_cli("rerun", original.run_id, "learner.metrics=[accuracy,f1_macro]", "--tracking-uri", store,
+                     "--check")
+    assert result.exit_code == 0, result.output
+    assert "all 7 results match exactly" in result.output
+    assert "results only the rerun logged, not compared: f1_macro_mean" in " ".join(result.output.split())
 
 
 def test_rerun_with_a_change_reports_the_difference(store: str) -> None:
@@ -115,6 +126,13 @@ def test_runs_lists_filters_and_sorts(store: str) -> None:
     assert len(with_folds) == 3 + 9
     bad = run_cli("runs", "--tracking-uri", store, "--sort", "acuracy_mean")
     assert bad.exit_code == 2 and "accuracy_mean" in bad.output
+
+
+def test_runs_headline_the_selecting_metric_among_the_defaults(store: str) -> None:
+    # Regression logs r2, RMSE and MAE; "neg_mean_absolute_error" sorts first, r2 is what selects.
+    train(store, "data=diabetes", "model=knn", "learner=quick")
+    (listed,) = json.loads(run_cli("runs", "--tracking-uri", store, "--json").output)
+    assert listed["metric"] == "r2_mean"
 
 
 def test_show_has_config_metrics_and_fold_scores(store: str) -> None:

@@ -294,6 +294,8 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
     table.add_column("result", no_wrap=True)  # whole: it is what the summary line names
     for col, just in (("logged", "right"), ("rerun", "right"), ("", "left")):
         table.add_column(col, justify=just, overflow="fold")
+    extras = [m for m in matches if m.extra]
+    matches = [m for m in matches if not m.extra]
     for m in matches:
         verdict = "[green]same[/]" if m.same else "[red]differs[/]" + (f" ({escape(m.note)})" if m.note else "")
         table.add_row(escape(m.what), *_pair(m.then, m.now), verdict)
@@ -306,6 +308,10 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
         console.print(f"all {len(matches)} results match exactly", highlight=False)
     else:
         console.print(f"{len(differ)} of {len(matches)} results differ: {', '.join(m.what for m in differ)}",
+                      highlight=False, markup=False)
+    if extras:
+        console.print(f"{len(extras)} results only the rerun logged, not compared: "
+                      f"{', '.join(m.what for m in extras[:6])}{', ...' if len(extras) > 6 else ''}",
                       highlight=False, markup=False)
 
 

@@ -77,6 +77,7 @@ def rerun(
         matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client,
                                  X=plan.dataset.X)
         print_matches(matches, plan.original.info.run_id, new_id)
+        matches = [m for m in matches if not m.extra]  # only the rerun has them: nothing to check
         if check and not matches:
             raise UsageError(f"neither run {plan.original.info.run_id} nor its rerun {new_id} logged a score or a "
                              "model, so --check has nothing to compare")

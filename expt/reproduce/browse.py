@@ -20,6 +20,10 @@ def headline(run: Any) -> tuple[str | None, float | None, float | None]:
     metrics = run.data.metrics
     skip = (*SKIP_METRIC_PREFIXES, "inner_best")
     means = sorted(k for k in metrics if k.endswith("_mean") and not k.startswith(skip))
+    # A run logs several metrics; the one that selects (the ``expt.metric`` tag) comes first within each kind.
+    selecting = run.data.tags.get("expt.metric")
+    if selecting:
+        means.sort(key=lambda k: k not in (f"{selecting}_mean", f"outer_{selecting}_mean", f"inner_{selecting}_mean"))
     for choose in (lambda k: k.startswith("outer_"), lambda k: not k.startswith(("outer_", "inner_")),
                    lambda k: k.startswith("inner_")):
         key = next((k for k in means if choose(k)), None)

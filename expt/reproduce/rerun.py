@@ -221,6 +221,7 @@ class Match:
     then: Any  # None: the run has none
     now: Any
     note: str = ""  # how they differ, where the two values do not say it (predictions: the largest difference)
+    extra: bool = False  # only the rerun has it (a metric added since): shown, not compared
 
     @property
     def same(self) -> bool:
@@ -291,7 +292,10 @@ def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, or
     new = client.get_run(new_run_id)
     then = logged_scores(original_client or client, original)
     now = logged_scores(client, new)
-    rows = [Match(k, then.get(k), now.get(k)) for k in [*then, *(k for k in now if k not in then)]]
+    # What the logged run has is compared; what only the rerun has (a metric a newer expt logs by default,
+    # or one the rerun added) cannot drift, so it is listed apart rather than failing the check.
+    rows = [Match(k, then[k], now.get(k)) for k in then]
+    rows += [Match(k, None, now[k], extra=True) for k in now if k not in then]
     if X is not None:
         rows += compare_models(original_client or client, original, client, new, X)
     return rows
