@@ -20,7 +20,7 @@ def main() -> None:
     from sklearn.datasets import make_classification
 
     from expt.core.data import _make_dataset
-    from expt.meta.features import dataset_features
+    from expt.meta.dataset_features import dataset_features
 
     warnings.filterwarnings("ignore")
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3

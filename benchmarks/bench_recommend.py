@@ -21,7 +21,7 @@ def make_records(path: Path, n: int, configs: int = 20, seed: int = 0) -> None:
     import numpy as np
 
     from expt.core.data import load_dataset
-    from expt.meta.features import VERSION, dataset_features
+    from expt.meta.dataset_features import VERSION, dataset_features
 
     rng = np.random.default_rng(seed)
     template = dataset_features(load_dataset({"source": "sklearn", "id": "breast_cancer", "target": "target"}))
@@ -46,7 +46,7 @@ def make_records(path: Path, n: int, configs: int = 20, seed: int = 0) -> None:
 def main() -> None:
     from expt.core.data import load_dataset
     from expt.meta.advise import recommend
-    from expt.meta.features import dataset_features
+    from expt.meta.dataset_features import dataset_features
     from expt.meta.recommend import build_table
     from expt.meta.records import read_records
 

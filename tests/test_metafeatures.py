@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from expt.core.data import _make_dataset, load_dataset
-from expt.meta.features import dataset_features, model_features
+from expt.meta.dataset_features import dataset_features
+from expt.meta.model_features import model_features
 
 
 def messy(task: str, n: int = 240, seed: int = 0):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from expt.core.errors import UsageError
+from expt.meta.dataset_features import VERSION
 from expt.meta.evaluate import compare, evaluate
-from expt.meta.features import VERSION
 from expt.meta.rankers import PRIOR_WEIGHT, fit, rank_many, shrunk_mean, weights
 from expt.meta.recommend import build_table, normalized_regret, protocol_key, protocol_of
 
@@ -245,3 +245,68 @@ def test_normalized_regret_median_tie_at_the_best_is_zero() -> None:
     regret = normalized_regret(np.array([[0.9, 0.9, 0.9, 0.5], [0.7, np.nan, 0.8, 0.6]]))
     np.testing.assert_allclose(regret[0], [0, 0, 0, 1])
     assert np.isnan(regret[1, 1]) and regret[1, 2] == 0
+
+
+def kb_protocol(max_rows: int, table_rows: int, folds: int = 3) -> dict:
+    """A protocol as the knowledge-base builder records it (expt/kb/build.py, Protocol.record)."""
+    used = min(table_rows, max_rows)
+    return {"kind": "cv", "folds": folds, "repeats": 1, "max_rows": max_rows, "n_rows": used,
+            "subsample": None if used == table_rows else "stratified", "seed": 0}
+
+
+def test_scores_on_subsamples_of_different_sizes_are_never_averaged_together() -> None:
+    big = {"n_rows": 10_000}  # capped at 3,000 and at 5,000 rows: two subsamples, two measurements
+    capped3 = records_of("A", {"a": .9, "b": .8}, 1.0, dataset=big, protocol=kb_protocol(3000, 10_000))
+    capped5 = records_of("A", {"a": .7, "b": .75}, 1.0, dataset=big, protocol=kb_protocol(5000, 10_000))
+    whole = records_of("A", {"a": .5, "b": .6}, 1.0, dataset=big, protocol={"kind": "cv", "folds": 3, "repeats": 1})
+    small = {"n_rows": 800}  # both caps above the table's size: every row, the same folds, one measurement
+    small3 = records_of("B", {"a": .6}, 2.0, dataset=small, protocol=kb_protocol(3000, 800))
+    small5 = records_of("B", {"b": .7}, 2.0, dataset=small, protocol=kb_protocol(5000, 800))
+    train = records_of("B", {"a": .8}, 2.0, dataset=small, protocol={"kind": "cv", "folds": 3, "repeats": 1})
+    for tag, records in (("5", capped5), ("whole", whole), ("5", small5), ("train", train)):
+        for r in records:
+            r["id"] += f"/{tag}"
+    table = build_table(capped3 + capped5 + whole + small3 + small5 + train, "classification")
+    rows = {(d["name"], d["protocol"]): i for i, d in enumerate(table.datasets)}
+    assert set(rows) == {("A", "cv 3x1 on 3000 rows (stratified, seed 0)"),
+                         ("A", "cv 3x1 on 5000 rows (stratified, seed 0)"), ("A", "cv 3x1"), ("B", "cv 3x1")}
+    cols = {c["key"]: j for j, c in enumerate(table.configs)}
+    assert table.scores[rows["A", "cv 3x1 on 3000 rows (stratified, seed 0)"], cols["a"]] == .9
+    assert table.scores[rows["A", "cv 3x1 on 5000 rows (stratified, seed 0)"], cols["a"]] == .7
+    assert table.scores[rows["A", "cv 3x1"], cols["a"]] == .5
+    assert table.scores[rows["B", "cv 3x1"], cols["a"]] == pytest.approx(.7)  # (.6 + .8) / 2: the same measurement
+    assert table.scores[rows["B", "cv 3x1"], cols["b"]] == .7
+    assert table.groups.count("A") == 3
+    assert {d["protocol"]: d["fit_rows"] for d in table.datasets if d["name"] == "A"} == {
+        "cv 3x1 on 3000 rows (stratified, seed 0)": 2000, "cv 3x1 on 5000 rows (stratified, seed 0)": pytest.approx(
+            10_000 / 3), "cv 3x1": pytest.approx(20_000 / 3)}
+
+
+def test_fit_time_is_scaled_linearly_from_the_rows_it_was_measured_on_to_the_query_s() -> None:
+    from expt.meta.advise import constraints, estimated_fit_seconds
+
+    # Seconds per fit on record, and the rows each fit trained on (n_rows x (folds - 1) / folds):
+    #   fast: 1 s on a 3,000-row subsample of a 30,000-row table (2,000 rows a fit), 0.5 s on a 600-row table
+    #     (400 rows a fit): for 10,000 rows, 1 x 10,000 / 2,000 = 5 s and 0.5 x 10,000 / 400 = 12.5 s, median 8.75 s.
+    #   slow: 4 s on the subsample: 4 x 10,000 / 2,000 = 20 s.
+    #   unknown: no fit time on record.
+    # Scaled by the whole table's 30,000 rows instead, fast would be 1 x 10,000 / 20,000 = 0.5 s on the first.
+    big, small = {"n_rows": 30_000}, {"n_rows": 600}
+    records = (records_of("A", {"fast": .9, "slow": .95, "unknown": .8}, 1.0, dataset=big,
+                          protocol=kb_protocol(3000, 30_000))
+               + records_of("B", {"fast": .7, "slow": .6}, 2.0, dataset=small, protocol=kb_protocol(3000, 600)))
+    for r in records:
+        r["fit_seconds"] = {("A", "fast"): 1.0, ("A", "slow"): 4.0, ("B", "fast"): 0.5}.get(
+            (r["dataset"]["name"], r["model"]["config_key"]))
+    table = build_table(records, "classification")
+    keys = [c["key"] for c in table.configs]
+    seconds = dict(zip(keys, estimated_fit_seconds(table, 10_000), strict=True))
+    assert seconds["fast"] == pytest.approx(8.75) and seconds["slow"] == pytest.approx(20.0)
+    assert np.isnan(seconds["unknown"])
+    allowed, notes = constraints(table, families=None, max_fit_seconds=10.0, n_rows=10_000)
+    assert dict(zip(keys, allowed.tolist(), strict=True)) == {"fast": True, "slow": False, "unknown": True}
+    assert "1 configuration(s) have no fit time on record" in notes[0]
+    allowed, _ = constraints(table, families=None, max_fit_seconds=10.0, n_rows=20_000)  # fast: 17.5 s
+    assert dict(zip(keys, allowed.tolist(), strict=True)) == {"fast": False, "slow": False, "unknown": True}
+    with pytest.raises(UsageError, match="no classification configuration meets"):
+        constraints(table, families=["fast"], max_fit_seconds=1.0, n_rows=10_000)

@@ -99,8 +99,8 @@ def test_sweep_records_its_final_search_once_even_when_resumed(store: str, tmp_p
     assert len(records) == 3 and {r["source"]["sweep_id"] for r in records} == {"rec"}
     assert all(len(r["scores"]) == 2 and r["meta_features"] for r in records)
     assert all(r["protocol"] == {"kind": "inner", "folds": 2} and r["fit_seconds"] > 0 for r in records)
-    sized = [r for r in records if r["model"]["n_parameters"] is not None]  # the trial the final model was refit from
-    assert len(sized) == 1 and sized[0]["model"]["n_parameters"] == 150 * 4
+    sizes = [r["model"]["n_parameters"] for r in records]
+    assert 150 * 4 in sizes  # the trial the final model was refit from: the final model's size (knn: rows x features)
     run_sweep(None, SweepOptions(sweep_id="rec", storage=str(tmp_path / "optuna.journal"), resume=True))
     assert len(RecordStore(path).read()) == 3
     assert len(read_records([store], kb=False)) == 3
@@ -116,7 +116,7 @@ def test_n_parameters_counts_each_kind_of_fitted_model() -> None:
     from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier
 
-    from expt.meta.features import n_parameters
+    from expt.meta.model_features import n_parameters
     from expt.models import MLPClassifier
 
     X, y = load_iris(return_X_y=True)
@@ -138,3 +138,72 @@ def test_n_parameters_counts_each_kind_of_fitted_model() -> None:
     assert n_parameters(fitted(KNeighborsClassifier())) == 150 * 4  # stored training points x features
     mlp = fitted(MLPClassifier(hidden_sizes=[8], max_epochs=2))
     assert n_parameters(mlp) == (4 * 8 + 8) + (8 * 3 + 3)  # a torch module's trainable parameters
+
+
+# n_parameters is filled for every model: from the refit final model when the run made one, else from a fold's.
+NEEDS_PATCH = pytest.mark.xfail(strict=True, reason="needs the expt/train.py, expt/sweep/plan.py patch of issue 14 "
+                                "(fold and inner-fold models sized); remove this mark when it is applied")
+
+
+def test_a_train_record_is_sized_from_a_fold_model_without_a_final_one() -> None:
+    from sklearn.base import clone
+
+    from expt.core.config import compose
+    from expt.core.cv import cross_validate
+    from expt.core.prepare import prepare
+    from expt.meta.records import fitted_model, train_record
+
+    prepared = prepare(compose(["data=iris", "model=knn", "learner=quick", "tracking.records=null"]))
+    data = prepared.dataset
+    cv = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
+                        metric=prepared.metric, return_models=True)
+    rec = train_record(prepared, cv, "r", "0", "sqlite:///unused.db")
+    assert rec["model"]["n_parameters"] == cv.folds[0].n_train * 4  # knn: the first fold's training points x features
+    assert rec["model"]["steps"] and fitted_model(cv) is cv.folds[0].model
+    final = clone(prepared.pipeline).fit(data.X, data.y)
+    assert train_record(prepared, cv, "r", "0", "sqlite:///unused.db", final)["model"]["n_parameters"] == 150 * 4
+    for fold in cv.folds:
+        fold.model = None
+    assert train_record(prepared, cv, "r", "0", "sqlite:///unused.db")["model"]["n_parameters"] is None
+
+
+def test_sweep_records_carry_each_trial_s_size() -> None:
+    import optuna
+
+    from expt.core.config import compose
+    from expt.meta.records import sweep_records
+    from expt.sweep.plan import make_plan
+
+    plan = make_plan(compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                              "search.n_trials=2", "tracking.records=null"]))
+    study = optuna.create_study(direction="maximize")
+    for size in (300, None):
+        attrs = {"inner_scores": [0.9, 0.8], **({"n_parameters": size} if size is not None else {})}
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.85, user_attrs=attrs))
+    sweep = type("Sweep", (), {"plan": plan, "studies": {"final": study}, "choices": {"model": "knn"},
+                               "sweep_id": "s"})()
+    assert [r["model"]["n_parameters"] for r in sweep_records(sweep, "sqlite:///unused.db")] == [300, None]
+
+
+@NEEDS_PATCH
+def test_train_without_a_logged_model_still_records_its_size(store: str, tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    result = train(store, "data=wine", "model=knn", "learner=quick", "tracking.log_model=false",
+                   f"tracking.records={path}")
+    (rec,) = RecordStore(path).read()
+    assert rec["model"]["n_parameters"] == result.cv.folds[0].n_train * 13  # the first fold's model
+    assert all(f.model is None for f in result.cv.folds)  # sized, then let go
+
+
+@NEEDS_PATCH
+def test_every_sweep_record_is_sized(store: str, tmp_path: Path) -> None:
+    from expt.core.config import compose
+    from expt.sweep.runner import SweepOptions, run_sweep
+
+    path = tmp_path / "records.jsonl"
+    composed = compose(["data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                        "search.n_trials=3", "tracking.log_model=false", f"tracking.uri={store}",
+                        f"tracking.records={path}"])
+    run_sweep(composed, SweepOptions(sweep_id="sized", storage=str(tmp_path / "optuna.journal")))
+    records = RecordStore(path).read()
+    assert len(records) == 3 and all(r["model"]["n_parameters"] == 75 * 4 for r in records)  # first inner fold

@@ -1,4 +1,4 @@
-"""``expt metafeatures`` and ``expt recommend``: commands on the records ."""
+"""``expt metafeatures`` and ``expt recommend``: commands on the records."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def metafeatures(
         if dataset is None:
             raise UsageError("pass a dataset.yaml: expt metafeatures dataset.yaml")
         from expt.meta.advise import load
-        from expt.meta.features import dataset_features
+        from expt.meta.dataset_features import dataset_features
 
         _spec, data = load(str(dataset))
         features = dataset_features(data, seed=seed)
@@ -67,8 +67,12 @@ def recommend(
     family: Annotated[list[str] | None, typer.Option("--family", help="Only configurations of this model family "
                                                      "(repeat for several).")] = None,
     max_fit_seconds: Annotated[float | None, typer.Option("--max-fit-seconds", min=0, help="Only configurations "
-                                                          "whose recorded fit time, scaled to this dataset's rows, "
-                                                          "is at most this.")] = None,
+                                                          "estimated to fit once on all this dataset's rows in at "
+                                                          "most this many seconds. The estimate is linear in rows: "
+                                                          "a record's seconds per fit x this dataset's rows / the "
+                                                          "rows that fit trained on (the knowledge base's tables "
+                                                          "are capped at 3,000 rows), the median over records.")
+                                 ] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Leave-one-group-out quality of every recommender "
                                            "and the baselines on the records, with bootstrap intervals and a "
                                            "learning curve.")] = False,
@@ -131,7 +135,7 @@ def _recommend(found: list, loaded: tuple, *, top: int, out: Path | None, method
                json_out: bool) -> None:
     from expt.core.errors import UsageError
     from expt.meta.advise import constraints, recommend, write_config
-    from expt.meta.features import dataset_features
+    from expt.meta.dataset_features import dataset_features
     from expt.meta.recommend import build_table, check_records
 
     spec, data = loaded

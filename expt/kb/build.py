@@ -263,8 +263,8 @@ def run_cell(table: Table, config: dict[str, Any], protocol: Protocol, build_dir
     from expt.core.cv import cross_validate
     from expt.core.errors import ExptError
     from expt.core.prepare import prepare
-    from expt.meta.features import model_features
-    from expt.meta.records import RecordStore, make_record, runnable_config
+    from expt.meta.model_features import model_features
+    from expt.meta.records import RecordStore, fitted_model, make_record, runnable_config
 
     start = time.perf_counter()
     entry, data = table.entry, table.dataset
@@ -278,14 +278,14 @@ def run_cell(table: Table, config: dict[str, Any], protocol: Protocol, build_dir
         random.seed(protocol.seed)
         np.random.seed(protocol.seed)
         result = cross_validate(prepared.pipeline, prepared.dataset.X, prepared.dataset.y, cv=prepared.splitter,
-                                scoring=prepared.scorer, metric=prepared.metric)
+                                scoring=prepared.scorer, metric=prepared.metric, return_models=True)
     except ExptError as exc:
         return f"error: {exc}", time.perf_counter() - start
     values = prepared.values
     fits = [f.fit_time for f in result.folds if f.error is None]
     record = make_record(
         record_id=f"kb-build/{pair_digest(entry, config, protocol)}", dataset=data,
-        meta_features=table.features or {}, model=model_features(values, prepared.pipeline),
+        meta_features=table.features or {}, model=model_features(values, fitted_model(result)),
         config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=result.scores,
         evaluation=protocol.evaluation(data.task, data.n_rows), seed=protocol.seed,
         source={"kind": "kb", "config": config["name"]}, protocol=protocol.record(data.task, data.n_rows),

@@ -62,7 +62,7 @@ class Recommendation:
     support: list[dict[str, Any]] = field(default_factory=list)  # datasets that evaluated it (nearest first)
     expected_best: float | None = None  # estimated regret of the best of recommendations 1..rank
     evidence: float = 0.0  # effective number of datasets behind the estimate
-    fit_seconds: float | None = None  # estimated seconds per fit on the query's rows (None: not on record)
+    fit_seconds: float | None = None  # estimated seconds to fit once on all the query's rows (None: not on record)
 
 
 def recommend(table: Any, features: dict[str, float], *, method: str, top: int, allowed: Any = None,
@@ -94,11 +94,18 @@ def recommend(table: Any, features: dict[str, float], *, method: str, top: int, 
 
 
 def estimated_fit_seconds(table: Any, n_rows: int | None) -> Any:
-    """Per configuration: the median over its records of seconds per fit, scaled linearly to ``n_rows`` (a rough
-    guide: an SVM grows faster than linearly); NaN where no record has a fit time."""
+    """Per configuration: estimated seconds to fit it once on all ``n_rows`` rows of the query dataset.
+
+    The rule, linear in rows: a record's mean seconds per fit x ``n_rows`` / the rows that fit trained on (its
+    row's ``fit_rows``: the rows its protocol's scores saw x (folds - 1) / folds; for the knowledge base at most
+    3,000 x 2/3, whatever the table's size). The estimate is the median over the configuration's records. A rough
+    guide: learners that grow faster than linearly (kernel SVMs, Gaussian processes) take longer than it says on
+    larger data, and a fit's fixed costs make it too low on much smaller data. Records without ``fit_rows`` are
+    taken as they are; NaN where no record has a fit time; without ``n_rows``, the recorded times unscaled.
+    """
     import numpy as np
 
-    sizes = np.array([d.get("n_rows") or np.nan for d in table.datasets], dtype=float)
+    sizes = np.array([d.get("fit_rows") or np.nan for d in table.datasets], dtype=float)
     factor = (n_rows / sizes)[:, None] if n_rows else np.ones((len(sizes), 1))
     scaled = table.fit_seconds * np.where(np.isnan(factor), 1.0, factor)
     out = np.full(len(table.configs), np.nan)
@@ -129,7 +136,7 @@ def constraints(table: Any, *, families: list[str] | None, max_fit_seconds: floa
         allowed &= np.isnan(seconds) | (seconds <= max_fit_seconds)
         if unknown.any():
             notes.append(f"{int(unknown.sum())} configuration(s) have no fit time on record (records made before "
-                         "expt recorded it, such as the shipped knowledge base's) and were kept")
+                         "expt recorded it) and were kept")
     if not allowed.any():
         raise UsageError(f"no {table.task} configuration meets --family/--max-fit-seconds; loosen them")
     return allowed, notes

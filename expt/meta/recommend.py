@@ -7,10 +7,13 @@ t_d(c) = clip((best_d - s_d(c)) / (best_d - med_d), 0, 1) over the configuration
 
 A row is a dataset under one evaluation protocol: 5-fold CV scores of ``expt train`` and
 3-fold inner-CV scores of a sweep's final search are not the same measurement (fewer rows
-to train on, other splits), so they are never averaged into one cell nor normalized against
-each other; a dataset with both kinds of records has a row for each. Each row belongs to a
-group (related tables: ``dataset.group`` of its records, else the ``group`` key of
-recipes/kb/datasets.yaml, else the dataset's name); evaluation leaves whole groups out.
+to train on, other splits), and neither are scores on a capped subsample of a table (the
+knowledge base cuts tables to ``max_rows`` rows) and scores on the whole table, nor on
+subsamples of different sizes; so they are never averaged into one cell nor normalized
+against each other: a dataset with several has a row for each (:func:`protocol_key`).
+Each row belongs to a group (related tables: ``dataset.group`` of its records, else the
+``group`` key of recipes/kb/datasets.yaml, else the dataset's name); evaluation leaves
+whole groups out.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ class Table:
 
     task: str
     metric: str
-    datasets: list[dict[str, Any]]  # fingerprint, name, group, protocol, n_rows
+    datasets: list[dict[str, Any]]  # fingerprint, name, group, protocol, n_rows (the table's), fit_rows (one fit's)
     configs: list[dict[str, Any]]  # key, the record's model and runnable config
     features: Any  # rows x meta-features, finite
     feature_names: list[str]
     scores: Any  # rows x configurations, NaN where not evaluated
-    fit_seconds: Any = None  # rows x configurations: mean seconds per fold, NaN where not on record
+    fit_seconds: Any = None  # rows x configurations: mean seconds per fit (on the row's fit_rows), NaN: not on record
     regret: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,24 +74,59 @@ _EVALUATION = re.compile(r"(\d+)-fold CV(?: x(\d+))?")
 
 
 def protocol_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's protocol; a record from before protocols were recorded is what its text and source say
-    (a sweep's final search: inner CV; anything else: train CV, with the folds its scores show)."""
+    """The record's protocol, with ``n_rows`` (the rows its scores saw) and ``subsample`` (how they were drawn
+    from the table, or None for the whole table).
+
+    A record from before protocols were recorded is what its text and source say (a sweep's final search: inner
+    CV; anything else: train CV, with the folds its scores show). Without a recorded ``n_rows`` (train and sweep
+    records), the scores saw the whole table: the dataset's ``n_rows``.
+    """
     protocol = record.get("protocol")
     if isinstance(protocol, dict) and protocol.get("kind"):
-        return protocol
-    match = _EVALUATION.match(str(record.get("evaluation", "")))
-    n_scores = len(record.get("scores") or []) or 1
-    folds = int(match.group(1)) if match else n_scores
-    if (record.get("source") or {}).get("kind") == "sweep":
-        return {"kind": "inner", "folds": folds}
-    return {"kind": "cv", "folds": folds, "repeats": int(match.group(2) or 1) if match else 1}
+        out = dict(protocol)
+    else:
+        match = _EVALUATION.match(str(record.get("evaluation", "")))
+        n_scores = len(record.get("scores") or []) or 1
+        folds = int(match.group(1)) if match else n_scores
+        if (record.get("source") or {}).get("kind") == "sweep":
+            out = {"kind": "inner", "folds": folds}
+        else:
+            out = {"kind": "cv", "folds": folds, "repeats": int(match.group(2) or 1) if match else 1}
+    table = (record.get("dataset") or {}).get("n_rows")
+    if out.get("n_rows") is None:
+        out["n_rows"] = table
+    if "subsample" not in out:
+        out["subsample"] = "subsample" if table is not None and out["n_rows"] < table else None
+    return out
 
 
 def protocol_key(protocol: Mapping[str, Any]) -> str:
-    """A protocol as one comparable string: ``cv 5x1``, ``inner 3``."""
+    """A protocol as one comparable string: ``cv 5x1``, ``inner 3``, ``cv 3x1 on 3000 rows (stratified, seed 0)``.
+
+    The rows (and how they were drawn, and the seed) are part of it where the scores saw a subsample of the table
+    (a protocol with a row cap below the table's size, as the knowledge base's): scores on 3,000 sampled rows, on
+    5,000, and on the whole table are three measurements. The cap itself (``max_rows``) is not part of it: caps
+    at or above a table's size give the same measurement on it (every row, the same folds).
+    """
     if protocol.get("kind") == "cv":
-        return f"cv {protocol.get('folds')}x{protocol.get('repeats', 1)}"
-    return f"{protocol.get('kind')} {protocol.get('folds')}"
+        key = f"cv {protocol.get('folds')}x{protocol.get('repeats', 1)}"
+    else:
+        key = f"{protocol.get('kind')} {protocol.get('folds')}"
+    if protocol.get("subsample"):
+        seed = f", seed {protocol['seed']}" if protocol.get("seed") is not None else ""
+        key += f" on {protocol.get('n_rows')} rows ({protocol['subsample']}{seed})"
+    return key
+
+
+def fit_rows(protocol: Mapping[str, Any]) -> float | None:
+    """Rows one fit of the protocol trained on: ``n_rows`` x (folds - 1) / folds for k-fold CV (train CV and a
+    sweep's inner CV alike); None where the rows are unknown."""
+    rows, folds = protocol.get("n_rows"), protocol.get("folds")
+    if rows is None:
+        return None
+    if isinstance(folds, int) and folds >= 2:
+        return rows * (folds - 1) / folds
+    return float(rows)
 
 
 def kb_groups() -> dict[str, str]:
@@ -150,7 +188,7 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
     """
     import numpy as np
 
-    from expt.meta.features import VERSION
+    from expt.meta.dataset_features import VERSION
 
     records = [r for r in records if r["dataset"]["task"] == task and r.get("meta_features_version") == VERSION
                and r["meta_features"]]
@@ -164,11 +202,12 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
         data = r["dataset"]
         if r["metric"]["name"] != metric or data["fingerprint"] in excluded:
             continue
-        row, key = (data["fingerprint"], protocol_key(protocol_of(r))), r["model"]["config_key"]
+        protocol = protocol_of(r)
+        row, key = (data["fingerprint"], protocol_key(protocol)), r["model"]["config_key"]
         if row not in rows:
             rows[row] = {"fingerprint": data["fingerprint"], "name": data["name"], "protocol": row[1],
                          "group": str(data.get("group") or groups.get(data["name"]) or data["name"]),
-                         "n_rows": data.get("n_rows"), "features": r["meta_features"]}
+                         "n_rows": data.get("n_rows"), "fit_rows": fit_rows(protocol), "features": r["meta_features"]}
         cols.setdefault(key, {"key": key, "model": r["model"], "config": r.get("config", {})})
         cells.setdefault((row, key), []).append(r["score"])
         if r.get("fit_seconds") is not None:
@@ -199,7 +238,7 @@ def query_vector(table: Table, features: Mapping[str, float]) -> Any:
 def rf_default_key(task: str) -> str | None:
     """The configuration key of the packaged random forest with its defaults and the default learner."""
     from expt.core.config import compose, resolve_values
-    from expt.meta.features import model_features
+    from expt.meta.model_features import model_features
 
     try:
         composed = compose(["model=random_forest", f"data.task={task}"])

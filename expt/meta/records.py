@@ -44,7 +44,7 @@ def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, flo
     import numpy as np
 
     from expt import __version__
-    from expt.meta.features import VERSION
+    from expt.meta.dataset_features import VERSION
 
     finite = [float(s) for s in scores if s is not None and np.isfinite(s)]
     return {
@@ -249,7 +249,7 @@ _FEATURES: dict[tuple[str, int], dict[str, float]] = {}
 
 def features_of(dataset: Any, seed: int) -> dict[str, float]:
     """Meta-features, once per dataset content and seed in a process (a knowledge-base build trains many configs)."""
-    from expt.meta.features import dataset_features
+    from expt.meta.dataset_features import dataset_features
 
     key = (dataset.fingerprint, seed)
     if key not in _FEATURES:
@@ -263,21 +263,33 @@ def runnable_config(values: Mapping[str, Any], choices: Mapping[str, str]) -> di
             "preprocessing": values["learner"]["preprocessing"]}
 
 
+def fitted_model(cv: Any) -> Any:
+    """The first fitted fold model of a cross-validation (``return_models=True`` keeps them), or None."""
+    return next((f.model for f in cv.folds if f.error is None and f.model is not None), None)
+
+
 def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: str,
                  model: Any = None) -> dict[str, Any]:
-    """``model``: the refit final model when the run made one; it gives the record its ``n_parameters``."""
+    """The record of a train run.
+
+    Its ``n_parameters`` is counted on ``model``, the refit final model, when the run made one (it does with
+    ``tracking.log_model``); otherwise on the first fitted fold model ``cv`` kept, which saw (k-1)/k of the rows:
+    the same count, a little smaller for a model that grows with the rows (trees, neighbours, support vectors).
+    With neither, it is None.
+    """
     import numpy as np
 
-    from expt.meta.features import model_features
+    from expt.meta.model_features import model_features
     from expt.tracking.uri import mask_credentials
 
     values = prepared.values
     folds, repeats = values["learner"]["cv"]["folds"], values["learner"]["cv"]["repeats"]
     fits = [f.fit_time for f in cv.folds if f.error is None]
+    fitted = model if model is not None else fitted_model(cv)
     return make_record(
         record_id=f"train/{run_id}", dataset=prepared.dataset, meta_features=features_of(prepared.dataset,
                                                                                         values["seed"]),
-        model=model_features(values, model if model is not None else prepared.pipeline),
+        model=model_features(values, fitted if fitted is not None else prepared.pipeline),
         config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=cv.scores,
         seed=values["seed"], evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else ""),
         protocol={"kind": "cv", "folds": folds, "repeats": repeats},
@@ -292,13 +304,15 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
     Trials of the outer folds saw part of the data only, so their scores do not
     compare with other records' scores on the whole dataset; they are left out.
     Meta-features are filled in by the sink process (``expt.sweep.sink``), off the sweep's critical path, and so is
-    the final model's ``n_parameters`` (on the record of the trial it was refit from). A trial's fit time is its
-    duration per inner fold (fitting and scoring: an upper bound).
+    the final model's ``n_parameters`` (on the record of the trial it was refit from). Every other trial's
+    ``n_parameters`` is its ``n_parameters`` user attribute: the size of its first inner-fold model, set by the
+    objective (:meth:`expt.sweep.plan.SweepPlan.objective`). A trial's fit time is its duration per inner fold
+    (fitting and scoring: an upper bound).
     """
     from optuna.trial import TrialState
 
     from expt.core.space import apply_params
-    from expt.meta.features import model_features
+    from expt.meta.model_features import model_features
     from expt.tracking.uri import mask_credentials
 
     plan = sweep.plan
@@ -307,9 +321,11 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
     for trial in sweep.studies["final"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         values = apply_params(plan.values, trial.params, plan.family_models)
         choices = {**sweep.choices, "model": trial.params.get("model", sweep.choices.get("model"))}
+        size = trial.user_attrs.get("n_parameters")
         out.append(make_record(
             record_id=f"sweep/{sweep.sweep_id}/final/{trial.number}", dataset=plan.prepared.dataset,
-            meta_features={}, model=model_features(values), config=runnable_config(values, choices),
+            meta_features={}, model={**model_features(values), "n_parameters": int(size) if size is not None else None},
+            config=runnable_config(values, choices),
             metric=plan.prepared.metric, scores=trial.user_attrs.get("inner_scores", [trial.value]), seed=plan.seed,
             evaluation=f"{inner}-fold CV (final search of a sweep)", protocol={"kind": "inner", "folds": inner},
             fit_seconds=trial.duration.total_seconds() / inner if trial.duration else None,

@@ -75,8 +75,8 @@ def _record(client: Any, run_id: str) -> dict[str, Any] | None:
     if not text:
         return None
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return next((r for r in records if r.get("model", {}).get("n_parameters") is not None), records[0] if records
-                else None)
+    # A sweep's records are its final search's trials: the best one is the trial the final model was refit from.
+    return max(records, key=lambda r: float("-inf") if r.get("score") is None else r["score"]) if records else None
 
 
 def collect(client: Any, run_id: str) -> dict[str, Any]:
