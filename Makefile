@@ -34,7 +34,7 @@ bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-kb: $(STAMP)  ## rebuild expt/kb/records.jsonl.gz: recipes/kb/ datasets x portfolio (~65 min on 2 cores, resumable)
+kb: $(STAMP)  ## rebuild expt/kb/records.jsonl.gz: recipes/kb/ datasets x portfolio (about 64 min on 2 cores, resumable)
 	$(PY) -m expt.kb
 
 lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the import contracts (layers, no cycles)

@@ -80,6 +80,23 @@ def test_knn_and_conditioned_portfolio_by_hand() -> None:
     np.testing.assert_allclose(best[0, :2], [.25, 0])
 
 
+def test_conditioned_first_pick_is_the_single_best_unless_the_neighbours_help() -> None:
+    # (0, 0): no conditioning, the single best first (c on example B), where the neighbours would pick b.
+    assert picks("conditioned", EXAMPLE_B, FEATURES_B, np.array([10.0]), first=(0, 0.0), rest=(1, 0.5))[0] == 2
+    rng = np.random.default_rng(0)
+    groups = np.array([f"g{i}" for i in range(12)])
+    # Meta-features that say nothing, one configuration best on 8 of 12: the inner search keeps the single best.
+    noise = rng.normal(size=(12, 2))
+    regret = np.tile([[0.0, 1.0, 0.6]], (12, 1))
+    regret[[1, 4, 7, 10]] = [1.0, 0.0, 0.6]
+    assert fit("conditioned", regret, noise, groups).first == (0, 0.0)
+    # Meta-features that tell two kinds of dataset apart, each with its own best: the neighbours win.
+    kinds = np.repeat([0.0, 10.0], 6)[:, None] + rng.normal(scale=0.1, size=(12, 1))
+    split = np.where(kinds < 5, 0, 1).ravel()
+    regret = np.array([[0.0, 1.0, 0.6] if k == 0 else [1.0, 0.0, 0.6] for k in split])
+    assert fit("conditioned", regret, kinds, groups).first[0] > 0
+
+
 def test_recommendations_keep_to_the_allowed_configurations() -> None:
     w = np.ones((1, 3))
     allowed = np.array([[False, True, True]])
