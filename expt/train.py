@@ -17,6 +17,7 @@ from expt.core.config import logged_yaml
 from expt.core.cv import CVResult, FoldResult, cross_validate
 from expt.core.prepare import Prepared
 from expt.models.hooks import epoch_series
+from expt.tracking.environment import mark
 from expt.tracking.uri import masked_config
 
 
@@ -48,7 +49,9 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     tracking = values["tracking"]
     side = _start_side(tracking)  # first: its imports overlap MLflow's and the folds
     try:
+        mark("train: side process spawned")
         tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
+        mark("train: store open")
         tags = _run_tags(prepared, tags)
         parent = tracker.start(tracking["run_name"] or f"{data.name}-{values['model']['name']}",
                                {**tags, **user_metadata(tracking)})
@@ -56,6 +59,7 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     finally:
         if side is not None:
             side.close()
+            mark("train: side process closed")
     if record is not None:
         _append_record(tracking["records"], record)
     return TrainResult(parent, tracker.experiment_id, tracker.uri, result, prepared)
@@ -90,28 +94,40 @@ def _run(prepared: Prepared, tracker: Any, parent: str, tags: dict[str, str], si
         tracker.log(parent, params=flatten({k: v for k, v in shown.items() if k != "search"}))  # sweep-only
         tracker.log_text(parent, logged_yaml(shown, prepared.choices), "config.yaml")
         tracker.log_text(parent, environment_lock(), ENVIRONMENT)
+        mark("train: parent run started, config logged")
 
         def log_fold(fold: FoldResult) -> None:
             _log_fold(tracker, parent, tags, prepared.metric, fold)
             if on_fold is not None:
                 on_fold(fold)
 
+        sized = bool(tracking["records"]) and not tracking["log_model"]  # no final model: a fold model's size
         result = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
-                                metric=prepared.metric, on_fold=log_fold, return_models=side is not None,
+                                metric=prepared.metric, on_fold=log_fold, return_models=side is not None or sized,
                                 scorers=prepared.scorers)
+        mark("train: folds done")
+        fold_model = next((f.model for f in result.folds if f.error is None and f.model is not None), None)
         if side is not None:
             _submit(side, prepared, result)
+        elif sized:
+            for fold in result.folds:
+                fold.model = None  # kept for its size only: the caller gets scores, not k fitted models
         tracker.log(parent, metrics=_summary_metrics(result),
                     series={f"fold_{m}": result.fold_scores(m) for m in result.metrics})
-        final = None  # the refit model, when logged: the record's n_parameters come from it
+        final = None  # the refit model, when logged: the record's n_parameters come from it, else from a fold's
         if tracking["log_model"]:
             from sklearn.base import clone
 
             final = clone(prepared.pipeline).fit(data.X, data.y)
+            mark("train: refit")
             tracker.log_sklearn_model(parent, final, data.X, tracking["model_format"])
-        record = _record(prepared, result, parent, tracker, final) if tracking["records"] else None
+            mark("train: model logged")
+        record = _record(prepared, result, parent, tracker, final if final is not None else fold_model) \
+            if tracking["records"] else None
+        mark("train: record")
         if side is not None:
             _log_evaluation(tracker, parent, side)
+            mark("train: evaluation logged")
     except KeyboardInterrupt:
         tracker.end_quietly([parent], "KILLED")
         tracker.checkpoint()

@@ -141,9 +141,6 @@ def test_n_parameters_counts_each_kind_of_fitted_model() -> None:
 
 
 # n_parameters is filled for every model: from the refit final model when the run made one, else from a fold's.
-NEEDS_PATCH = pytest.mark.xfail(strict=True, reason="needs the expt/train.py, expt/sweep/plan.py patch of issue 14 "
-                                "(fold and inner-fold models sized); remove this mark when it is applied")
-
 
 def test_a_train_record_is_sized_from_a_fold_model_without_a_final_one() -> None:
     from sklearn.base import clone
@@ -185,7 +182,6 @@ def test_sweep_records_carry_each_trial_s_size() -> None:
     assert [r["model"]["n_parameters"] for r in sweep_records(sweep, "sqlite:///unused.db")] == [300, None]
 
 
-@NEEDS_PATCH
 def test_train_without_a_logged_model_still_records_its_size(store: str, tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
     result = train(store, "data=wine", "model=knn", "learner=quick", "tracking.log_model=false",
@@ -195,7 +191,6 @@ def test_train_without_a_logged_model_still_records_its_size(store: str, tmp_pat
     assert all(f.model is None for f in result.cv.folds)  # sized, then let go
 
 
-@NEEDS_PATCH
 def test_every_sweep_record_is_sized(store: str, tmp_path: Path) -> None:
     from expt.core.config import compose
     from expt.sweep.runner import SweepOptions, run_sweep

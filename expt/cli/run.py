@@ -42,14 +42,19 @@ def train(
         if cfg:
             _print_cfg(composed, resolve)
             return
+        from expt.tracking.environment import mark
+
+        mark("composed")
         from expt.cli.render import TrainProgress, print_train_result
         from expt.core.prepare import prepare
         from expt.train import run_train
 
         with trusting(trust_target):
             prepared = prepare(composed)
+            mark("prepared (data, pipeline)")
             with TrainProgress(prepared) as progress:
                 result = run_train(prepared, on_fold=progress.advance)
+        mark("train done")
         print_train_result(result)
 
 
@@ -105,6 +110,9 @@ def sweep(
                 raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
             _print_cfg(composed, resolve)
             return
+        from expt.tracking.environment import mark
+
+        mark("composed")
         from expt.cli.render import SweepProgress, print_sweep_result
         from expt.sweep.runner import SweepOptions, run_sweep
 
@@ -114,6 +122,7 @@ def sweep(
 
         with trusting(trust_target):  # an environment variable: the spawned workers inherit it
             result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+        mark("sweep done")
         print_sweep_result(result_sweep, result)
 
 

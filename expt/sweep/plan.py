@@ -73,6 +73,9 @@ class SweepPlan:
                               stratify=learner["cv"]["stratify"], seed=self.seed, key="search.inner_folds")
         scores: list[float] = []
         epochs = self.epochs_per_fold
+        # Without a pruner nothing reads an inner fold's intermediate value (the inner scores are the attribute
+        # below), and each report is a write to the storage: 3 of a trial's 9 journal appends, each fsynced.
+        reports = self.search["pruner"] != "none"
 
         def prune(step: int, where: str) -> None:
             if trial.should_prune():
@@ -83,8 +86,12 @@ class SweepPlan:
         for fold, (train, test) in enumerate(inner.split(X, y)):
             with self._epoch_reports(trial, fold, epochs, prune):
                 model = clone(pipeline).fit(X.iloc[train], y[train])
+            if fold == 0 and unit.test is None and self.values["tracking"]["records"]:  # for the trial's record
+                from expt.meta.model_features import n_parameters
+
+                trial.set_user_attr("n_parameters", n_parameters(model))
             scores.append(float(scorer(model, X.iloc[test], y[test])))
-            if epochs is None:
+            if epochs is None and reports:
                 trial.report(scores[-1], fold)
                 prune(fold, f"inner fold {fold}")
         trial.set_user_attr("inner_scores", scores)

@@ -32,10 +32,25 @@ class SweepOptions:
 
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
-    from expt.sweep.reporter import Reporter, SinkProcess
+    from expt.sweep.reporter import SinkProcess
+    from expt.tracking.environment import mark
+
+    mark("sweep modules imported")
+    sink = SinkProcess()  # first: its imports (MLflow's take seconds) overlap the data, the plan and the studies
+    mark("sink spawned")
+    try:
+        return _run_sweep(composed, options, progress_factory, sink)
+    finally:
+        if sink.process.is_alive() and not sink.configured:
+            sink.abandon()
+
+
+def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any,
+               sink: Any) -> tuple[Sweep, dict]:
+    from expt.sweep.reporter import Reporter
     from expt.sweep.warmstart import enqueue_warm_start, read_warm_start
     from expt.tracking.client import flatten
-    from expt.tracking.environment import environment_tags
+    from expt.tracking.environment import environment_tags, mark
     from expt.tracking.uri import masked_config, normalize_uri, probe_server, with_credentials
 
     sweep_id = options.sweep_id or new_sweep_id()
@@ -49,6 +64,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     sweep = attach(sweep_id, storage_url, composed=composed, resume=options.resume, config_dir=options.config_dir,
                    check=check)
     plan = sweep.plan
+    mark("attached (data, plan, studies)")
     if warm is None:  # joined or resumed an existing sweep
         warm = read_warm_start(options.warm_start, plan, sweep.choices.get("model"))
     from expt.sweep.coordination import Node, claim_close, foreign_workers, reap, worker_id
@@ -60,8 +76,8 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
     tracking = plan.values["tracking"]
     uri = with_credentials(tracking["uri"], str(composed.cfg.tracking.uri) if composed is not None else None)
     probe_server(uri)
-    sink = SinkProcess(uri, tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
-    try:  # from here on the sink runs: any failure must stop it (a live sink would hold the exit)
+    sink.configure(uri, tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
+    try:  # from here on the sink logs: any failure must stop it (a live sink would hold the exit)
         base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
         reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
         shown = masked_config(plan.values)
@@ -72,11 +88,12 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
             reporter.trial(unit, t)
         if options.resume or not node.others_working():  # while others work, their own sinks log their trials
             replay(sweep, reporter)
+        mark("sweep and folds opened")
         progress = progress_factory(sweep) if progress_factory else None
         with progress if progress is not None else contextlib.nullcontext():
             own = {worker_id()}
             if options.workers > 1:
-                own |= _run_workers(sweep, options.workers, sink, progress)
+                own |= _run_with_workers(sweep, reporter, options.workers, sink, progress)
             else:
                 def tick() -> None:
                     sink.check()
@@ -84,6 +101,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
                         progress.refresh()
                 with _thread_limits(reserve=1):
                     make_engine(sweep, reporter, tick).run()
+        mark("trials done")
         result = summary(sweep)
         sink.check()  # a process whose logging died must not take the closing on itself
         if options.resume or claim_close(sweep):  # one process closes the sweep and appends its records
@@ -94,6 +112,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
                 reporter.put({"op": "rescan"})
                 replay(sweep, reporter)
             _close(sweep, reporter, result)
+            mark("closing sent")
     except KeyboardInterrupt:
         sink.stop(close="KILLED")
         node.drained()
@@ -103,6 +122,7 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
         node.drained()
         raise
     sink.stop()
+    mark("sink drained")
     node.drained()
     result["stale"] = len(stale)
     result["uri"] = normalize_uri(uri)
@@ -194,41 +214,87 @@ def _thread_limits(reserve: int, workers: int = 1) -> Any:
     return threadpool_limits(limits=limit)
 
 
-def _run_workers(sweep: Sweep, n: int, sink: Any, progress: Any) -> set[str]:
-    """N processes on the same studies; this one watches the storage and shows progress. Returns their ids."""
+# A worker process pays its own start-up (an interpreter, the imports, the plan and the studies) before its
+# first trial: ~2 s of CPU here, about what this process spent before its own first trial. It is started
+# only once the trials left would keep it busy for PAYOFF times that, and only while a core is free of this
+# process and of the MLflow sink (a sink with messages waiting has a core's worth of work): on 2 cores a
+# short logistic-regression sweep with --workers 2 took 1.42x as long as with one, its second worker busy
+# importing, then taking the sink's core, while the first had already done the work; a random-forest
+# sweep (~80 s, its sink idle between trials) still halves.
+PAYOFF = 2.0
+SINK_BUSY = 8  # messages waiting for the sink: it is using its core
+
+
+def _spare_cores(sink: Any) -> float:
+    """Cores left over by this process and the sink; a sink with a backlog counts as a whole core."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = sink.queue.qsize() >= SINK_BUSY
+    except NotImplementedError:  # macOS: no queue size; assume the sink takes its core
+        busy = True
+    return cores - 1 - (1 if busy else 0.25)
+
+
+def _run_with_workers(sweep: Sweep, reporter: Any, n: int, sink: Any, progress: Any) -> set[str]:
+    """This process is the first of ``n`` workers; the other ``n - 1`` are started once the trials left pay for
+    their start-up (:data:`PAYOFF`). Returns the ids of the processes started."""
     import multiprocessing as mp
     import time
 
+    from expt.core.errors import RunFailedError
+    from expt.sweep.coordination import worker_id
+    from expt.sweep.engine import counts
+
     ctx = mp.get_context("spawn")
     errors = ctx.Queue()
-    procs = [ctx.Process(target=worker_main, args=(sweep.sweep_id, sweep.storage_url, sink.queue, errors, i + 1, n),
-                         name=f"expt-worker-{i + 1}") for i in range(n)]
-    for p in procs:
-        p.start()
-    from expt.sweep.coordination import worker_id
+    procs: list[Any] = []
+    startup = time.process_time()  # what this process spent to get here: what a worker's start-up costs
+    budget = sweep.plan.search["n_trials"] * len(sweep.plan.units)
+    done_before = sum(min(counts(study).done, sweep.plan.search["n_trials"]) for study in sweep.studies.values())
+    began, mine = time.monotonic(), [0]
 
-    ids = {worker_id(p.pid) for p in procs}
-    try:
-        while any(p.is_alive() for p in procs):
-            sink.check()
-            if progress is not None:
-                progress.refresh()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(30)
-        raise
+    def start_workers() -> None:
+        for i in range(1, n):
+            p = ctx.Process(target=worker_main, args=(sweep.sweep_id, sweep.storage_url, sink.queue, errors, i, n),
+                            name=f"expt-worker-{i}")
+            p.start()
+            procs.append(p)
+
+    def tick() -> None:
+        sink.check()
+        if progress is not None:
+            progress.refresh()
+        mine[0] += 1
+        if not procs:
+            left = budget - done_before - mine[0]
+            per_trial = (time.monotonic() - began) / mine[0]
+            if left * per_trial > PAYOFF * startup and _spare_cores(sink) >= 0.5:
+                start_workers()
+
+    def keep_going() -> bool:  # a worker that died (or failed) stops this one too: its trials would never end
+        return errors.empty() and all(p.exitcode in (None, 0) for p in procs)
+
+    with _thread_limits(reserve=1, workers=n):
+        try:
+            make_engine(sweep, reporter, tick, keep_going).run()
+            while any(p.is_alive() for p in procs):  # the others finish the trials they hold
+                sink.check()
+                if progress is not None:
+                    progress.refresh()
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            for p in procs:
+                p.join(30)
+            raise
     if not errors.empty():
-        from expt.core.errors import RunFailedError
-
         raise RunFailedError(errors.get())
     if not all_finalized(sweep):
-        from expt.core.errors import RunFailedError
-
         codes = [p.exitcode for p in procs]
         raise RunFailedError(f"workers stopped before the sweep finished (exit codes {codes}); "
                              f"continue with: expt sweep --resume {sweep.sweep_id}")
-    return ids
+    return {worker_id(p.pid) for p in procs}
 
 
 def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index: int, workers: int = 1) -> None:

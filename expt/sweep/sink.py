@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from queue import Empty
 from typing import Any
 
+from expt.tracking.environment import mark
+
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 OUTER_PLOTS = "outer_plots"  # on the sweep run: the out-of-fold plots pooled over the outer folds
 
@@ -100,12 +102,15 @@ class Sink:
             with open(msg["model"], "rb") as fh:  # written by this sweep's own worker a moment ago
                 model, example, fmt = pickle.load(fh)  # noqa: S301
             os.unlink(msg["model"])
-            from expt.meta.features import n_parameters
+            from expt.meta.model_features import n_parameters
 
             self.final_size = (msg.get("tags", {}).get("expt.best_trial"), n_parameters(model))  # for its record
             self.tracker.log_sklearn_model(run_id, model, example, fmt)
+            mark("sink: final model logged")
         if status in TERMINAL:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
+            if key == "sweep":
+                mark("sink: sweep run closed (plots, records)")
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
         for held in self.waiting.pop(key, []):
             self.handle(held)
@@ -204,7 +209,8 @@ class Sink:
             return  # the dataset message never came (an older sweep process): no record rather than a partial one
         trial, size = getattr(self, "final_size", (None, None))  # the final model's, if this sink logged it
         records = [{**r, "meta_features": features, "model": {**r["model"], "n_parameters": size}
-                    if trial is not None and str(r["source"].get("trial")) == trial else r["model"]} for r in records]
+                    if trial is not None and size is not None and str(r["source"].get("trial")) == trial
+                    else r["model"]} for r in records]
         self.tracker.log_text(run_id, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), ARTIFACT)
         self.tracker.log(run_id, tags={"expt.records": str(len(records))})
         RecordStore(path).append(records)
@@ -247,9 +253,43 @@ def warm_up() -> None:
     from mlflow.models import infer_signature  # noqa: F401
 
 
-def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str, sqlite_wal: bool = True,
-              storage_url: str | None = None) -> None:
-    """Process entry: consume messages until ``stop``; report the first failure on ``errors``."""
+def _next_message(queue: Any) -> dict | None:
+    """The next message; None once the sweep process is gone (nothing more can come)."""
+    while True:
+        try:
+            return queue.get(timeout=1.0)
+        except Empty:
+            if not parent_alive():
+                return None
+
+
+def _configuration(queue: Any) -> tuple | None:
+    """A sink started before its sweep existed: import MLflow now, then wait for the store to log to (``None``:
+    the sweep was refused, or its process died)."""
+    from mlflow import MlflowClient  # noqa: F401 - the imports are the point: they overlap the sweep's own start
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 - opening a database store
+
+    from expt.sweep import coordination  # noqa: F401 - run claims: optuna's storages
+    from expt.tracking import client  # noqa: F401
+
+    mark("sink: mlflow imported")
+    warm_up()  # while the sweep process still loads the data and creates the studies
+    mark("sink: warmed up")
+    while True:
+        msg = _next_message(queue)
+        if msg is None:  # the sweep process died
+            return None
+        if msg.get("op") == "configure":
+            return tuple(msg["args"])
+        if msg.get("op") == "stop":
+            return None
+
+
+def sink_main(queue: Any, errors: Any, uri: str | None = None, experiment: str = "", sweep_id: str = "",
+              sqlite_wal: bool = True, storage_url: str | None = None) -> None:
+    """Process entry: consume messages until ``stop``; report the first failure on ``errors``.
+
+    Without ``uri`` the first message names the store (``SinkProcess.configure``)."""
     import logging
     import signal
 
@@ -259,16 +299,21 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    mark("sink: started")
     sink = None
     try:
+        if uri is None:
+            configured = _configuration(queue)
+            if configured is None:
+                _leave_now()
+            uri, experiment, sweep_id, sqlite_wal, storage_url = configured  # type: ignore[misc]
+        else:
+            warm_up()
         sink = Sink(uri, experiment, sweep_id, sqlite_wal, storage_url)
-        warm_up()
+        mark("sink: store open")
         while True:
-            try:
-                msg = queue.get(timeout=1.0)
-            except Empty:
-                if parent_alive():
-                    continue
+            msg = _next_message(queue)
+            if msg is None:
                 return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
             if msg.get("op") == "rescan":
                 sink.rescan()
@@ -277,6 +322,7 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
                 sink.set_dataset(msg["dataset"], msg["seed"])
                 continue
             if msg.get("op") == "stop":
+                mark("sink: stop received")
                 if msg.get("close"):
                     sink.close_open(msg["close"])
                 sink.tracker.checkpoint()
@@ -284,6 +330,7 @@ def sink_main(queue: Any, errors: Any, uri: str, experiment: str, sweep_id: str,
                     errors.put(f"runs never opened for {sorted(sink.waiting)}; their messages were not logged")
                     errors.close()
                     errors.join_thread()  # os._exit would drop what the queue's feeder thread still holds
+                mark("sink: leaving")
                 _leave_now()
             sink.handle(msg)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which prints one line

@@ -62,7 +62,7 @@ def model_requirements(model: Any, fmt: str) -> list[str]:
     if "expt" in roots:
         roots.add("torch")  # expt's estimators are torch networks
     for root in sorted(roots):
-        dist = DISTRIBUTIONS.get(root, _distribution(root))
+        dist = DISTRIBUTIONS[root] if root in DISTRIBUTIONS else _distribution(root)  # .get would always look up
         if dist is not None:
             pinned = _pinned(dist)
             if pinned and pinned not in reqs:

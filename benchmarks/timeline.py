@@ -1,0 +1,119 @@
+"""Where one ``expt sweep`` or ``expt train`` spends its wall time, phase by phase, in every process.
+
+Runs the command once as a user runs it (a fresh process, in a scratch working directory whose
+MLflow store exists after one untimed warm-up run) with ``EXPT_TIMELINE=FILE``: each expt process
+(the command, the MLflow sink of a sweep, its workers) appends when it reached each phase and which
+top-level packages it imported since its previous mark (``expt.tracking.environment.mark``). Printed
+per process: seconds since the command was started, the phase's own seconds, and the packages it
+imported. "interpreter start + imports" is the spawn to the first mark; "exit" is the last mark of
+the command to the moment the shell gets its prompt back.
+
+``--importtime`` runs it again with ``PYTHONPROFILEIMPORTTIME=1`` and sums the imports' own time per
+top-level package over every process (importtime's own overhead inflates these figures: compare
+them with each other, not with the wall time).
+
+    python benchmarks/timeline.py sweep                       # data=breast_cancer model=logistic_regression
+    python benchmarks/timeline.py train model=random_forest --importtime
+    python benchmarks/timeline.py sweep --before /tmp/expt-before   # another checkout of the code
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXPT = str(Path(sys.executable).with_name("expt"))
+
+
+def command(kind: str, overrides: list[str], before: Path | None) -> tuple[list[str], dict[str, str]]:
+    args = [kind, "data=breast_cancer", "model=logistic_regression", *overrides]
+    if before is None:
+        return [EXPT, *args], {}
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'expt'; from expt.cli import main; main()", *args], {
+        "PYTHONPATH": str(before)}
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    start = time.time()
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True)
+    end = time.time()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return start, end, proc.stderr
+
+
+def show_timeline(path: Path, start: float, end: float) -> None:
+    marks = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_pid: dict[int, list[dict]] = collections.defaultdict(list)
+    for m in marks:
+        by_pid[m["pid"]].append(m)
+    main_pid = marks[0]["pid"] if marks else None
+    print(f"total wall {end - start:.2f} s (spawn to exit)")
+    for pid, rows in sorted(by_pid.items(), key=lambda kv: kv[1][0]["t"]):
+        first = rows[0]["t"]
+        print(f"\nprocess {pid}{' (the command)' if pid == main_pid else ''}: first mark at {first - start:.2f} s")
+        print(f"  {'at s':>6} {'phase s':>8} {'CPU s':>6}  phase  [imported since the previous mark]")
+        previous = start if pid == main_pid else None
+        cpu = 0.0
+        for m in rows:
+            own = f"{m['t'] - previous:8.2f}" if previous is not None else f"{'':>8}"
+            own += f" {m.get('cpu', 0.0) - cpu:6.2f}"
+            cpu = m.get("cpu", 0.0)
+            new = m["new"] if pid != main_pid or previous != start else [n for n in m["new"] if n != "expt"]
+            shown = ", ".join(new[:12]) + (f" +{len(new) - 12}" if len(new) > 12 else "")
+            label = "interpreter start + imports to " + m["phase"] if previous == start else m["phase"]
+            print(f"  {m['t'] - start:6.2f} {own}  {label}" + (f"  [{shown}]" if shown else ""))
+            previous = m["t"]
+        if pid == main_pid:
+            print(f"  {end - start:6.2f} {end - previous:8.2f} {'':>6}  exit (teardown, waiting on children)")
+
+
+def show_importtime(stderr: str) -> None:
+    own: collections.Counter[str] = collections.Counter()
+    pattern = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
+    for line in stderr.splitlines():
+        m = pattern.match(line)
+        if m:
+            own[m.group(4).partition(".")[0]] += int(m.group(1))
+    total = sum(own.values())
+    print(f"\nimports, own time summed over every process: {total / 1e6:.2f} s (inflated by importtime itself)")
+    for name, us in own.most_common(18):
+        print(f"  {name:<22} {us / 1e6:6.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=("sweep", "train"))
+    parser.add_argument("overrides", nargs="*", help="more overrides, e.g. model=random_forest")
+    parser.add_argument("--importtime", action="store_true", help="also the imports' own time per package")
+    parser.add_argument("--workers", type=int, default=1, help="expt sweep --workers N")
+    parser.add_argument("--before", type=Path, help="run another checkout's expt (its parent folder)")
+    args = parser.parse_args()
+    argv, env = command(args.kind, args.overrides, args.before.resolve() if args.before else None)
+    if args.kind == "sweep" and args.workers != 1:
+        argv += ["--workers", str(args.workers)]
+    with tempfile.TemporaryDirectory(prefix="expt-timeline-") as tmp:
+        work = Path(tmp)
+        run(argv, work, env)  # warm-up: the store exists, as a user's does
+        marks = work / "timeline.jsonl"
+        start, end, _ = run(argv, work, {**env, "EXPT_TIMELINE": str(marks)})
+        print(" ".join(["expt", *argv[argv.index(args.kind):]]))
+        if marks.exists():
+            show_timeline(marks, start, end)
+        else:
+            print(f"no marks (this checkout has no EXPT_TIMELINE); total wall {end - start:.2f} s")
+        if args.importtime:
+            _, _, stderr = run(argv, work, {**env, "PYTHONPROFILEIMPORTTIME": "1"})
+            show_importtime(stderr)
+
+
+if __name__ == "__main__":
+    main()
