@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import apt_get_install
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 BROWSER_ENV = "EXPT_TEST_CHROMIUM"
 PACKAGES = ("chromium", "chromium-driver")
-INSTALL_TIMEOUT = 900
 HOW = ("install Chromium and its driver (Debian/Ubuntu: `sudo apt-get install chromium chromium-driver`) or run "
        "the tests as root, which installs them")
 
@@ -46,7 +45,6 @@ def _install() -> None:
         pytest.fail(f"the browser tests need {CHROMIUM} and {CHROMEDRIVER}: {HOW}", pytrace=False)
     if not shutil.which("apt-get"):
         pytest.fail(f"no Chromium and no apt-get to install it: {HOW}", pytrace=False)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with open(os.path.join(tempfile.gettempdir(), "expt-tests-chromium-install.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _found(CHROMIUM):  # another session installed it while this one waited
@@ -54,18 +52,7 @@ def _install() -> None:
         started = time.monotonic()
         print("\n[browser] Chromium missing: apt-get update && apt-get install chromium chromium-driver ...",
               file=sys.stderr, flush=True)
-        wait = ["-o", "DPkg::Lock::Timeout=300"]  # an unattended upgrade holding the dpkg lock: wait for it
-        for command in (["apt-get", *wait, "update", "-q"],
-                        ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends",
-                         "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", *PACKAGES]):
-            try:
-                done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                      timeout=INSTALL_TIMEOUT, check=False)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT} s; {HOW}", pytrace=False)
-            if done.returncode != 0:
-                output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-                pytest.fail(f"`{' '.join(command)}` failed (exit {done.returncode}); {HOW}:\n{output}", pytrace=False)
+        apt_get_install(list(PACKAGES), HOW)
         print(f"[browser] installed Chromium in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 

@@ -109,6 +109,24 @@ def _stop_clusters_started_by_apt(before: set[tuple[str, str]]) -> None:
         subprocess.run(["pg_ctlcluster", version, name, "stop"], capture_output=True, check=False)
 
 
+def apt_get_install(packages: list[str], how: str) -> None:
+    """``apt-get update`` and ``install`` non-interactively (root), waiting for a dpkg lock; a failure fails the test
+    with the last lines apt printed and ``how`` to install by hand."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # an unattended upgrade holding the dpkg lock: wait for it
+    for command in (["apt-get", *wait, "update", "-q"],
+                    ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends",
+                     "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", *packages]):
+        try:
+            done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=INSTALL_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT} s; {how}", pytrace=False)
+        if done.returncode != 0:
+            output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+            pytest.fail(f"`{' '.join(command)}` failed (exit {done.returncode}); {how}:\n{output}", pytrace=False)
+
+
 def _install_postgresql(pattern: str) -> None:
     """``apt-get install postgresql`` as root, once (a file lock keeps parallel sessions from racing)."""
     how = ("install PostgreSQL (Debian/Ubuntu: `sudo apt-get install postgresql`) or run the tests as root, "
@@ -118,7 +136,6 @@ def _install_postgresql(pattern: str) -> None:
                     pytrace=False)
     if not shutil.which("apt-get"):
         pytest.fail(f"no PostgreSQL server binaries and no apt-get to install them: {how}", pytrace=False)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with open(os.path.join(tempfile.gettempdir(), "expt-tests-pg-install.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _find_bindir(pattern):  # another session installed it while this one waited
@@ -126,19 +143,7 @@ def _install_postgresql(pattern: str) -> None:
         started, online = time.monotonic(), _online_clusters()
         print("\n[pg] PostgreSQL server binaries missing: apt-get update && apt-get install postgresql ...",
               file=sys.stderr, flush=True)
-        wait = ["-o", "DPkg::Lock::Timeout=300"]  # an unattended upgrade holding the dpkg lock: wait for it
-        for command in (["apt-get", *wait, "update", "-q"],
-                        ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends",
-                         "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-                         "postgresql"]):
-            try:
-                done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                      timeout=INSTALL_TIMEOUT, check=False)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT} s; {how}", pytrace=False)
-            if done.returncode != 0:
-                output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-                pytest.fail(f"`{' '.join(command)}` failed (exit {done.returncode}); {how}:\n{output}", pytrace=False)
+        apt_get_install(["postgresql"], how)
         _stop_clusters_started_by_apt(online)
         print(f"[pg] installed PostgreSQL in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 

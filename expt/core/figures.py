@@ -96,21 +96,33 @@ def _confusion(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "confusion_matrix.png")
 
 
-def _roc(table: Any, classes: list[Any], out: Path) -> Path | None:
-    from sklearn.metrics import auc, roc_curve
-
+def _one_vs_rest(table: Any, classes: list[Any]) -> list[tuple[str, Any, Any]] | None:
+    """(label, is-this-class, score) for each class a curve is drawn for (both kinds present in y); None where the
+    model gave no scores. Shared by the ROC and precision-recall curves."""
     found = _scores(table, classes)
     if found is None:
         return None
     scores, classes = found
     y = table["y_true"].to_numpy()
-    fig, ax = _figure()
+    out = []
     for i in _shown(table, classes):
         positive = y == classes[i]
         if positive.all() or not positive.any():
             continue
-        fpr, tpr, _ = roc_curve(positive, scores[:, i])
         label = f"{classes[i]} vs rest" if len(classes) > 2 else f"positive class {classes[i]}"
+        out.append((label, positive, scores[:, i]))
+    return out
+
+
+def _roc(table: Any, classes: list[Any], out: Path) -> Path | None:
+    from sklearn.metrics import auc, roc_curve
+
+    curves = _one_vs_rest(table, classes)
+    if curves is None:
+        return None
+    fig, ax = _figure()
+    for label, positive, score in curves:
+        fpr, tpr, _ = roc_curve(positive, score)
         ax.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve (out-of-fold)")
@@ -121,19 +133,13 @@ def _roc(table: Any, classes: list[Any], out: Path) -> Path | None:
 def _precision_recall(table: Any, classes: list[Any], out: Path) -> Path | None:
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    found = _scores(table, classes)
-    if found is None:
+    curves = _one_vs_rest(table, classes)
+    if curves is None:
         return None
-    scores, classes = found
-    y = table["y_true"].to_numpy()
     fig, ax = _figure()
-    for i in _shown(table, classes):
-        positive = y == classes[i]
-        if positive.all() or not positive.any():
-            continue
-        precision, recall, _ = precision_recall_curve(positive, scores[:, i])
-        ap = average_precision_score(positive, scores[:, i])
-        label = f"{classes[i]} vs rest" if len(classes) > 2 else f"positive class {classes[i]}"
+    for label, positive, score in curves:
+        precision, recall, _ = precision_recall_curve(positive, score)
+        ap = average_precision_score(positive, score)
         ax.plot(recall, precision, lw=1.5, label=f"{label} (AP {ap:.3f})")
     ax.set(xlabel="recall", ylabel="precision", title="precision-recall curve (out-of-fold)", ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="lower left")
