@@ -198,7 +198,8 @@ def _append_record(path: str, record: dict[str, Any]) -> None:
 
 
 def _log_fold(tracker: Any, parent: str, tags: dict[str, str], metric: str, fold: FoldResult) -> None:
-    """A fold's child run is written after the fold ends: it is never seen RUNNING."""
+    """A fold's child run is written after the fold ends, so it is RUNNING only between the three store calls
+    below; a grid's ``--resume`` ends one a SIGKILL left there KILLED."""
     child_tags = {**tags, "expt.run_type": "fold", "expt.fold": str(fold.index)}
     child = tracker.start(f"fold-{fold.index}", child_tags, parent_id=parent,
                           start_time=fold.started)

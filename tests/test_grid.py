@@ -175,6 +175,32 @@ def test_compare_grid_from_the_cli(store: str) -> None:
     assert missing.exit_code == 2 and "no grid 'nope'" in missing.stderr
 
 
+def test_resume_kills_what_a_sigkill_left_running_under_a_cell_folds_included(store: str) -> None:
+    """A SIGKILL can land between a fold run's start and its end: --resume ends that fold KILLED with its cell,
+    runs the cell again, and leaves nothing RUNNING (the state the kill leaves is made by hand, exactly)."""
+    from mlflow import MlflowClient
+
+    from expt.grid.runner import run_grid
+
+    outcome = run_grid(plan_grid("train", ["data=iris", "model=logistic_regression,knn", *FAST,
+                                           f"tracking.uri={store}"]))
+    client = MlflowClient(tracking_uri=store)
+    runs = all_runs(store)
+    grid = next(r for r in runs if r.data.tags.get("expt.run_type") == "grid")
+    cell = next(r for r in runs if r.data.tags.get("expt.run_type") == "train" and r.data.tags["expt.model"] == "knn")
+    fold = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == cell.info.run_id)
+    for run_id, status in ((cell.info.run_id, "RUNNING"), (fold.info.run_id, "RUNNING"), (grid.info.run_id, "KILLED")):
+        client.update_run(run_id, status=status)
+    resumed = run_cli("train", "-m", "--resume", outcome.grid_id)
+    assert resumed.exit_code == 0, resumed.output
+    after = {r.info.run_id: r for r in all_runs(store)}
+    assert after[cell.info.run_id].info.status == "KILLED" and after[fold.info.run_id].info.status == "KILLED"
+    assert "RUNNING" not in {r.info.status for r in after.values()}
+    knn = [r for r in after.values() if r.data.tags.get("expt.run_type") == "train"
+           and r.data.tags["expt.model"] == "knn" and r.info.status == "FINISHED"]
+    assert len(knn) == 1 and knn[0].info.run_id != cell.info.run_id  # the killed cell ran again, once
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_of_a_grid_with_two_workers(store: str, tmp_path: Path) -> None:
     """No cell runs twice and none is lost: the killed cells' runs end KILLED and run again."""

@@ -159,13 +159,15 @@ def _open(tracker: Any, plan: GridPlan, spec: dict[str, Any]) -> str:
 
 def _reopen(tracker: Any, grid_run: str, kind: str) -> set[str]:
     """A stopped grid's run back to RUNNING; a train cell a dead process left RUNNING becomes KILLED (it runs
-    again); a sweep cell resumes itself. Returns the keys of the finished cells."""
+    again), and so does any fold run under it that the kill caught between its start and its end (a fold's run is
+    written in three store calls after the fold ends); a sweep cell resumes itself. Returns the keys of the
+    finished cells."""
     run = tracker.client.get_run(grid_run)
     tracker.client.update_run(grid_run, status="RUNNING")
     runs = cell_runs(tracker.client, run)
     if kind == "train":
-        stale = [r.info.run_id for r in runs if r.data.tags.get("expt.run_type") == "train"
-                 and r.data.tags.get(CELL_TAG) and r.info.status == "RUNNING"]
+        stale = [r.info.run_id for r in runs if r.info.run_id != grid_run and r.data.tags.get(CELL_TAG)
+                 and r.info.status == "RUNNING"]
         tracker.end_quietly(stale, "KILLED")
     return set(finished_cells(runs, kind))
 
