@@ -50,6 +50,31 @@ def all_runs(uri: str) -> list:
     return client.search_runs(experiments, max_results=10_000) if experiments else []
 
 
+@pytest.fixture(params=["side", "inline"])
+def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a train run's writes go (expt.train_writer): a process of its own, or this one. The choice is made
+    by the idle cores otherwise, so a test of what a run writes runs both."""
+    from expt.core.offload import MODE_ENV
+
+    monkeypatch.setenv(MODE_ENV, request.param)
+    return request.param
+
+
+def long_train_until_running(store: str, cwd: Path, trees: int = 3000):
+    """``expt train`` of a random forest long enough that a signal sent now lands mid-run, as a subprocess,
+    returned once its parent run shows RUNNING in the store (polling is slow on a loaded machine)."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest",
+                             f"model.estimator.n_estimators={trees}", "learner=repeated", f"tracking.uri={store}"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
+        time.sleep(0.3)
+    return proc
+
+
 def train(store: str, *overrides: str):
     """Compose, prepare and run `expt train` in this process against `store`."""
     from expt.core.config import compose

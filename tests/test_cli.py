@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, OPTIONS_BY_GROUP, ROOT, all_runs
+from conftest import EXPT, OPTIONS_BY_GROUP, ROOT, all_runs, long_train_until_running
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -64,7 +64,7 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(store: str, small_cs
     assert all_runs(store) == []
 
 
-def test_a_run_that_fails_is_marked_failed_not_running(store: str) -> None:
+def test_a_run_that_fails_is_marked_failed_not_running(store: str, writer_mode: str) -> None:
     result = run_cli("train", "model=knn", "model.estimator.n_neighbors=500", f"tracking.uri={store}")
     assert result.exit_code == 1
     assert "every fold failed" in result.stderr and "n_neighbors" in result.stderr
@@ -160,7 +160,7 @@ def test_usage_error_from_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
     assert not (tmp_path / "mlruns.db").exists()
 
 
-def test_unreachable_tracking_server_is_one_line_without_the_password(tmp_path: Path) -> None:
+def test_unreachable_tracking_server_is_one_line_without_the_password(tmp_path: Path, writer_mode: str) -> None:
     result = run_cli("train", "model=knn", "tracking.uri=http://alice:s3cret@127.0.0.1:9")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
@@ -168,17 +168,10 @@ def test_unreachable_tracking_server_is_one_line_without_the_password(tmp_path: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_the_run_killed(store: str, tmp_path: Path) -> None:
+def test_ctrl_c_marks_the_run_killed(store: str, tmp_path: Path, writer_mode: str) -> None:
     import signal
-    import time
 
-    # Long enough that the interrupt lands mid-run even when polling the store is slow on a loaded machine.
-    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest", "model.estimator.n_estimators=3000",
-                             "learner=repeated", f"tracking.uri={store}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
-        time.sleep(0.5)
+    proc = long_train_until_running(store, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

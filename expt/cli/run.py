@@ -38,22 +38,28 @@ def train(
             return
         from expt.core.build import trusting
 
-        composed = _compose_one(split_args(list(ctx.args)), config_dir)
         if cfg:
-            _print_cfg(composed, resolve)
+            _print_cfg(_compose_one(split_args(list(ctx.args)), config_dir), resolve)
             return
-        from expt.tracking.environment import mark
+        from expt.train_writer import start_writer
 
-        mark("composed")
-        from expt.cli.render import TrainProgress, print_train_result
-        from expt.core.prepare import prepare
-        from expt.train import run_train
+        writer = start_writer()  # first: MLflow's imports (~1.5 s) overlap the compose, the data and the folds
+        try:
+            composed = _compose_one(split_args(list(ctx.args)), config_dir)
+            from expt.tracking.environment import mark
 
-        with trusting(trust_target):
-            prepared = prepare(composed)
-            mark("prepared (data, pipeline)")
-            with TrainProgress(prepared) as progress:
-                result = run_train(prepared, on_fold=progress.advance)
+            mark("composed")
+            from expt.cli.render import TrainProgress, print_train_result
+            from expt.core.prepare import prepare
+            from expt.train import run_train
+
+            with trusting(trust_target):
+                prepared = prepare(composed)
+                mark("prepared (data, pipeline)")
+                with TrainProgress(prepared) as progress:
+                    result = run_train(prepared, on_fold=progress.advance, writer=writer)
+        finally:
+            writer.close()
         mark("train done")
         print_train_result(result)
 

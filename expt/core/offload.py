@@ -67,7 +67,7 @@ class SideEvaluator:
         self.process = ctx.Process(target=_side_main, args=(child,), name="expt-evaluation", daemon=True)
         self.process.start()
         child.close()
-        self._tmp = tempfile.mkdtemp(prefix="expt-eval-")
+        self._tmp = self._folder = tempfile.mkdtemp(prefix="expt-eval-")
         self._error = ""
 
     def submit(self, payload: Mapping[str, Any]) -> None:
@@ -107,7 +107,13 @@ class SideEvaluator:
             self.process.terminate()
             self.process.join(5)
         self._conn.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def handover(self) -> tuple[dict[str, Any], str]:
+        """The files written and their folder, which the caller now owns (:meth:`close` leaves it)."""
+        files, self._tmp = self.result(), ""
+        return files, self._folder
 
 
 class InlineEvaluator:
@@ -118,7 +124,7 @@ class InlineEvaluator:
     others (the scheduler shares them per thread), that is time the run does not wait for."""
 
     def __init__(self) -> None:
-        self._tmp = tempfile.mkdtemp(prefix="expt-eval-")
+        self._tmp = self._folder = tempfile.mkdtemp(prefix="expt-eval-")
         self._thread: threading.Thread | None = None
         self._done: dict[str, Any] = {}
 
@@ -147,13 +153,19 @@ class InlineEvaluator:
 
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(60)  # its files are in the folder removed next
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def handover(self) -> tuple[dict[str, Any], str]:
+        """The files written and their folder, which the caller now owns (:meth:`close` leaves it)."""
+        files, self._tmp = self.result(), ""
+        return files, self._folder
 
 
 MODE_ENV = "EXPT_EVALUATION"  # side | inline: overrides the choice below (tests, benchmarks)
 
 
-def start_evaluator() -> SideEvaluator | InlineEvaluator:
+def start_evaluator(side: bool = True) -> SideEvaluator | InlineEvaluator:
     """A side process when a core is idle, else a thread of this process.
 
     Measured on 2 cores (breast_cancer, random forest, whole ``expt train``): with a core idle the side
@@ -165,7 +177,7 @@ def start_evaluator() -> SideEvaluator | InlineEvaluator:
     import multiprocessing
 
     mode = os.environ.get(MODE_ENV, "")
-    if multiprocessing.current_process().daemon or mode == "inline":
+    if multiprocessing.current_process().daemon or mode == "inline" or not side:
         return InlineEvaluator()
     if mode != "side" and not idle_core():
         return InlineEvaluator()
@@ -179,3 +191,19 @@ def idle_core() -> bool:
         return cores - os.getloadavg()[0] >= 0.75
     except OSError:
         return True
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); elsewhere, best effort."""
+    import ctypes
+    import multiprocessing
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # it died before the signal was asked for
+        os._exit(1)

@@ -116,7 +116,7 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
             failed = run_in_workers(plan, todo, tags, workers, grid_id, progress)
         else:
-            failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress))]
+            failed = _run_here(plan, todo, tags, grid_id, progress)
         outcome = close_grid(tracker, grid_run, spec, failed)
     except KeyboardInterrupt:
         tracker.end_quietly([grid_run], "KILLED")
@@ -128,6 +128,25 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
         raise
     outcome.ran = len(todo)
     return outcome
+
+
+def _run_here(plan: GridPlan, todo: list[Any], tags: dict[str, dict[str, str]], grid_id: str,
+              progress: Any) -> list[tuple[str, str]]:
+    """The cells one after another in this process; a train grid's writes go to one writer for all its cells
+    and are all done when this returns."""
+    writer = None
+    if plan.kind == "train":
+        from expt.train_writer import start_writer
+
+        writer = start_writer()
+    try:
+        failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress, writer))]
+        if writer is not None:
+            writer.drain()
+    finally:
+        if writer is not None:
+            writer.close()
+    return failed
 
 
 def _open(tracker: Any, plan: GridPlan, spec: dict[str, Any]) -> str:

@@ -298,6 +298,16 @@ def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: s
                 mask_credentials(uri)})
 
 
+def with_source(record: dict[str, Any], run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
+    """A record made before its run existed (:mod:`expt.train_writer` opens the run in another process), given
+    the run it belongs to: its id and its ``source``."""
+    from expt.tracking.uri import mask_credentials
+
+    source = {**record["source"], "run_id": run_id, "experiment_id": experiment_id,
+              "tracking_uri": mask_credentials(uri)}
+    return {**record, "id": f"{source['kind']}/{run_id}", "source": source}
+
+
 def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
     """One record per completed trial of the final search: an inner-CV score of a configuration on all the data.
 

@@ -1,0 +1,372 @@
+"""What a train run writes to MLflow, in the train process or in a process of its own.
+
+Every write a train run makes is a method of :class:`TrainWriter`, called in the order the run tree is
+written: the parent run with its config, each fold's run, the evaluation job, the summary, the final model,
+the record, the end. The train process never needs MLflow to cross-validate, and importing MLflow and
+opening its store cost ~1.5 s, so with a core idle ``expt train`` starts a :class:`WriterProcess` before it
+composes the config: that process imports MLflow, scikit-learn and matplotlib while the command composes,
+loads the data and runs the folds, and runs the same methods from a queue. The command returns when the
+writer has written everything (:meth:`WriterProcess.wait`); a store that fails is a one-line error as
+before, raised at the next fold or at the end. Without an idle core, a second interpreter's imports would
+compete with the folds, and the same methods run here (:class:`LocalWriter`).
+
+A grid (``expt train -m``) keeps one writer for all its cells: a cell's runs are written while the next
+cell's folds run, and the grid waits for the writes before it compares the cells.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from expt.core.offload import MODE_ENV  # side | inline: where the writes (and the evaluation) run
+from expt.tracking.environment import mark
+
+ENDS = ("end", "abort")  # the calls that end a run: each has one reply
+
+
+class TrainWriter:
+    """The writes of train runs, one run after another, to one store; raises on the first failed write."""
+
+    def __init__(self, uri: str, experiment: str, sqlite_wal: bool) -> None:
+        from expt.tracking.client import Tracker
+
+        self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
+        self.run_id = ""
+
+    def open(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any], texts: Mapping[str, str]) -> None:
+        self.run_id = self.tracker.start(name, tags)
+        self.tracker.log(self.run_id, params=params)
+        for path, text in texts.items():
+            self.tracker.log_text(self.run_id, text, path)
+        mark("writer: parent run started, config logged")
+
+    def fold(self, tags: Mapping[str, str], metric: str, fold: Any) -> None:
+        """A fold's run, written after the fold ended: RUNNING only between these three store calls (a grid's
+        ``--resume`` ends one a SIGKILL left there KILLED)."""
+        from expt.models.hooks import epoch_series
+
+        tracker = self.tracker
+        child_tags = {**tags, "expt.run_type": "fold", "expt.fold": str(fold.index)}
+        child = tracker.start(f"fold-{fold.index}", child_tags, parent_id=self.run_id, start_time=fold.started)
+        metrics = {"fit_time": fold.fit_time, "score_time": fold.score_time}
+        if fold.error is None:
+            metrics.update(fold.scores)
+            metrics[metric] = fold.score
+            metrics[f"train_{metric}"] = fold.train_score
+        extra = {"expt.error": fold.error[:5000]} if fold.error else {}
+        try:
+            tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train,
+                                                        "n_test": fold.n_test}, tags=extra,
+                        series=epoch_series(fold.history, metric))  # a torch model's epochs, in the same batch
+        except BaseException:
+            tracker.end_quietly([child], "FAILED")
+            raise
+        tracker.end(child, "FAILED" if fold.error else "FINISHED",
+                    end_time=fold.started + fold.fit_time + fold.score_time)
+
+    def summary(self, metrics: Mapping[str, float], series: Mapping[str, list[float]]) -> None:
+        self.tracker.log(self.run_id, metrics=metrics, series=series)
+
+    def model(self, model: Any, example: Any, fmt: str) -> None:
+        self.tracker.log_sklearn_model(self.run_id, model, example, fmt)
+        mark("writer: model logged")
+
+    def record(self, record: dict[str, Any], path: str) -> None:
+        """The record, whole or not at all: logged with the run, then appended to the records file (a file that
+        cannot be written is a warning: the record stays with the run)."""
+        import json
+        import warnings
+
+        from expt.meta.records import ARTIFACT, RecordStore, with_source
+
+        record = with_source(record, self.run_id, self.tracker.experiment_id, self.tracker.uri)
+        self.tracker.log_text(self.run_id, json.dumps(record, sort_keys=True) + "\n", ARTIFACT)
+        self.tracker.log(self.run_id, tags={"expt.records": "1"})
+        try:
+            RecordStore(path).append([record])
+        except OSError as exc:
+            warnings.warn(f"record not appended to {path} ({exc.strerror or exc}); it is logged with the run as "
+                          "records.jsonl", stacklevel=2)
+
+    def evaluation(self, files: Mapping[str, Any], folder: str) -> None:
+        """``predictions.parquet`` and ``plots/`` (:func:`expt.core.evaluation.evaluate_and_draw`'s files), then
+        their folder, which this writer now owns, is removed."""
+        import shutil
+
+        try:
+            self.tracker.log_files(self.run_id, [files["predictions"]])
+            self.tracker.log_files(self.run_id, files["plots"], "plots")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        mark("writer: evaluation logged")
+
+    def end(self, status: str = "FINISHED") -> tuple[str, str, str]:
+        """The run's end; returns its id, its experiment's and the store's URI."""
+        self.tracker.end(self.run_id, status)
+        self.tracker.checkpoint()
+        return self.run_id, self.tracker.experiment_id, self.tracker.uri
+
+    def abort(self, status: str) -> tuple[str, str, str]:
+        """The run ends ``status`` after an error: best effort, the first error is the one to report."""
+        if self.run_id:
+            self.tracker.end_quietly([self.run_id], status)
+            self.tracker.checkpoint()
+        return self.run_id, self.tracker.experiment_id, self.tracker.uri
+
+
+def light(fold: Any) -> Any:
+    """A fold as its run needs it: no model, no held-out rows, no predictions (they go to the evaluation)."""
+    return replace(fold, model=None, test_index=None, outputs=None)
+
+
+class LocalWriter:
+    """:class:`TrainWriter` in this process: each call writes now and raises as it fails."""
+
+    takes_a_core = False
+
+    def __init__(self) -> None:
+        self.writer: TrainWriter | None = None
+        self.ended: list[tuple[str, str, str]] = []
+
+    def configure(self, tracking: Mapping[str, Any]) -> None:
+        if self.writer is None:
+            self.writer = TrainWriter(tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])
+            mark("train: store open")
+
+    def call(self, method: str, *args: Any) -> int | None:
+        """Write now; for a run's end (``end``, ``abort``) the ticket :meth:`wait` takes."""
+        assert self.writer is not None
+        out = getattr(self.writer, method)(*args)
+        if method in ENDS:
+            self.ended.append(out)
+            return len(self.ended) - 1
+        return None
+
+    def check(self) -> None:
+        """Nothing pending here: a failed write has raised already."""
+
+    def wait(self, ticket: int | None = None) -> tuple[str, str, str]:
+        """The ended run's (run id, experiment id, URI); the last one's without a ticket."""
+        return self.ended[-1 if ticket is None else ticket]
+
+    def drain(self) -> None:
+        """Every run is written already."""
+
+    def close(self) -> None:
+        pass
+
+
+class WriterProcess:
+    """:class:`TrainWriter` in a process of its own, started before the config is composed; fed by a queue.
+
+    Nothing is written before :meth:`configure` names the store; :meth:`close` ends a writer that never got
+    one at once (bad input writes nothing). The writer dies with this process (a SIGKILLed train leaves its
+    run RUNNING, as a train process killed alone does). Replies come back in the order the runs ended: one
+    per run (its ids, or the error that failed it), and one ``failed`` as soon as a write fails.
+    """
+
+    takes_a_core = True
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.queue, self.replies = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=writer_main, args=(self.queue, self.replies), name="expt-mlflow-writer",
+                                   daemon=False)
+        self.process.start()
+        self.configured = False
+        self.ends = 0  # runs whose end was sent
+        self.ended: list[tuple[str, Any]] = []  # their replies, in order
+
+    def configure(self, tracking: Mapping[str, Any]) -> None:
+        if not self.configured:
+            self.queue.put(("configure", (tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])))
+            self.configured = True
+
+    def call(self, method: str, *args: Any) -> int | None:
+        """Send one write, pickled now (cloudpickle, as MLflow saves a model: what the caller changes afterwards
+        is not what gets written); for a run's end, the ticket :meth:`wait` takes."""
+        import cloudpickle
+
+        try:
+            payload = cloudpickle.dumps((method, args))
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
+            from expt.core.errors import TrackingError
+
+            raise TrackingError(f"cannot hand {method} to the MLflow writer process ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); run with {MODE_ENV}=inline to write from this process") from None
+        self.queue.put(("call", payload))
+        if method in ENDS:
+            self.ends += 1
+            return self.ends - 1
+        return None
+
+    def check(self) -> None:
+        """Raise now if a write already failed (a store that cannot be opened), so the folds stop early."""
+        from queue import Empty
+
+        while True:
+            try:
+                self._read(self.replies.get_nowait())
+            except Empty:
+                self._check_alive()
+                return
+
+    def wait(self, ticket: int | None = None, timeout: float = 3600) -> tuple[str, str, str]:
+        """Block until the run is written (the last one sent without a ticket): its (run id, experiment id, URI),
+        or TrackingError with the write that failed it."""
+        from queue import Empty
+
+        ticket = self.ends - 1 if ticket is None else ticket
+        while len(self.ended) <= ticket:
+            try:
+                reply = self.replies.get(timeout=1.0)
+            except Empty:
+                self._check_alive()
+                timeout -= 1.0
+                if timeout <= 0:
+                    self._fail("the MLflow writer process did not finish in time")
+                continue
+            if reply[0] != "failed":  # said again by the run's end
+                self.ended.append(reply)
+        kind, value = self.ended[ticket]
+        if kind == "error":
+            self._fail(value)
+        return value
+
+    def drain(self) -> None:
+        """Wait until every run sent is written; TrackingError for the first that failed."""
+        for ticket in range(self.ends):
+            self.wait(ticket)
+
+    def _read(self, reply: tuple[str, Any]) -> None:
+        if reply[0] == "failed":
+            self._fail(reply[1])
+        self.ended.append(reply)
+
+    def _check_alive(self) -> None:
+        if not self.process.is_alive():
+            self._fail(f"the MLflow writer process exited with code {self.process.exitcode}; run with --debug "
+                       "(EXPT_DEBUG=1) to see why")
+
+    def _fail(self, text: str) -> None:
+        from expt.core.errors import TrackingError
+
+        raise TrackingError(text)
+
+    def close(self) -> None:
+        """Stop the writer: after everything sent when it was configured, at once when it never was."""
+        if self.process.is_alive():
+            if self.configured:
+                self.queue.put(("stop", None))
+                self.process.join(600)
+            if self.process.is_alive():
+                self.process.terminate()
+        self.process.join(30)
+        self.queue.cancel_join_thread()  # what a dead writer did not read must not hold this process at exit
+
+
+def writer_main(queue: Any, replies: Any) -> None:
+    """The writer process: import, wait for the store, then run each call; after a failed call the run it
+    belongs to is ended FAILED, its remaining calls are skipped and its end reports the error."""
+    import logging
+    import pickle
+
+    from expt.core.offload import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle; it sends abort
+    die_with_parent()
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mark("writer: started")
+    warm_up()
+    mark("writer: mlflow imported")
+    writer: TrainWriter | None = None
+    error = ""
+    warmed = False
+    while True:
+        if not warmed and queue.empty():  # idle: the folds are still running
+            warm_up_later()
+            warmed = True
+        kind, body = queue.get()
+        if kind == "stop":
+            break
+        if kind == "configure":
+            try:
+                writer = TrainWriter(*body)
+                mark("writer: store open")
+            except Exception as exc:  # noqa: BLE001 - reported to the command as one line
+                error = _one_line(exc)
+                replies.put(("failed", error))  # now: the command stops at its next fold
+            continue
+        method, args = pickle.loads(body)  # noqa: S301 - pickled by this process's parent a moment ago
+        ending = method in ENDS
+        if error or writer is None:
+            if ending:
+                replies.put(("error", error or "no store was configured"))
+                error = "" if writer is not None else error
+            continue
+        try:
+            out = getattr(writer, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - reported to the command as one line, the run ended FAILED
+            error = _one_line(exc)
+            if os.environ.get("EXPT_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
+            writer.abort("FAILED")
+            replies.put(("failed", error))
+            if ending:
+                replies.put(("error", error))
+                error = ""
+            continue
+        if ending:
+            replies.put(("ended", out))
+    replies.close()
+    replies.join_thread()  # os._exit would drop what the queue's feeder thread still holds
+    os._exit(0)  # no interpreter teardown: MLflow's and matplotlib's take ~1 s and guard nothing
+
+
+def _one_line(exc: BaseException) -> str:
+    """expt's own errors as they are (the same line the train process would print), others named."""
+    from expt.core.errors import ExptError
+
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if isinstance(exc, ExptError) else f"MLflow logging failed: {type(exc).__name__}: {text}"
+
+
+def warm_up() -> None:
+    """What the first writes need, imported while the command composes and loads the data."""
+    from mlflow import MlflowClient  # noqa: F401
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 - a database store
+
+    from expt.tracking import client  # noqa: F401
+
+
+def warm_up_later() -> None:
+    """What the final model needs (scikit-learn to unpickle it, ``mlflow.sklearn`` to save it), imported while
+    the writer waits for the folds: on the run's critical path it cost ~1 s."""
+    import mlflow.sklearn  # noqa: F401
+    import sklearn.pipeline  # noqa: F401
+    from mlflow.models import infer_signature  # noqa: F401
+
+    mark("writer: warmed up for the model")
+
+
+def start_writer() -> WriterProcess | LocalWriter:
+    """A writer process when a core is idle (and this process may start one), else the writes run here."""
+    import multiprocessing
+
+    from expt.core.offload import idle_core
+
+    mode = os.environ.get(MODE_ENV, "")
+    if multiprocessing.current_process().daemon or mode == "inline":
+        return LocalWriter()
+    if mode != "side" and not idle_core():
+        return LocalWriter()
+    return WriterProcess()
