@@ -1,4 +1,5 @@
-"""The knowledge base's recipes (datasets, portfolio) and its builder's protocol, on a tiny build."""
+"""The knowledge base's recipes (datasets, portfolio) and its builder's protocol, on a tiny build; the build on
+the grid's workers: killed part way and resumed, and reproducing the shipped records."""
 
 from __future__ import annotations
 
@@ -141,3 +142,114 @@ def test_the_command_builds_a_tiny_knowledge_base_into_the_file_it_is_given(tmp_
              str(tmp_path / "b"), "--out", str(out), "--workers", "2", "--max-rows", "100"])
     shipped = [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
     assert len(shipped) == 4 and {r["protocol"]["max_rows"] for r in shipped} == {100}
+
+
+def test_pairs_a_model_cannot_run_are_skipped_with_the_reason_and_a_bad_configuration_stops_the_build(
+        tmp_path: Path) -> None:
+    datasets, portfolio, protocol = tiny(tmp_path)
+    portfolio.append({"name": "knn_clf", "overrides": ["model=knn"], "tasks": ["classification"]})
+    pairs = kb.plan_pairs(datasets, portfolio, protocol)
+    assert {(p.entry["name"], p.config["name"]): p.skip for p in pairs if p.skip} == {
+        ("diabetes", "logreg_c1"): "logistic_regression handles classification only; diabetes is a regression task",
+        ("diabetes", "knn_clf"): "knn_clf is listed for classification only"}
+    jobs = kb.jobs_for([p for p in pairs if p.skip is None], tmp_path, protocol, workers=2)
+    assert [(j["key"], [c["name"] for c in j["configs"]]) for j in jobs] == [
+        ("iris#1", ["ridge_a1", "knn_5", "logreg_c1", "knn_clf"]), ("diabetes#1", ["ridge_a1", "knn_5"])]
+    with pytest.raises(SystemExit, match="^portfolio entry typo: .*unknown model 'knnn'"):
+        kb.plan_pairs(datasets, [{"name": "typo", "overrides": ["model=knnn"]}], protocol)
+
+
+def test_a_pair_whose_record_was_written_but_not_its_done_line_is_done(tmp_path: Path) -> None:
+    """A stop between the two writes: the next build lists the pair rather than run it again."""
+    datasets, portfolio, protocol = tiny(tmp_path)
+    build = tmp_path / "build"
+    kb.run_dataset(datasets[0], portfolio[:1], str(build), protocol)
+    key = kb.pair_key(datasets[0], portfolio[0], protocol)
+    assert kb.read_done(build) == {key}
+    (build / "done.txt").write_text("")
+    assert kb.settle_done(build) == {key} and (build / "done.txt").read_text() == key + "\n"
+    assert kb.run_dataset(datasets[0], portfolio[:1], str(build), protocol) == []
+
+
+def kb_command(tmp_path: Path, datasets: list[dict], portfolio: list[dict], *options: str) -> list[str]:
+    """``python -m expt.kb`` on these recipes, building in tmp_path/build into tmp_path/kb.jsonl.gz."""
+    import sys
+
+    import yaml
+
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(datasets))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(portfolio))
+    return [sys.executable, "-m", "expt.kb", "--datasets", str(tmp_path / "d.yaml"), "--portfolio",
+            str(tmp_path / "p.yaml"), "--build", str(tmp_path / "build"), "--out", str(tmp_path / "kb.jsonl.gz"),
+            *options]
+
+
+def built_pairs(build: Path) -> set[str]:
+    """The pairs a build has finished: done.txt's, and those whose record is written."""
+    return kb.read_done(build) | kb.recorded_pairs(build)
+
+
+@pytest.mark.slow
+def test_a_build_killed_part_way_resumes_and_runs_every_pair_once(tmp_path: Path) -> None:
+    """SIGKILL after the first finished pair: the two workers die with the build, and the build run again runs
+    exactly the pairs not finished, so no pair runs twice and none is lost."""
+    import signal
+    import subprocess
+    import time
+
+    from test_grid import _spawned_children, _still_running
+
+    datasets, portfolio, protocol = tiny(tmp_path)
+    portfolio += [{"name": name, "overrides": [f"model={model}"]} for name, model in (
+        ("rf", "random_forest"), ("et", "extra_trees"), ("hgb", "hist_gradient_boosting"), ("mlp", "mlp"))]
+    command = kb_command(tmp_path, datasets, portfolio, "--workers", "2", "--max-rows", "120")
+    build, pairs = tmp_path / "build", kb.plan_pairs(datasets, portfolio, protocol)
+    every = {kb.pair_key(p.entry, p.config, protocol) for p in pairs if p.skip is None}
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not built_pairs(build):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the build ended before it could be killed: {proc.communicate()}"
+    workers = _spawned_children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert len(workers) == 2 and not _still_running(workers, within=15.0)  # they died with the build
+    finished = built_pairs(build)
+    assert finished and finished < every, "the kill did not land part way"
+
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(finished)} done, {len(every) - len(finished)} to run" in resumed.stdout  # finished: not run again
+    done = (build / "done.txt").read_text().splitlines()
+    assert sorted(done) == sorted(every)  # every pair once: none twice, none lost
+    records = RecordStore(build / "records.jsonl").read()
+    assert kb.recorded_pairs(build) == every and len(records) == len(every)
+    assert len(gzip.decompress((tmp_path / "kb.jsonl.gz").read_bytes()).splitlines()) == len(every)
+
+
+@pytest.mark.slow
+def test_the_build_reproduces_the_shipped_records(tmp_path: Path) -> None:
+    """Pairs of the shipped knowledge base (each under a second), built again on the workers, as `make kb` does:
+    every field but the time of day and the fit time is the shipped record's."""
+    from expt.meta.records import read_kb
+
+    out = tmp_path / "kb.jsonl.gz"
+    kb.main(["--only", "iris", "--only", "airquality", "--configs", "knn_5", "--configs", "ridge_a1", "--build",
+             str(tmp_path / "build"), "--out", str(out), "--workers", "2"])
+    built = [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
+    shipped = {(r["dataset"]["name"], r["model"]["config_key"]): r for r in read_kb()}
+    assert len(built) == 4
+    for record in built:
+        twin = shipped[record["dataset"]["name"], record["model"]["config_key"]]
+        assert record["scores"] == twin["scores"]
+        assert {k: v for k, v in record.items() if k not in ("created", "fit_seconds")} == {
+            k: v for k, v in twin.items() if k not in ("created", "fit_seconds")}
+
+
+@pytest.mark.slow
+def test_an_error_in_a_job_stops_the_workers_in_one_line() -> None:
+    from expt.core.errors import RunFailedError
+    from expt.grid.workers import run_jobs
+
+    with pytest.raises(RunFailedError, match=r"^knowledge base job broken: KeyError: 'entry'$"):
+        run_jobs([{"key": "broken"}], 1, kb.run_job, what="knowledge base", unit="job")

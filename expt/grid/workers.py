@@ -1,43 +1,79 @@
-"""``--workers N``: a grid's cells in N processes, each taking the next cell from a queue.
+"""``--workers N``: jobs in N processes, each taking the next job from a queue.
 
-A worker runs its cell as the grid's own process would (:func:`expt.grid.cells.run_job`). Workers die with the
-grid process (Linux's parent-death signal), so a grid killed with SIGKILL leaves no worker finishing a cell that
-``--resume`` would run a second time: the killed cell's run stays RUNNING, and ``--resume`` marks it KILLED and
-runs the cell again.
+Two kinds of job use it: a grid's cells (:func:`run_in_workers`: a worker runs its cell as the grid's own process
+would, :func:`expt.grid.cells.run_job`), and the knowledge-base builder's (``expt.kb.build``: a dataset and a
+slice of the portfolio), through :func:`run_jobs` with a job runner of their own.
+
+Workers die with the process that started them (Linux's parent-death signal), so a grid killed with SIGKILL
+leaves no worker finishing a cell that ``--resume`` would run a second time: the killed cell's run stays RUNNING,
+and ``--resume`` marks it KILLED and runs the cell again. Each worker's thread pools get its share of the cores.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from expt.core.errors import ExptError, RunFailedError
-from expt.grid.cells import run_job, sweep_id
+from expt.core.offload import die_with_parent
 from expt.grid.plan import GridPlan, PlannedCell
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read as each library loads
 
 
 def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict[str, str]], workers: int,
                    grid_id: str, progress: Any = None) -> list[tuple[str, str]]:
-    """Run ``todo`` on ``workers`` processes; returns the cells that failed (every fold failed), raises on any other
-    error, after stopping the workers."""
+    """Run a grid's ``todo`` on ``workers`` processes; returns the cells that failed (every fold failed), raises
+    on any other error, after stopping the workers."""
+    from expt.grid.cells import run_job, sweep_id
+
+    jobs = [{"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": plan.config_dir,
+             "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c)} for c in todo]
+    watch = None if progress is None else _CellProgress(progress, todo)
+    return run_jobs(jobs, workers, run_job, progress=watch, what="grid", unit="cell",
+                    resume=f"continue with: expt {plan.kind} -m --resume {grid_id}")
+
+
+class _CellProgress:
+    """The grid's progress display (it shows cells), told of jobs by their keys."""
+
+    def __init__(self, progress: Any, todo: list[PlannedCell]) -> None:
+        self.progress, self.by_key = progress, {c.cell.key: c for c in todo}
+
+    def job_started(self, key: str) -> None:
+        self.progress.cell_started(self.by_key[key])
+
+    def job_done(self, key: str, ok: bool, value: Any) -> None:
+        self.progress.cell_done(key, ok=ok)
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[str, Any]], Any], *,
+             progress: Any = None, what: str = "grid", unit: str = "cell", resume: str = "") -> list[tuple[str, str]]:
+    """Run ``runner(job)`` for every job (a picklable dict with a unique ``key``) on ``workers`` processes, in
+    order; ``runner`` must be a module-level function, since a spawned worker finds it by its name.
+
+    ``progress`` (optional) is told in this process as the workers report: ``job_started(key)`` and
+    ``job_done(key, ok, value)``, ``value`` being what ``runner`` returned. A job that raises
+    :class:`RunFailedError` failed (the others go on) and is returned as (key, why); any other error stops the
+    workers and is raised as one line naming the job (``what unit key: ...``).
+    """
     import multiprocessing as mp
     import queue
 
     ctx = mp.get_context("spawn")
-    jobs, results = ctx.Queue(), ctx.Queue()
-    for c in todo:
-        jobs.put({"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": plan.config_dir,
-                  "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c)})
-    n = min(workers, len(todo))
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for job in jobs:
+        tasks.put(job)
+    n = min(workers, len(jobs))
     for _ in range(n):
-        jobs.put(None)
-    procs = [ctx.Process(target=worker_main, args=(jobs, results, n), name=f"expt-grid-worker-{i + 1}")
+        tasks.put(None)
+    procs = [ctx.Process(target=worker_main, args=(tasks, results, n, runner), name=f"expt-{what}-worker-{i + 1}")
              for i in range(n)]
     for p in procs:
         p.start()
-    by_key = {c.cell.key: c for c in todo}
     failed: list[tuple[str, str]] = []
-    pending = len(todo)
+    pending = len(jobs)
     try:
         while pending:
             try:
@@ -45,20 +81,20 @@ def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     codes = [p.exitcode for p in procs]
-                    raise RunFailedError(f"the grid's workers stopped (exit codes {codes}) before every cell ran; "
-                                         f"continue with: expt {plan.kind} -m --resume {grid_id}") from None
+                    raise RunFailedError(f"the {what}'s workers stopped (exit codes {codes}) before every {unit} "
+                                         f"ran; {resume}") from None
                 continue
             if kind == "started":
                 if progress is not None:
-                    progress.cell_started(by_key[key])
+                    progress.job_started(key)
                 continue
             if kind == "error":
-                raise RunFailedError(f"grid cell {key}: {info}")
+                raise RunFailedError(f"{what} {unit} {key}: {info}")
             pending -= 1
             if kind == "failed":
                 failed.append((key, info))
             if progress is not None:
-                progress.cell_done(key, ok=kind == "done")
+                progress.job_done(key, kind == "done", info if kind == "done" else None)
     except BaseException:
         _stop(procs)
         raise
@@ -76,18 +112,19 @@ def _stop(procs: list[Any]) -> None:
             p.join(10)
 
 
-def worker_main(jobs: Any, results: Any, workers: int) -> None:
-    """A worker: take cells until the queue says stop; report each as done, failed or an error (then stop)."""
+def worker_main(jobs: Any, results: Any, workers: int, runner: Callable[[dict[str, Any]], Any]) -> None:
+    """A worker: take jobs until the queue says stop; report each as done (with what ``runner`` returned), failed
+    or an error (then stop)."""
     import signal
     import warnings
 
     die_with_parent()
-    warnings.filterwarnings("ignore")  # the grid process prints the results; a worker's warnings would interleave
+    warnings.filterwarnings("ignore")  # the parent process prints the results; a worker's warnings would interleave
     with thread_limits(workers):
         while (job := jobs.get()) is not None:
             results.put(("started", job["key"], None))
             try:
-                run_job(job)
+                value = runner(job)
             except RunFailedError as exc:
                 results.put(("failed", job["key"], str(exc)))
                 continue
@@ -97,32 +134,37 @@ def worker_main(jobs: Any, results: Any, workers: int) -> None:
             except ExptError as exc:
                 results.put(("error", job["key"], str(exc)))
                 return
-            except Exception as exc:  # noqa: BLE001 - one line to the grid process
+            except Exception as exc:  # noqa: BLE001 - one line to the parent process
                 results.put(("error", job["key"], f"{type(exc).__name__}: {exc}"))
                 return
-            results.put(("done", job["key"], None))
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the grid process dies (PR_SET_PDEATHSIG); elsewhere, best effort."""
-    import ctypes
-    import multiprocessing
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # it died before the signal was asked for
-        os._exit(1)
+            results.put(("done", job["key"], value))
 
 
 def thread_limits(workers: int) -> Any:
     """Split the cores between the workers: N workers each with every core would oversubscribe them."""
+    return cap_threads(max(1, cores() // workers))
+
+
+def cap_threads(threads: int) -> Any:
+    """Every thread pool of this process at ``threads`` (BLAS, OpenMP, torch's own); returns threadpoolctl's
+    context.
+
+    threadpoolctl reaches only the libraries already loaded, and a fresh worker has loaded none (numpy, scikit-learn
+    and torch come with its first job): the environment variables cap those that load later, torch's pool included,
+    for the rest of the process. Uncapped, 2 knowledge-base workers kept 4+ threads spinning on 2 cores.
+    """
+    import sys
+
     from threadpoolctl import threadpool_limits
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threadpool_limits(limits=max(1, cores // workers))
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # loaded already: it read the variables at its import
+        torch.set_num_threads(threads)
+    return threadpool_limits(limits=threads)
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -25,11 +25,24 @@ learner.cv.folds=3``'s.
 Cells run through expt's own ``prepare`` (compose, validate, build the pipeline and splitter) and
 ``cross_validate``, not through MLflow: a tracked run cost more than most cells' fits. The subsample is written
 once per table (``data/`` in the build folder, Parquet) and every configuration reads it as a ``source: file``
-dataset. Cells go to worker processes (one per core, each pool at one thread) as jobs of a dataset and a
-slice of the portfolio, largest tables first. A build that stops continues where it stopped: finished pairs are
-listed in ``done.txt`` and their records are in ``records.jsonl`` of the build folder; a changed dataset spec,
-configuration or protocol is a new pair. The records are then made independent of the build (sorted, gzipped,
-the latest of each pair, only current datasets, configurations and protocol) into the package.
+dataset. A build that stops continues where it stopped: finished pairs are listed in ``done.txt`` and their
+records are in ``records.jsonl`` of the build folder (a pair whose record was written but not its line, when the
+build stopped between the two, is listed as the next build starts); a changed dataset spec, configuration or
+protocol is a new pair. The records are then made independent of the build (sorted, gzipped, the latest of each
+pair, only current datasets, configurations and protocol) into the package.
+
+What the build shares with ``expt train -m`` (:mod:`expt.grid`), and what not:
+
+- shared code: the worker pool, :func:`expt.grid.workers.run_jobs` (spawned workers, one per core by default,
+  each with its share of the cores' threads; they die with the build, even by SIGKILL, so a resumed build never
+  meets a worker still finishing a pair; a job's error stops the build in one line; progress comes back to this
+  process). A job is a table and a slice of the portfolio (at most ``CHUNK`` configurations, largest tables
+  first), not one cell: its table is loaded once for all of them;
+- a shared rule, not shared code: a pair whose model does not take the dataset's task is skipped with its
+  reason, in the grid plan's words (:func:`plan_pairs`). The grid's plan and runner themselves are not used:
+  they prepare every cell before the first runs (each whole table loaded, folds hashed), require one MLflow
+  store, log each cell as a run and know a finished cell from MLflow, while the build's cells are untracked,
+  run on the table's subsample, and ``done.txt`` says what is finished.
 """
 
 from __future__ import annotations
@@ -326,29 +339,69 @@ def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: s
     return out
 
 
-def limit_threads(threads: int) -> Any:
-    """Every pool of this process at ``threads``: BLAS and OpenMP (threadpoolctl) and torch's own.
+def run_job(job: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """One job in a worker process of :func:`expt.grid.workers.run_jobs`: a table and a slice of the portfolio."""
+    return run_dataset(job["entry"], job["configs"], job["build"], job["protocol"])
 
-    Uncapped, each worker's OpenMP (histogram gradient boosting, sklearn's losses) and BLAS
-    ran a thread per core: 2 workers kept 4+ threads spinning on 2 cores (load average 4), and
-    iris's 19 configurations took 200 s; capped, pima's 19 took 32 s.
+
+# --- which pairs run, in which jobs ------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    """A (dataset, configuration) pair of the build, and why it cannot run (None when it can)."""
+
+    entry: dict[str, Any]
+    config: dict[str, Any]
+    skip: str | None = None
+
+
+def plan_pairs(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], protocol: Protocol) -> list[Pair]:
+    """Every pair, with the grid plan's rule: a model that does not take the dataset's task is skipped with its
+    reason (and so is a portfolio entry whose ``tasks`` leave the task out).
+
+    Only the configurations are composed (a dataset's task is its recipe's), once each: one that does not compose
+    stops the build in one line before any cell runs.
     """
-    from threadpoolctl import threadpool_limits
+    from expt.core.config import compose
+    from expt.core.errors import ExptError
 
-    try:
-        import torch
+    models = {}
+    for config in portfolio:
+        try:
+            model = compose([*config["overrides"], *protocol.overrides()]).cfg.model
+        except ExptError as exc:
+            raise SystemExit(f"portfolio entry {config['name']}: {exc}") from None
+        models[config["name"]] = (str(model.get("name") or config["name"]), list(model.get("tasks") or TASKS))
+    return [Pair(e, c, skip_reason(e, c, *models[c["name"]])) for e in datasets for c in portfolio]
 
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency; the MLP cells would fail on their own
-        pass
-    return threadpool_limits(limits=threads)
+
+def skip_reason(entry: dict[str, Any], config: dict[str, Any], model: str, model_tasks: list[str]) -> str | None:
+    """Why the pair cannot run (None when it can): the grid plan's words, so a skip reads the same in both."""
+    task = entry["task"]
+    if task not in model_tasks:
+        return f"{model} handles {' and '.join(model_tasks)} only; {entry['name']} is a {task} task"
+    if not runs_on(config, model_tasks, task):
+        return f"{config['name']} is listed for {' and '.join(config['tasks'])} only"
+    return None
 
 
-def _work(args: tuple[dict[str, Any], list[dict[str, Any]], str, int, Protocol]) -> tuple[str, list[Any]]:
-    """One job (a dataset and a slice of the portfolio) in a worker process."""
-    entry, configs, build, threads, protocol = args
-    with limit_threads(threads):
-        return entry["name"], run_dataset(entry, configs, build, protocol)
+def settle_done(build_dir: Path) -> set[str]:
+    """The finished pairs: done.txt's, and any whose record was written but not its line (the build stopped
+    between the two), which is listed now, so that it is not run again."""
+    done, recorded = read_done(build_dir), recorded_pairs(build_dir)
+    if recorded - done:
+        with open(build_dir / "done.txt", "a") as fh:
+            fh.write("".join(f"{key}\n" for key in sorted(recorded - done)))
+    return done | recorded
+
+
+def recorded_pairs(build_dir: Path) -> set[str]:
+    """The pairs whose record the build has written, as done.txt lists them (see :func:`pair_key`)."""
+    from expt.meta.records import RecordStore
+
+    return {f"{r['dataset']['name']}\t{r['source']['config']}\t{r['id'].removeprefix('kb-build/')}"
+            for r in RecordStore(build_dir / "records.jsonl").read()}
 
 
 def approximate_rows(entries: list[dict[str, Any]]) -> dict[str, int]:
@@ -366,26 +419,53 @@ def approximate_rows(entries: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def jobs_for(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], build: Path, threads: int,
-             protocol: Protocol, workers: int = 1) -> list[tuple[Any, ...]]:
-    """Largest tables first, each split into slices of the portfolio (interleaved, so each mixes families).
+def jobs_for(todo: list[Pair], build: Path, protocol: Protocol, workers: int = 1) -> list[dict[str, Any]]:
+    """The pairs to run as jobs: largest tables first, each table's configurations split into slices of at most
+    ``CHUNK`` (interleaved, so each mixes families).
 
     Tables go in blocks of ``workers``, their slices round-robin (a1 b1 a2 b2 ...): the workers start on different
     tables, so a table's meta-features are computed once, by its first slice, before its next slice starts.
     """
-    rows = approximate_rows(datasets)
-    n_slices = max(1, -(-len(portfolio) // CHUNK))
-    slices = [s for s in (portfolio[i::n_slices] for i in range(n_slices)) if s]
-    ordered = sorted(datasets, key=lambda e: -min(rows[e["name"]], protocol.max_rows))
+    tables: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for pair in todo:
+        tables.setdefault(pair.entry["name"], (pair.entry, []))[1].append(pair.config)
+    rows = approximate_rows([entry for entry, _ in tables.values()])
+    ordered = sorted(tables.values(), key=lambda t: -min(rows[t[0]["name"]], protocol.max_rows))
     jobs = []
     for start in range(0, len(ordered), max(1, workers)):
-        block = ordered[start:start + max(1, workers)]
-        jobs += [(e, s, str(build), threads, protocol) for s in slices for e in block]
+        block = [(entry, _slices(configs)) for entry, configs in ordered[start:start + max(1, workers)]]
+        for i in range(max(len(slices) for _, slices in block)):
+            jobs += [{"key": f"{entry['name']}#{i + 1}", "entry": entry, "configs": slices[i], "build": str(build),
+                      "protocol": protocol} for entry, slices in block if i < len(slices)]
     return jobs
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _slices(configs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    n = max(1, -(-len(configs) // CHUNK))
+    return [configs[i::n] for i in range(n)]
+
+
+class Progress:
+    """What the build prints as its workers report: a line per job (its table, its configurations' seconds) and
+    a line per pair that failed."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.names = {job["key"]: job["entry"]["name"] for job in jobs}
+        self.started, self.finished, self.cells, self.failures = time.perf_counter(), 0, 0, 0
+
+    def job_started(self, key: str) -> None:
+        pass
+
+    def job_done(self, key: str, ok: bool, results: list[tuple[str, str, float]] | None) -> None:
+        results = results or []
+        bad = [(c, s) for c, s, _ in results if not s.startswith("ok")]
+        self.finished += 1
+        self.cells += len(results)
+        self.failures += len(bad)
+        elapsed = time.perf_counter() - self.started
+        print(f"[{self.finished}/{len(self.names)} {elapsed / 60:.0f} min] {self.names[key]}: "
+              f"{len(results) - len(bad)} configurations in {sum(t for _, _, t in results):.0f} s"
+              + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
 
 
 # --- the shipped file ------------------------------------------------------------------------------------
@@ -497,9 +577,11 @@ def describe(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
     import tempfile
     import warnings
 
+    from expt.grid.workers import cap_threads
+
     warnings.filterwarnings("ignore")
     rows, failed = [], []
-    with tempfile.TemporaryDirectory(prefix="expt-kb-check-") as scratch, limit_threads(1):
+    with tempfile.TemporaryDirectory(prefix="expt-kb-check-") as scratch, cap_threads(1):
         for i, entry in enumerate(datasets, 1):
             try:
                 info = check_dataset(entry, protocol, build_dir, Path(scratch))
@@ -653,19 +735,17 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
 
     import numpy as np
 
-    from expt.core.config import compose
+    from expt.grid.workers import cap_threads
 
     warnings.filterwarnings("ignore")
     load = os.getloadavg()
-    tasks = {c["name"]: set(compose([*c["overrides"], *protocol.overrides()]).cfg.model.tasks) for c in portfolio}
+    cells = [(p.entry, p.config) for p in plan_pairs(datasets, portfolio, protocol) if p.skip is None]
     print(f"loading {len(datasets)} datasets for the rows their cells see ...", flush=True)
     tables = {e["name"]: load_table(e, build_dir, protocol, features=False) for e in datasets}
     sizes = {name: table.n_used for name, table in tables.items()}
     certain = {name for name, t in tables.items() if t.dataset.task == "classification" and t.n_used > 1500
                and (t.dataset.n_classes or 0) >= MANY_CLASSES}
     labels = [f"<={BUCKETS[0]}", f"{BUCKETS[0] + 1}-{BUCKETS[1]}", f">{BUCKETS[1]}"]
-    cells = [(e, c) for e in datasets for c in portfolio
-             if e["task"] in tasks[c["name"]] and e["task"] in c.get("tasks", TASKS)]
     strata: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for e, c in cells:
         if e["name"] not in certain:
@@ -680,7 +760,7 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
           f"(sampled), the {sum(e['name'] in certain for e, _ in cells)} of {', '.join(sorted(certain)) or 'none'} "
           f"in full; timing {len(sample)} on one thread", flush=True)
     timed, first, again = [], {}, {}
-    with tempfile.TemporaryDirectory(prefix="expt-kb-estimate-") as scratch, limit_threads(1):
+    with tempfile.TemporaryDirectory(prefix="expt-kb-estimate-") as scratch, cap_threads(1):
         for i, (k, entry, config) in enumerate(sample, 1):
             name = entry["name"]
             if name not in first:  # the per-dataset work from scratch (meta-features included), then as a later
@@ -763,36 +843,39 @@ def _allocate(strata: dict[Any, list[Any]], sizes: dict[str, int], n_cells: int)
 
 def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]],
           protocol: Protocol) -> None:
-    import multiprocessing as mp
+    """Run the pairs not done yet on the grid's workers (one thread each), then compact the records."""
+    from expt.core.errors import RunFailedError
+    from expt.grid.workers import cores, run_jobs
 
     args.build.mkdir(parents=True, exist_ok=True)
-    workers = max(1, args.workers)
-    threads = max(1, cores() // workers)
-    jobs = jobs_for(datasets, portfolio, args.build, threads, protocol, workers)
+    pairs = plan_pairs(datasets, portfolio, protocol)
+    runnable = [p for p in pairs if p.skip is None]
+    done = settle_done(args.build)
+    todo = [p for p in runnable if pair_key(p.entry, p.config, protocol) not in done]
+    jobs = jobs_for(todo, args.build, protocol, max(1, args.workers))
+    workers = max(1, min(args.workers, len(jobs)))
     print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV on "
-          f"at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x {threads} thread(s), "
-          f"building in {args.build}", flush=True)
-    started, failures, cells = time.perf_counter(), 0, 0
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for i, (name, results) in enumerate(pool.imap_unordered(_work, jobs), 1):
-            bad = [(c, s) for c, s, _ in results if not s.startswith("ok")]
-            failures += len(bad)
-            cells += len(results)
-            seconds = sum(t for _, _, t in results)
-            elapsed = time.perf_counter() - started
-            print(f"[{i}/{len(jobs)} {elapsed / 60:.0f} min] {name}: {len(results) - len(bad)} configurations in "
-                  f"{seconds:.0f} s" + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
+          f"at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x "
+          f"{max(1, cores() // workers)} thread(s), building in {args.build}\n{len(pairs)} pairs: "
+          f"{len(pairs) - len(runnable)} skipped (the model does not take the dataset's task), "
+          f"{len(runnable) - len(todo)} done, {len(todo)} to run in {len(jobs)} jobs", flush=True)
+    progress = Progress(jobs)
+    try:
+        run_jobs(jobs, workers, run_job, progress=progress, what="knowledge base", unit="job",
+                 resume="run the same command again: it continues where it stopped")
+    except RunFailedError as exc:
+        raise SystemExit(str(exc)) from None
     if args.only or args.configs:
-        print(f"{cells} cells in {time.perf_counter() - started:.0f} s; a partial build (--only/--configs) is "
-              f"not compacted unless --out is given", flush=True)
+        print(f"{progress.cells} cells in {time.perf_counter() - progress.started:.0f} s; a partial build "
+              f"(--only/--configs) is not compacted unless --out is given", flush=True)
         if args.out is None:
             return
     out = args.out or _default_out()
     n = compact(args.build / "records.jsonl", out, {e["name"] for e in datasets},
                 {e["name"]: str(e["group"]) for e in datasets if e.get("group")},
                 {c["name"] for c in portfolio}, protocol)
-    print(f"{n} records -> {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s; "
-          f"{failures} pair(s) failed", flush=True)
+    print(f"{n} records -> {out} ({out.stat().st_size / 1e6:.2f} MB) in "
+          f"{time.perf_counter() - progress.started:.0f} s; {progress.failures} pair(s) failed", flush=True)
 
 
 def _default_out() -> Path:
@@ -802,6 +885,8 @@ def _default_out() -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from expt.grid.workers import cores
+
     parser = argparse.ArgumentParser(prog="python -m expt.kb", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", type=Path, default=DATASETS)
     parser.add_argument("--portfolio", type=Path, default=PORTFOLIO)
