@@ -67,7 +67,9 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
     writer.configure(tracking)
     tags = _run_tags(prepared, tags)
     plots = tracking.get("plots", True)
-    evaluator = _start_evaluator(writer) if plots else None  # first: a side process's imports overlap the folds
+    # The evaluation: drawn by the writer (a grid's), else by this run, whose evaluator starts first (its
+    # imports overlap the folds).
+    evaluator = _start_evaluator(writer) if plots and not writer.evaluates else None
     try:
         shown = masked_config(values)
         writer.call("open", tracking["run_name"] or f"{data.name}-{values['model']['name']}",
@@ -89,6 +91,8 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
         fold_model = next((f.model for f in result.folds if f.error is None and f.model is not None), None)
         if evaluator is not None:
             evaluator.submit(_evaluation(prepared, result))
+        elif plots:
+            writer.call("evaluate", _evaluation(prepared, result))
         for fold in result.folds:
             fold.model = None  # the caller gets scores, not k fitted models
         writer.call("summary", _summary_metrics(result), {f"fold_{m}": result.fold_scores(m) for m in result.metrics})

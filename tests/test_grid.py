@@ -112,7 +112,7 @@ def test_cfg_lists_the_cells_and_runs_nothing(store: str, tmp_path: Path) -> Non
 
 # --- a grid end to end on a real store ---------------------------------------------------------------------------
 
-def test_a_grid_end_to_end(store: str, tmp_path: Path) -> None:
+def test_a_grid_end_to_end(store: str, tmp_path: Path, writer_mode: str) -> None:
     from mlflow import MlflowClient
 
     from expt.grid.runner import compare_grid, run_grid
@@ -154,6 +154,9 @@ def test_a_grid_end_to_end(store: str, tmp_path: Path) -> None:
     assert {a.path for a in client.list_artifacts(grid_id, "plots")} == {"plots/cd_diagram.png",
                                                                          "plots/fold_scores.png"}
     # every cell leaves its record, as a train run does
+    for r in cells:  # drawn by the grid's writer process (side) or by the grid process (inline)
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"predictions.parquet", "plots",
+                                                                          "records.jsonl", "config.yaml"}
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert sorted(r["source"]["run_id"] for r in records) == sorted(r.info.run_id for r in cells)
     again, spec, _ = compare_grid(client, outcome.grid_id)

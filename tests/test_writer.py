@@ -89,11 +89,11 @@ def test_bad_input_writes_nothing_and_leaves_no_writer_behind(store: str, tmp_pa
     assert multiprocessing.active_children() == []
 
 
-def _spawned(pid: int) -> list[int]:
-    """The processes ``pid`` started with multiprocessing's spawn (not its resource tracker)."""
+def _started(pid: int) -> list[int]:
+    """The processes ``pid`` started (forked or spawned), not multiprocessing's resource tracker."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     children = [int(p) for p in path.read_text().split()] if path.exists() else []
-    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in children if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_a_writer_killed_mid_run_is_one_line_and_the_command_stops(store: str, t
 
     monkeypatch.setenv(MODE_ENV, "side")
     proc = long_train_until_running(store, tmp_path, trees=400)
-    writers = _spawned(proc.pid)
+    writers = _started(proc.pid)
     assert len(writers) == 1, writers  # the writer; the evaluation runs in a thread beside it
     os.kill(writers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)

@@ -167,18 +167,31 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
     from expt.grid.runner import check_options, new_grid_id, resume_plan, run_grid
 
     check_options(workers, resume, overrides)
-    with trusting(trust_target):
-        plan, state = resume_plan(resume, kind) if resume else (plan_grid(kind, overrides, config_dir), None)
-        if cfg:
-            print_cells(plan)
-            return
-        grid_id = resume or new_grid_id()
-        try:
-            with GridProgress() as progress:
-                outcome = run_grid(plan, workers=workers, grid_id=grid_id, state=state, progress=progress)
-        except KeyboardInterrupt:
-            typer.echo(f"grid {grid_id} stopped; continue it with: expt {kind} -m --resume {grid_id}", err=True)
-            raise
+    writer = None
+    if kind == "train" and workers == 1 and not cfg:
+        from expt.train_writer import start_writer
+
+        writer = start_writer(evaluates=True)  # first: MLflow's imports overlap the planning of every cell
+    try:
+        with trusting(trust_target):
+            plan, state = resume_plan(resume, kind) if resume else (plan_grid(kind, overrides, config_dir), None)
+            from expt.tracking.environment import mark
+
+            mark("grid: planned")
+            if cfg:
+                print_cells(plan)
+                return
+            grid_id = resume or new_grid_id()
+            try:
+                with GridProgress() as progress:
+                    outcome = run_grid(plan, workers=workers, grid_id=grid_id, state=state, progress=progress,
+                                       writer=writer)
+            except KeyboardInterrupt:
+                typer.echo(f"grid {grid_id} stopped; continue it with: expt {kind} -m --resume {grid_id}", err=True)
+                raise
+    finally:
+        if writer is not None:
+            writer.close()
     print_grid(outcome.comparison, outcome.spec, outcome.run_id, outcome.uri, ran=outcome.ran, failed=outcome.failed)
     if outcome.failed:
         key, why = outcome.failed[0]

@@ -127,12 +127,16 @@ class InlineEvaluator:
         self._tmp = self._folder = tempfile.mkdtemp(prefix="expt-eval-")
         self._thread: threading.Thread | None = None
         self._done: dict[str, Any] = {}
+        # matplotlib's imports (~0.4 s) while the folds run: their fits release the GIL for much of their time
+        self._warm = threading.Thread(target=warm_up, name="expt-evaluation-imports", daemon=True)
+        self._warm.start()
 
     def submit(self, payload: Mapping[str, Any]) -> None:
         self._thread = threading.Thread(target=self._work, args=(payload,), name="expt-evaluation", daemon=True)
         self._thread.start()
 
     def _work(self, payload: Mapping[str, Any]) -> None:
+        self._warm.join()
         try:
             self._done["files"] = evaluate_and_draw(payload, os.path.join(self._tmp, "out"))
         except Exception as exc:  # noqa: BLE001 - the same one line the side process would send
@@ -185,12 +189,21 @@ def start_evaluator(side: bool = True) -> SideEvaluator | InlineEvaluator:
 
 
 def idle_core() -> bool:
-    """Whether a core is free beside this process (the 1-minute load average counts this one)."""
+    """Whether a core is free beside this process: by the 1-minute load average (which counts this one), or, as
+    that average lags a burst that just ended by a minute (the run before this one, say), by the processes
+    runnable now (Linux's ``/proc/loadavg``: this one among them)."""
     try:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return cores - os.getloadavg()[0] >= 0.75
+        if cores - os.getloadavg()[0] >= 0.75:
+            return True
     except OSError:
         return True
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return cores - running >= 1
 
 
 def die_with_parent() -> None:

@@ -20,6 +20,7 @@ from expt.grid.cells import cell_tags, run_cell
 from expt.grid.plan import GridPlan, plan_grid
 from expt.grid.results import CELL_TAG, GRID_TAG, KIND_TAG, SPEC, cell_runs, finished_cells, read_cells
 from expt.grid.stats import Comparison
+from expt.tracking.environment import mark
 
 OUTPUTS = Path("outputs") / "grids"
 
@@ -91,12 +92,14 @@ def _unmask(override: str, with_credentials: Callable[..., str]) -> str:
 
 
 def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, state: dict[str, Any] | None = None,
-             progress: Any = None) -> GridOutcome:
-    """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log."""
+             progress: Any = None, writer: Any = None) -> GridOutcome:
+    """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log. A train
+    grid run in this process sends its cells' writes to ``writer`` (one is started if none is given)."""
     from expt.tracking.client import Tracker
 
     tracking = plan.tracking
     tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
+    mark("grid: store open")
     if state is not None:
         grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
         grid_run = state["run_id"]
@@ -116,8 +119,10 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
             failed = run_in_workers(plan, todo, tags, workers, grid_id, progress)
         else:
-            failed = _run_here(plan, todo, tags, grid_id, progress)
+            failed = _run_here(plan, todo, tags, grid_id, progress, writer)
+        mark("grid: cells run and written")
         outcome = close_grid(tracker, grid_run, spec, failed)
+        mark("grid: compared")
     except KeyboardInterrupt:
         tracker.end_quietly([grid_run], "KILLED")
         tracker.checkpoint()
@@ -131,20 +136,20 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
 
 def _run_here(plan: GridPlan, todo: list[Any], tags: dict[str, dict[str, str]], grid_id: str,
-              progress: Any) -> list[tuple[str, str]]:
+              progress: Any, writer: Any) -> list[tuple[str, str]]:
     """The cells one after another in this process; a train grid's writes go to one writer for all its cells
     and are all done when this returns."""
-    writer = None
-    if plan.kind == "train":
+    own = writer is None and plan.kind == "train"
+    if own:
         from expt.train_writer import start_writer
 
-        writer = start_writer()
+        writer = start_writer(evaluates=True)
     try:
         failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress, writer))]
         if writer is not None:
             writer.drain()
     finally:
-        if writer is not None:
+        if own:
             writer.close()
     return failed
 
