@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -170,6 +170,11 @@ class LocalWriter:
             return len(self.ended) - 1
         return None
 
+    def on_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(tracker, *args)``, here."""
+        assert self.writer is not None
+        return fn(self.writer.tracker, *args)
+
     def check(self) -> None:
         """Nothing pending here: a failed write has raised already."""
 
@@ -198,9 +203,9 @@ class WriterProcess:
     def __init__(self, evaluates: bool = False) -> None:
         self.evaluates = evaluates  # the evaluation drawn here too (a grid's writer) rather than by the run
         ctx = _context()
-        self.queue, self.replies = ctx.Queue(), ctx.Queue()
-        self.process = ctx.Process(target=writer_main, args=(self.queue, self.replies), name="expt-mlflow-writer",
-                                   daemon=False)
+        self.queue, self.replies, self.results = ctx.Queue(), ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=writer_main, args=(self.queue, self.replies, self.results),
+                                   name="expt-mlflow-writer", daemon=False)
         self.process.start()
         self.configured = False
         self.ends = 0  # runs whose end was sent
@@ -212,22 +217,30 @@ class WriterProcess:
             self.configured = True
 
     def call(self, method: str, *args: Any) -> int | None:
-        """Send one write, pickled now (cloudpickle, as MLflow saves a model: what the caller changes afterwards
-        is not what gets written); for a run's end, the ticket :meth:`wait` takes."""
-        import cloudpickle
-
-        try:
-            payload = cloudpickle.dumps((method, args))
-        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
-            from expt.core.errors import TrackingError
-
-            raise TrackingError(f"cannot hand {method} to the MLflow writer process ({type(exc).__name__}: "
-                                f"{str(exc)[:200]}); run with {MODE_ENV}=inline to write from this process") from None
-        self.queue.put(("call", payload))
+        """Send one write; for a run's end, the ticket :meth:`wait` takes."""
+        self._send("call", method, args)
         if method in ENDS:
             self.ends += 1
             return self.ends - 1
         return None
+
+    def on_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(tracker, *args)`` in the writer process, after every write sent before it; its result, or its
+        error raised here (expt's own as they are). ``fn`` must be a module-level function."""
+        from queue import Empty
+
+        self._send("store", fn, args)
+        while True:
+            try:
+                kind, value = self.results.get(timeout=1.0)
+            except Empty:
+                self._check_alive()
+                continue
+            if kind == "raise":
+                raise value
+            if kind == "error":
+                self._fail(value)
+            return value
 
     def check(self) -> None:
         """Raise now if a write already failed (a store that cannot be opened), so the folds stop early."""
@@ -266,6 +279,21 @@ class WriterProcess:
         """Wait until every run sent is written; TrackingError for the first that failed."""
         for ticket in range(self.ends):
             self.wait(ticket)
+
+    def _send(self, kind: str, what: Any, args: tuple[Any, ...]) -> None:
+        """Pickled now (cloudpickle, as MLflow saves a model): what the caller changes afterwards is not what
+        gets written."""
+        import cloudpickle
+
+        try:
+            payload = cloudpickle.dumps((what, args))
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
+            from expt.core.errors import TrackingError
+
+            name = what if isinstance(what, str) else getattr(what, "__name__", "a call")
+            raise TrackingError(f"cannot hand {name} to the MLflow writer process ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); run with {MODE_ENV}=inline to write from this process") from None
+        self.queue.put((kind, payload))
 
     def _read(self, reply: tuple[str, Any]) -> None:
         if reply[0] == "failed":
@@ -306,7 +334,7 @@ def _context() -> Any:
     return mp.get_context("fork" if bare and sys.platform.startswith("linux") else "spawn")
 
 
-def writer_main(queue: Any, replies: Any) -> None:
+def writer_main(queue: Any, replies: Any, results: Any) -> None:
     """The writer process: import, wait for the store, then run each call; after a failed call the run it
     belongs to is ended FAILED, its remaining calls are skipped and its end reports the error."""
     import logging
@@ -339,6 +367,9 @@ def writer_main(queue: Any, replies: Any) -> None:
                 replies.put(("failed", error))  # now: the command stops at its next fold
             continue
         method, args = pickle.loads(body)  # noqa: S301 - pickled by this process's parent a moment ago
+        if kind == "store":
+            results.put(_on_store(writer, error, method, args))
+            continue
         ending = method in ENDS
         if error or writer is None:
             if ending:
@@ -361,9 +392,29 @@ def writer_main(queue: Any, replies: Any) -> None:
             continue
         if ending:
             replies.put(("ended", out))
-    replies.close()
-    replies.join_thread()  # os._exit would drop what the queue's feeder thread still holds
+    for done in (replies, results):
+        done.close()
+        done.join_thread()  # os._exit would drop what the queue's feeder thread still holds
     os._exit(0)  # no interpreter teardown: MLflow's and matplotlib's take ~1 s and guard nothing
+
+
+def _on_store(writer: TrainWriter | None, error: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> \
+        tuple[str, Any]:
+    """A :meth:`WriterProcess.on_store` call's reply: ("ok", result), ("raise", an expt error) or ("error", line)."""
+    from expt.core.errors import ExptError
+
+    if error or writer is None:
+        return "error", error or "no store was configured"
+    try:
+        return "ok", fn(writer.tracker, *args)
+    except ExptError as exc:
+        return "raise", exc
+    except Exception as exc:  # noqa: BLE001 - reported to the command as one line
+        if os.environ.get("EXPT_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        return "error", _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

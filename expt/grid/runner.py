@@ -93,23 +93,36 @@ def _unmask(override: str, with_credentials: Callable[..., str]) -> str:
 
 def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, state: dict[str, Any] | None = None,
              progress: Any = None, writer: Any = None) -> GridOutcome:
-    """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log. A train
-    grid run in this process sends its cells' writes to ``writer`` (one is started if none is given)."""
-    from expt.tracking.client import Tracker
+    """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log.
 
-    tracking = plan.tracking
-    tracker = Tracker(tracking["uri"], tracking["experiment"], sqlite_wal=tracking["sqlite_wal"])
-    mark("grid: store open")
+    Every read and write of the store goes through ``writer`` (:mod:`expt.train_writer`): a train grid run in
+    this process has a writer process (the caller's, or one started here), so this process never imports
+    MLflow; a sweep grid, or cells in workers, write from here."""
+    from expt.train_writer import LocalWriter, start_writer
+
+    own = writer is None
+    if own:
+        writer = start_writer(evaluates=True) if plan.kind == "train" and workers == 1 else LocalWriter()
+    try:
+        return _run_grid(plan, workers, grid_id, state, progress, writer)
+    finally:
+        if own:
+            writer.close()
+
+
+def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None, progress: Any,
+              writer: Any) -> GridOutcome:
+    writer.configure(plan.tracking)
     if state is not None:
         grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
         grid_run = state["run_id"]
-        done = _reopen(tracker, grid_run, plan.kind)
+        done = writer.on_store(_reopen, grid_run, plan.kind)
     else:
         grid_id = grid_id or new_grid_id()
         spec = make_spec(plan, grid_id)
-        grid_run = _open(tracker, plan, spec)
-        done = set()
-    todo = [c for c in plan.runnable if c.cell.key not in done]
+        grid_run = writer.on_store(_open, _head(plan), spec)
+    mark("grid: run open")
+    todo = [c for c in plan.runnable if c.cell.key not in done] if state is not None else list(plan.runnable)
     if progress is not None:
         progress.start(plan, todo)
     try:
@@ -119,59 +132,59 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
             failed = run_in_workers(plan, todo, tags, workers, grid_id, progress)
         else:
-            failed = _run_here(plan, todo, tags, grid_id, progress, writer)
+            failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress, writer))]
+            writer.drain()  # every cell written, or the write that failed raised
         mark("grid: cells run and written")
-        outcome = close_grid(tracker, grid_run, spec, failed)
+        outcome = writer.on_store(close_grid, grid_run, spec, failed)
         mark("grid: compared")
     except KeyboardInterrupt:
-        tracker.end_quietly([grid_run], "KILLED")
-        tracker.checkpoint()
+        _quietly(lambda: writer.on_store(_end_quietly, grid_run, "KILLED"))
         raise
     except BaseException:
-        tracker.end_quietly([grid_run], "FAILED")
-        tracker.checkpoint()
+        _quietly(lambda: writer.on_store(_end_quietly, grid_run, "FAILED"))
         raise
     outcome.ran = len(todo)
     return outcome
 
 
-def _run_here(plan: GridPlan, todo: list[Any], tags: dict[str, dict[str, str]], grid_id: str,
-              progress: Any, writer: Any) -> list[tuple[str, str]]:
-    """The cells one after another in this process; a train grid's writes go to one writer for all its cells
-    and are all done when this returns."""
-    own = writer is None and plan.kind == "train"
-    if own:
-        from expt.train_writer import start_writer
-
-        writer = start_writer(evaluates=True)
+def _quietly(call: Callable[[], Any]) -> None:
+    """A best-effort call on the way out of an error: the store may be what failed."""
     try:
-        failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress, writer))]
-        if writer is not None:
-            writer.drain()
-    finally:
-        if own:
-            writer.close()
-    return failed
+        call()
+    except Exception:  # noqa: BLE001, S110 - the first error is the one the user sees
+        pass
 
 
-def _open(tracker: Any, plan: GridPlan, spec: dict[str, Any]) -> str:
+def _end_quietly(tracker: Any, run_id: str, status: str) -> None:
+    tracker.end_quietly([run_id], status)
+    tracker.checkpoint()
+
+
+def _head(plan: GridPlan) -> dict[str, Any]:
+    """What opening the grid run needs of the plan (the plan itself holds every cell's data)."""
+    first = plan.runnable[0].prepared
+    assert first is not None
+    return {"kind": plan.kind, "seed": first.values["seed"], "cells": len(plan.cells), "skipped": len(plan.skipped),
+            "rows": len(plan.rows), "columns": len(plan.columns), "experiment": plan.tracking["experiment"]}
+
+
+def _open(tracker: Any, head: dict[str, Any], spec: dict[str, Any]) -> str:
+    """The grid run, its params and spec, and the state file ``--resume`` reads; returns the run's id."""
     from expt.tracking.environment import environment_tags
     from expt.tracking.uri import mask_credentials
 
     grid_id = spec["grid_id"]
-    first = plan.runnable[0].prepared
-    assert first is not None
-    tags = {**environment_tags("grid", first.values["seed"]), GRID_TAG: grid_id, "expt.run_type": "grid",
-            KIND_TAG: plan.kind}
+    tags = {**environment_tags("grid", head["seed"]), GRID_TAG: grid_id, "expt.run_type": "grid",
+            KIND_TAG: head["kind"]}
     del tags["expt.dataset_fingerprint"]  # a grid spans datasets; each cell carries its own
     run_id = tracker.start(f"grid-{grid_id}", tags)
     try:
-        tracker.log(run_id, params={"grid.kind": plan.kind, "grid.overrides": " ".join(spec["overrides"])[:6000],
-                                    "grid.cells": len(plan.cells), "grid.skipped": len(plan.skipped),
-                                    "grid.rows": len(plan.rows), "grid.columns": len(plan.columns)})
+        tracker.log(run_id, params={"grid.kind": head["kind"], "grid.overrides": " ".join(spec["overrides"])[:6000],
+                                    "grid.cells": head["cells"], "grid.skipped": head["skipped"],
+                                    "grid.rows": head["rows"], "grid.columns": head["columns"]})
         tracker.log_text(run_id, json.dumps(spec, indent=1) + "\n", SPEC)
         state = {**spec, "run_id": run_id, "tracking_uri": mask_credentials(tracker.uri),
-                 "experiment": plan.tracking["experiment"]}
+                 "experiment": head["experiment"]}
         path = state_path(grid_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state, indent=1) + "\n")
