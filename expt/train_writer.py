@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -146,6 +147,26 @@ def light(fold: Any) -> Any:
     return replace(fold, model=None, test_index=None, outputs=None)
 
 
+@contextmanager
+def whole_writes() -> Iterator[None]:
+    """Ctrl-C waits for the store call in progress: an interrupt inside SQLAlchemy's fetch leaves a closed
+    cursor whose clean-up prints a traceback (seen in CI), and a half-made write. The KeyboardInterrupt is raised
+    as the call returns, so the run still ends KILLED at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class LocalWriter:
     """:class:`TrainWriter` in this process: each call writes now and raises as it fails."""
 
@@ -158,13 +179,15 @@ class LocalWriter:
 
     def configure(self, tracking: Mapping[str, Any]) -> None:
         if self.writer is None:
-            self.writer = TrainWriter(tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])
+            with whole_writes():
+                self.writer = TrainWriter(tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])
             mark("train: store open")
 
     def call(self, method: str, *args: Any) -> int | None:
         """Write now; for a run's end (``end``, ``abort``) the ticket :meth:`wait` takes."""
         assert self.writer is not None
-        out = getattr(self.writer, method)(*args)
+        with whole_writes():
+            out = getattr(self.writer, method)(*args)
         if method in ENDS:
             self.ended.append(out)
             return len(self.ended) - 1
@@ -173,7 +196,8 @@ class LocalWriter:
     def on_store(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(tracker, *args)``, here."""
         assert self.writer is not None
-        return fn(self.writer.tracker, *args)
+        with whole_writes():
+            return fn(self.writer.tracker, *args)
 
     def check(self) -> None:
         """Nothing pending here: a failed write has raised already."""

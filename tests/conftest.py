@@ -20,8 +20,15 @@ OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml") if not p
 
 @pytest.fixture(autouse=True)
 def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test works in its own folder: defaults like ./records.jsonl and ./outputs never land in the checkout."""
+    """Every test works in its own folder: defaults like ./records.jsonl and ./outputs never land in the checkout.
+
+    And a train run writes from its own process unless the test asks for both ways (``writer_mode``): where the
+    writes go is otherwise chosen by the idle cores, which would make a test's path depend on the load of the
+    machine running it; tests/test_writer.py shows both ways write the same run tree."""
+    from expt.core.offload import MODE_ENV
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(MODE_ENV, "inline")
 
 
 @pytest.fixture(scope="session")

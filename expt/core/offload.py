@@ -127,16 +127,12 @@ class InlineEvaluator:
         self._tmp = self._folder = tempfile.mkdtemp(prefix="expt-eval-")
         self._thread: threading.Thread | None = None
         self._done: dict[str, Any] = {}
-        # matplotlib's imports (~0.4 s) while the folds run: their fits release the GIL for much of their time
-        self._warm = threading.Thread(target=warm_up, name="expt-evaluation-imports", daemon=True)
-        self._warm.start()
 
     def submit(self, payload: Mapping[str, Any]) -> None:
         self._thread = threading.Thread(target=self._work, args=(payload,), name="expt-evaluation", daemon=True)
         self._thread.start()
 
     def _work(self, payload: Mapping[str, Any]) -> None:
-        self._warm.join()
         try:
             self._done["files"] = evaluate_and_draw(payload, os.path.join(self._tmp, "out"))
         except Exception as exc:  # noqa: BLE001 - the same one line the side process would send
