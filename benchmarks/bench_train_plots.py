@@ -1,19 +1,19 @@
 """What out-of-fold predictions and evaluation plots add to ``expt train``, whole process, as a user runs it.
 
 Workload: ``expt train data=breast_cancer model=random_forest`` (5-fold CV, refit, model logged, a
-record), in a fresh folder with its own SQLite store, as a subprocess: imports, the side process
-that writes ``predictions.parquet`` and draws the plots, MLflow's writes and the exit all count.
-The baseline is the same command with ``tracking.plots=false`` (no side process, no predictions,
-no plots). Each round runs both, in alternating order (this machine's speed drifts by up to 40% over
+record), in a fresh folder with its own SQLite store, as a subprocess: imports, the thread that
+writes ``predictions.parquet`` and draws the plots, MLflow's writes and the exit all count.
+The baseline is the same command with ``tracking.plots=false`` (no predictions, no plots). Each round
+runs both, in alternating order (this machine's speed drifts by up to 40% over
 minutes), after one untimed warm-up of each (a new store's migrations, the first bytecode
 compilation). Prints every round, the medians and spread, the median of the per-round ratios, and
 checks that the plotted run logged ``predictions.parquet`` and its plots while the baseline logged
 neither. Budget: 1.15x.
 
-Where the work runs is chosen per run (``expt.core.evaluation.start_evaluator``): a side process when a
-core is idle, the train process itself when not. ``MODE`` forces one (``side`` or ``inline``; default
-``auto``, as a user runs it); each round prints the 1-minute load average before it, since on a machine
-whose cores are busy with other work nothing runs beside the train process.
+The evaluation runs in a thread of the train process (``expt.core.offload``); where the run's MLflow writes
+go is chosen per run (``expt.train_writer.start_writer``): a process of their own when a core is idle, the
+train process itself when not. ``MODE`` forces one (``side`` or ``inline``; default ``auto``, as a user runs
+it); each round prints the 1-minute load average before it.
 
 Run from the repo root: ``python benchmarks/bench_train_plots.py [ROUNDS] [MODE]`` (default 7 auto;
 ``make bench``).

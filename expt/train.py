@@ -67,9 +67,11 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
     writer.configure(tracking)
     tags = _run_tags(prepared, tags)
     plots = tracking.get("plots", True)
-    # The evaluation: drawn by the writer (a grid's), else by this run, whose evaluator starts first (its
-    # imports overlap the folds).
-    evaluator = _start_evaluator(writer) if plots and not writer.evaluates else None
+    evaluator = None  # the evaluation: drawn by the writer (a grid's), else in a thread here (expt.core.offload)
+    if plots and not writer.evaluates:
+        from expt.core.offload import InlineEvaluator
+
+        evaluator = InlineEvaluator()
     try:
         shown = masked_config(values)
         writer.call("open", tracking["run_name"] or f"{data.name}-{values['model']['name']}",
@@ -121,15 +123,6 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
         if evaluator is not None:
             evaluator.close()
     return result
-
-
-def _start_evaluator(writer: Any) -> Any:
-    """Where the out-of-fold predictions and plots are made (:mod:`expt.core.offload`): beside this process when
-    a core is idle, unless a writer process already took it (a third interpreter's imports would compete with the
-    folds), else in a thread of this one, while it refits."""
-    from expt.core.offload import start_evaluator
-
-    return start_evaluator(side=not writer.takes_a_core)
 
 
 def _hand_evaluation(writer: Any, evaluator: Any) -> None:

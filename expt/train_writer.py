@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from expt.core.offload import MODE_ENV  # side | inline: where the writes (and the evaluation) run
 from expt.tracking.environment import mark
 
 ENDS = ("end", "abort")  # the calls that end a run: each has one reply
+MODE_ENV = "EXPT_EVALUATION"  # side | inline: a writer process, or writes from the train process (tests, benchmarks)
 
 
 class TrainWriter:
@@ -170,8 +170,7 @@ def whole_writes() -> Iterator[None]:
 class LocalWriter:
     """:class:`TrainWriter` in this process: each call writes now and raises as it fails."""
 
-    takes_a_core = False
-    evaluates = False  # the train process draws the evaluation (beside it when a core is idle)
+    evaluates = False  # the train process draws the evaluation
 
     def __init__(self) -> None:
         self.writer: TrainWriter | None = None
@@ -221,8 +220,6 @@ class WriterProcess:
     run RUNNING, as a train process killed alone does). Replies come back in the order the runs ended: one
     per run (its ids, or the error that failed it), and one ``failed`` as soon as a write fails.
     """
-
-    takes_a_core = True
 
     def __init__(self, evaluates: bool = False) -> None:
         self.evaluates = evaluates  # the evaluation drawn here too (a grid's writer) rather than by the run

@@ -222,10 +222,10 @@ def test_batched_permutation_importance_equals_the_scorer_called_per_block(metri
         assert batched[column] == pytest.approx(expected, abs=1e-9)
 
 
-def test_the_side_process_and_this_process_log_the_same_evaluation(store: str, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where the evaluation runs (beside the run when a core is idle, else in it) changes nothing logged."""
-    from expt.core.offload import MODE_ENV
+def test_the_writer_process_and_this_process_log_the_same_evaluation(store: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the writes go (a process of their own when a core is idle, else this one) changes no evaluation."""
+    from expt.train_writer import MODE_ENV
 
     logged = {}
     for mode in ("side", "inline"):
@@ -236,14 +236,14 @@ def test_the_side_process_and_this_process_log_the_same_evaluation(store: str, t
     pd.testing.assert_frame_equal(logged["side"][0], logged["inline"][0])
 
 
-def test_a_daemonic_worker_draws_in_its_own_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A multiprocessing Pool's worker may start no process of its own; the evaluation runs in it."""
+def test_a_daemonic_worker_writes_from_its_own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multiprocessing Pool's worker may start no process of its own; its runs write from it."""
     import multiprocessing
 
-    from expt.core.offload import MODE_ENV, InlineEvaluator, start_evaluator
+    from expt.train_writer import MODE_ENV, LocalWriter, start_writer
 
     monkeypatch.setenv(MODE_ENV, "side")
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
-    evaluator = start_evaluator()
-    assert isinstance(evaluator, InlineEvaluator)
-    evaluator.close()
+    writer = start_writer()
+    assert isinstance(writer, LocalWriter)
+    writer.close()
