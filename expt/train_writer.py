@@ -38,9 +38,12 @@ class TrainWriter:
         self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
         self.run_id = ""
         self.evaluator: Any = None
+        self.on_open: Callable[[str], None] | None = None  # told each run's id as soon as it exists
 
     def open(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any], texts: Mapping[str, str]) -> None:
         self.run_id = self.tracker.start(name, tags)
+        if self.on_open is not None:
+            self.on_open(self.run_id)
         self.tracker.log(self.run_id, params=params)
         for path, text in texts.items():
             self.tracker.log_text(self.run_id, text, path)
@@ -229,13 +232,15 @@ class WriterProcess:
                                    name="expt-mlflow-writer", daemon=False)
         self.process.start()
         self.configured = False
+        self.tracking: Mapping[str, Any] = {}
         self.ends = 0  # runs whose end was sent
         self.ended: list[tuple[str, Any]] = []  # their replies, in order
+        self.open_runs: list[str] = []  # runs the writer opened and has not said ended: a dead writer's to end
 
     def configure(self, tracking: Mapping[str, Any]) -> None:
         if not self.configured:
             self.queue.put(("configure", (tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])))
-            self.configured = True
+            self.configured, self.tracking = True, tracking
 
     def call(self, method: str, *args: Any) -> int | None:
         """Send one write; for a run's end, the ticket :meth:`wait` takes."""
@@ -289,8 +294,7 @@ class WriterProcess:
                 if timeout <= 0:
                     self._fail("the MLflow writer process did not finish in time")
                 continue
-            if reply[0] != "failed":  # said again by the run's end
-                self.ended.append(reply)
+            self._note(reply)
         kind, value = self.ended[ticket]
         if kind == "error":
             self._fail(value)
@@ -319,12 +323,48 @@ class WriterProcess:
     def _read(self, reply: tuple[str, Any]) -> None:
         if reply[0] == "failed":
             self._fail(reply[1])
-        self.ended.append(reply)
+        self._note(reply)
+
+    def _note(self, reply: tuple[str, Any]) -> None:
+        """A reply other than ``failed`` (said again by the run's end): a run opened, or a run's end."""
+        if reply[0] == "opened":
+            self.open_runs.append(reply[1])
+        elif reply[0] != "failed":
+            self.ended.append(reply)
+            if self.open_runs:  # the writer ends its runs in the order it opened them
+                self.open_runs.pop(0)
 
     def _check_alive(self) -> None:
         if not self.process.is_alive():
+            self._end_orphans()
             self._fail(f"the MLflow writer process exited with code {self.process.exitcode}; run with --debug "
                        "(EXPT_DEBUG=1) to see why")
+
+    def _end_orphans(self) -> None:
+        """The runs a dead writer left RUNNING (and their folds), ended FAILED from here: best effort, since the
+        store may be what killed it."""
+        from queue import Empty
+
+        while True:
+            try:
+                self._note(self.replies.get_nowait())
+            except (Empty, OSError, EOFError):
+                break
+        if not self.open_runs:
+            return
+        try:
+            from expt.tracking.client import Tracker
+
+            tracker = Tracker(self.tracking["uri"], self.tracking["experiment"],
+                              sqlite_wal=self.tracking["sqlite_wal"])
+            for run_id in self.open_runs:
+                folds = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = "
+                                                   f"'{run_id}' and attributes.status = 'RUNNING'")
+                tracker.end_quietly([r.info.run_id for r in folds] + [run_id], "FAILED")
+            tracker.checkpoint()
+        except Exception:  # noqa: BLE001, S110 - the writer's death is the error to report
+            pass
+        self.open_runs = []
 
     def _fail(self, text: str) -> None:
         from expt.core.errors import TrackingError
@@ -382,6 +422,7 @@ def writer_main(queue: Any, replies: Any, results: Any) -> None:
         if kind == "configure":
             try:
                 writer = TrainWriter(*body)
+                writer.on_open = lambda run_id: replies.put(("opened", run_id))
                 mark("writer: store open")
             except Exception as exc:  # noqa: BLE001 - reported to the command as one line
                 error = _one_line(exc)

@@ -100,11 +100,12 @@ def _started(pid: int) -> list[int]:
 def test_a_writer_killed_mid_run_is_one_line_and_the_command_stops(store: str, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL of the writer process (the OOM killer's choice, say): the command says so in one line and exits 1
-    instead of waiting for writes that will never be made."""
+    instead of waiting for writes that will never be made, and ends the run the writer left RUNNING FAILED."""
     from expt.train_writer import MODE_ENV
 
     monkeypatch.setenv(MODE_ENV, "side")
     proc = long_train_until_running(store, tmp_path, trees=400)
+    time.sleep(1.0)  # the writer has told the command the run's id (it does so right after creating the run)
     writers = _started(proc.pid)
     assert len(writers) == 1, writers  # the writer; the evaluation runs in a thread beside it
     os.kill(writers[0], signal.SIGKILL)
@@ -113,3 +114,7 @@ def test_a_writer_killed_mid_run_is_one_line_and_the_command_stops(store: str, t
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: the MLflow writer process exited with code -9"), err
     assert "Traceback" not in err
+    runs = all_runs(store)
+    parent = [r for r in runs if r.data.tags["expt.run_type"] == "train"]
+    assert len(parent) == 1 and parent[0].info.status == "FAILED"
+    assert "RUNNING" not in {r.info.status for r in runs}
