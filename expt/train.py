@@ -126,17 +126,11 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
 
 
 def _hand_evaluation(writer: Any, evaluator: Any) -> None:
-    """The evaluation's files to the writer, which removes them once logged; one that failed is a warning, not
-    a failed run."""
-    import warnings
-
-    try:
-        files, folder = evaluator.handover()
-    except RuntimeError as exc:
-        warnings.warn(f"no out-of-fold predictions or plots for this run: {exc}", stacklevel=2)
-        return
-    mark("train: evaluation done")
-    writer.call("evaluation", files, folder)
+    """The evaluation's files to the writer, which removes them once logged."""
+    handed = evaluator.handover()
+    if handed is not None:
+        mark("train: evaluation done")
+        writer.call("evaluation", *handed)
 
 
 def _abort(writer: Any, status: str) -> None:

@@ -1,17 +1,20 @@
 """What a train run writes to MLflow, in the train process or in a process of its own.
 
 Every write a train run makes is a method of :class:`TrainWriter`, called in the order the run tree is
-written: the parent run with its config, each fold's run, the evaluation job, the summary, the final model,
-the record, the end. The train process never needs MLflow to cross-validate, and importing MLflow and
+written: the parent run with its config, each fold's run, the summary, the final model, the record, the
+evaluation's files, the end. The train process never needs MLflow to cross-validate, and importing MLflow and
 opening its store cost ~1.5 s, so with a core idle ``expt train`` starts a :class:`WriterProcess` before it
-composes the config: that process imports MLflow, scikit-learn and matplotlib while the command composes,
-loads the data and runs the folds, and runs the same methods from a queue. The command returns when the
+composes the config: that process imports MLflow (then scikit-learn, to unpickle the final model) while the
+command composes, loads the data and runs the folds, and runs the same methods from a queue. The train
+process draws the evaluation plots itself, in a thread (:mod:`expt.core.offload`), and hands their files
+over. The command returns when the
 writer has written everything (:meth:`WriterProcess.wait`); a store that fails is a one-line error as
 before, raised at the next fold or at the end. Without an idle core, a second interpreter's imports would
 compete with the folds, and the same methods run here (:class:`LocalWriter`).
 
-A grid (``expt train -m``) keeps one writer for all its cells: a cell's runs are written while the next
-cell's folds run, and the grid waits for the writes before it compares the cells.
+A grid (``expt train -m``) keeps one writer for all its cells, which also draws each cell's evaluation
+(:meth:`TrainWriter.evaluate`): a cell's runs are written while the next cell's folds run, and the grid waits
+for the writes before it compares the cells.
 """
 
 from __future__ import annotations
@@ -123,11 +126,9 @@ class TrainWriter:
         if self.evaluator is not None:
             evaluator, self.evaluator = self.evaluator, None
             try:
-                self.evaluation(*evaluator.handover())
-            except RuntimeError as exc:
-                import warnings
-
-                warnings.warn(f"no out-of-fold predictions or plots for this run: {exc}", stacklevel=2)
+                handed = evaluator.handover()
+                if handed is not None:
+                    self.evaluation(*handed)
             finally:
                 evaluator.close()
         self.tracker.end(self.run_id, status)

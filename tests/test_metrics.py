@@ -247,3 +247,17 @@ def test_a_daemonic_worker_writes_from_its_own_process(monkeypatch: pytest.Monke
     writer = start_writer()
     assert isinstance(writer, LocalWriter)
     writer.close()
+
+
+def test_a_failed_evaluation_is_a_warning_and_hands_over_nothing() -> None:
+    """The plots are extras of a run: an evaluation that raises leaves a warning, no files, and no folder."""
+    from expt.core.offload import InlineEvaluator
+
+    evaluator = InlineEvaluator()
+    folder = Path(evaluator._folder)
+    evaluator.submit({"folds": [(0, object(), [0], None)], "X": None, "y": None, "scorer": None, "metric": "accuracy",
+                      "task": "classification", "seed": 0})
+    with pytest.warns(UserWarning, match="no out-of-fold predictions or plots for this run"):
+        assert evaluator.handover() is None
+    evaluator.close()
+    assert not folder.exists()

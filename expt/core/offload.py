@@ -58,9 +58,17 @@ class InlineEvaluator:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def handover(self) -> tuple[dict[str, Any], str]:
-        """The files written and their folder, which the caller now owns (:meth:`close` leaves it)."""
-        files, self._tmp = self.result(), ""
+    def handover(self) -> tuple[dict[str, Any], str] | None:
+        """The files written and their folder, which the caller now owns (:meth:`close` leaves it); None after a
+        warning when the evaluation failed: a run without its plots is still a run."""
+        import warnings
+
+        try:
+            files = self.result()
+        except RuntimeError as exc:
+            warnings.warn(f"no out-of-fold predictions or plots for this run: {exc}", stacklevel=3)
+            return None
+        self._tmp = ""
         return files, self._folder
 
 
