@@ -138,6 +138,10 @@ def fail_and_requeue(study: Any, trial_ids: list[int], reason: str) -> list[Any]
 
 
 def retry(study: Any, trial: Any) -> None:
-    """The same configuration again, as the next trial a worker asks for."""
+    """The same configuration again, as the next trial a worker asks for.
+
+    A trial killed between two suggestions has chosen only some of its values: the retry fixes
+    those and samples the rest (Optuna's enqueued trials work that way).
+    """
     if trial.params:
         study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
