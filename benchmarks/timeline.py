@@ -8,6 +8,11 @@ per process: seconds since the command was started, the phase's own seconds, and
 imported. "interpreter start + imports" is the spawn to the first mark; "exit" is the last mark of
 the command to the moment the shell gets its prompt back.
 
+``--profile`` runs it again under py-spy (``pip install py-spy``; it samples every process of the command, the
+sink included, 100 times a second) and prints each process's CPU seconds by what it was doing: imports, the MLflow
+store, figures, permutation importance, fitting, predicting, Optuna, other MLflow work, the rest. That answers
+"where does the sink's extra CPU go", which the marks (one CPU figure per phase) cannot.
+
 ``--importtime`` runs it again with ``PYTHONPROFILEIMPORTTIME=1`` and sums the imports' own time per
 top-level package over every process (importtime's own overhead inflates these figures: compare
 them with each other, not with the wall time).
@@ -15,6 +20,7 @@ them with each other, not with the wall time).
     python benchmarks/timeline.py sweep                       # data=breast_cancer model=logistic_regression
     python benchmarks/timeline.py train model=random_forest --importtime
     python benchmarks/timeline.py sweep --before /tmp/expt-before   # another checkout of the code
+    python benchmarks/timeline.py sweep model=random_forest --profile
 """
 
 from __future__ import annotations
@@ -89,12 +95,69 @@ def show_importtime(stderr: str) -> None:
         print(f"  {name:<22} {us / 1e6:6.2f} s")
 
 
+# What a sample was doing: the first category whose pattern is in its stack (outermost frame first), in this
+# order, so that a figure drawn inside an import is a figure and a fit inside the importance is the importance.
+CATEGORIES = (
+    ("imports", re.compile(r"_find_and_load")),
+    ("permutation importance", re.compile(r"permutation_drops")),
+    ("figures (matplotlib, PIL)", re.compile(r"\((matplotlib|PIL)/")),
+    ("MLflow store (SQLAlchemy)", re.compile(r"\(sqlalchemy/")),
+    ("fitting (scikit-learn, torch)", re.compile(r"\bfit\w* \((sklearn|torch)/")),
+    ("predicting, scoring", re.compile(r"\b(predict\w*|decision_function|score\w*|_score) \(sklearn/")),
+    ("Optuna", re.compile(r"\(optuna/")),
+    ("other MLflow work", re.compile(r"\(mlflow/")),
+)
+SPY_RATE = 100  # samples per second
+
+
+def tally(raw: str) -> dict[int, collections.Counter[str]]:
+    """py-spy's raw output (one "stack count" per line) as samples per process and category."""
+    samples: dict[int, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        # py-spy nests a child's stacks under its parent's: "process 1:...;process 2:...;frames"
+        pids = re.findall(r"(?:^|;)process (\d+):", stack)
+        if not pids or not count.isdigit():
+            continue
+        label = next((name for name, pattern in CATEGORIES if pattern.search(stack)), "the rest")
+        samples[int(pids[-1])][label] += int(count)
+    return samples
+
+
+def profile(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """The command again under ``py-spy record --subprocesses``; CPU seconds per process and category."""
+    import shutil
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        sys.exit("--profile needs py-spy: pip install py-spy")
+    raw, marks = cwd / "profile.txt", cwd / "profile-marks.jsonl"
+    proc = subprocess.run([spy, "record", "--subprocesses", "--nonblocking", "-r", str(SPY_RATE), "-f", "raw",
+                           "-o", str(raw), "--", *argv], cwd=cwd,
+                          env={**os.environ, **env, "EXPT_TIMELINE": str(marks)}, capture_output=True, text=True)
+    if proc.returncode != 0 or not raw.exists():
+        sys.exit(f"py-spy failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    names = {}  # pid -> the process's role, from its first mark ("writer: started" -> writer)
+    for line in marks.read_text().splitlines() if marks.exists() else []:
+        m = json.loads(line)
+        names.setdefault(m["pid"], "the command" if not names else m["phase"].partition(":")[0])
+    samples = tally(raw.read_text())
+    print(f"\nCPU seconds by what each process was doing (py-spy, {SPY_RATE} samples/s of the threads that run; a "
+          "process with two busy threads counts both):")
+    for pid, counts in sorted(samples.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(counts.values())
+        print(f"\n  process {pid} ({names.get(pid, 'no marks')}): {total / SPY_RATE:.2f} s")
+        for name, n in counts.most_common():
+            print(f"    {name:<32} {n / SPY_RATE:6.2f} s {n / total:6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=("sweep", "train"))
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. model=random_forest")
     parser.add_argument("--importtime", action="store_true", help="also the imports' own time per package")
     parser.add_argument("--workers", type=int, default=1, help="expt sweep --workers N")
+    parser.add_argument("--profile", action="store_true", help="also each process's CPU by category (py-spy)")
     parser.add_argument("--before", type=Path, help="run another checkout's expt (its parent folder)")
     args = parser.parse_args()
     argv, env = command(args.kind, args.overrides, args.before.resolve() if args.before else None)
@@ -110,6 +173,8 @@ def main() -> None:
             show_timeline(marks, start, end)
         else:
             print(f"no marks (this checkout has no EXPT_TIMELINE); total wall {end - start:.2f} s")
+        if args.profile:
+            profile(argv, work, env)
         if args.importtime:
             _, _, stderr = run(argv, work, {**env, "PYTHONPROFILEIMPORTTIME": "1"})
             show_importtime(stderr)

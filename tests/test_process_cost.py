@@ -102,3 +102,24 @@ def test_the_hand_written_baselines_find_what_expt_finds(store: str, tmp_path: P
     _, swept = run_sweep(composed, SweepOptions(sweep_id="same", storage=str(tmp_path / "optuna.journal")))
     hand = _hand("hand_sweep.py", "logistic_regression", "3", "2", "2")
     assert hand["outer"] == pytest.approx(swept["outer"], abs=1e-12)
+
+
+def test_the_profile_counts_a_child_process_on_its_own_and_a_figure_drawn_in_an_import_as_an_import() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import timeline
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    cmd, child = 'process 10:"python expt sweep"', 'process 11:"python -c spawn_main"'
+    raw = "\n".join([
+        f"{cmd};main (expt/cli/__init__.py:50);fit (sklearn/ensemble/_forest.py:300) 7",
+        f"{cmd};{child};Sink.handle (expt/sweep/sink.py:98);create_run (sqlalchemy/orm/session.py:10) 3",
+        f"{cmd};{child};_log_plots (expt/sweep/sink.py:140);savefig (matplotlib/figure.py:3300) 2",
+        f"{cmd};{child};_find_and_load (<frozen importlib._bootstrap>:1176);<module> (matplotlib/pyplot.py:1) 4",
+        f"{cmd};{child};permutation_drops (expt/core/evaluation.py:150);predict (sklearn/pipeline.py:746) 1",
+        "a line that is not a sample",
+    ])
+    counts = timeline.tally(raw)
+    assert counts[10] == {"fitting (scikit-learn, torch)": 7}
+    assert counts[11] == {"MLflow store (SQLAlchemy)": 3, "figures (matplotlib, PIL)": 2, "imports": 4,
+                          "permutation importance": 1}
