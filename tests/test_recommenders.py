@@ -265,7 +265,7 @@ def test_normalized_regret_median_tie_at_the_best_is_zero() -> None:
 
 
 def kb_protocol(max_rows: int, table_rows: int, folds: int = 3) -> dict:
-    """A protocol as the knowledge-base builder records it (expt/kb/build.py, Protocol.record)."""
+    """A protocol as the knowledge-base builder records it (expt/kb/protocol.py, Protocol.record)."""
     used = min(table_rows, max_rows)
     return {"kind": "cv", "folds": folds, "repeats": 1, "max_rows": max_rows, "n_rows": used,
             "subsample": None if used == table_rows else "stratified", "seed": 0}

@@ -2,7 +2,7 @@
 
 Two kinds of job use it: a grid's cells (:func:`run_in_workers`: a worker runs its cell as the grid's own process
 would, :func:`expt.grid.cells.run_job`), and the knowledge-base builder's (``expt.kb.build``: a dataset and a
-slice of the portfolio), through :func:`run_jobs` with a job runner of their own.
+slice of the portfolio, :func:`expt.kb.cells.run_job`), through :func:`run_jobs` with a job runner of their own.
 
 Workers die with the process that started them (Linux's parent-death signal), so a grid killed with SIGKILL
 leaves no worker finishing a cell that ``--resume`` would run a second time: the killed cell's run stays RUNNING,

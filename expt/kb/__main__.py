@@ -12,22 +12,23 @@ from pathlib import Path
 from expt.kb import build as kb
 from expt.kb.describe import describe
 from expt.kb.estimate import estimate
+from expt.kb.protocol import BUILD, DATASETS, PORTFOLIO, Protocol, load_datasets, load_portfolio
 
 
 def main(argv: list[str] | None = None) -> None:
     from expt.grid.workers import cores
 
     parser = argparse.ArgumentParser(prog="python -m expt.kb", description=kb.__doc__.split("\n")[0])
-    parser.add_argument("--datasets", type=Path, default=kb.DATASETS)
-    parser.add_argument("--portfolio", type=Path, default=kb.PORTFOLIO)
-    parser.add_argument("--build", type=Path, default=kb.BUILD, help="working folder (records, done list, samples)")
+    parser.add_argument("--datasets", type=Path, default=DATASETS)
+    parser.add_argument("--portfolio", type=Path, default=PORTFOLIO)
+    parser.add_argument("--build", type=Path, default=BUILD, help="working folder (records, done list, samples)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the gzipped records (default: expt/kb/records.jsonl.gz)")
     parser.add_argument("--workers", type=int, default=cores(), help="worker processes (default: one per core)")
-    parser.add_argument("--folds", type=int, default=kb.Protocol.folds, help="CV folds of every cell (default 3)")
-    parser.add_argument("--max-rows", type=int, default=kb.Protocol.max_rows,
+    parser.add_argument("--folds", type=int, default=Protocol.folds, help="CV folds of every cell (default 3)")
+    parser.add_argument("--max-rows", type=int, default=Protocol.max_rows,
                         help="rows per dataset; a larger one is subsampled, seeded (default 3000)")
-    parser.add_argument("--seed", type=int, default=kb.Protocol.seed, help="the subsample's and the folds' seed")
+    parser.add_argument("--seed", type=int, default=Protocol.seed, help="the subsample's and the folds' seed")
     parser.add_argument("--only", action="append", metavar="DATASET", help="only these datasets (repeatable)")
     parser.add_argument("--configs", action="append", metavar="CONFIG", help="only these configurations")
     parser.add_argument("--describe", action="store_true",
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--estimate", type=int, metavar="CELLS", default=None,
                         help="time a stratified random sample of CELLS cells on one thread and project the build")
     args = parser.parse_args(argv)
-    protocol = kb.Protocol(folds=args.folds, max_rows=args.max_rows, seed=args.seed)
-    datasets, portfolio = kb.load_datasets(args.datasets), kb.load_portfolio(args.portfolio)
+    protocol = Protocol(folds=args.folds, max_rows=args.max_rows, seed=args.seed)
+    datasets, portfolio = load_datasets(args.datasets), load_portfolio(args.portfolio)
     if args.only:
         unknown = set(args.only) - {e["name"] for e in datasets}
         if unknown:

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from expt.kb.build import ROOT, TASKS, Protocol, group_of, load_table, run_cell
+from expt.kb.cells import load_table, run_cell
 from expt.kb.estimate import ESTIMATE, render_estimate
+from expt.kb.protocol import ROOT, TASKS, Protocol, group_of
 
 DESCRIPTION = ROOT / "recipes" / "kb" / "DATASETS.md"
 EXCLUSIONS = ROOT / "recipes" / "kb" / "exclusions.md"  # hand-written: the candidates left out, appended as is

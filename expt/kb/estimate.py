@@ -1,7 +1,7 @@
 """Project the knowledge-base build's wall time (``python -m expt.kb --estimate CELLS``).
 
 :func:`estimate` times a stratified random sample of cells on one thread, each run as the build runs it
-(:func:`expt.kb.build.run_cell`), and writes the projection to recipes/kb/estimate.json; :func:`render_estimate`
+(:func:`expt.kb.cells.run_cell`), and writes the projection to recipes/kb/estimate.json; :func:`render_estimate`
 is its section of DATASETS.md, which :mod:`expt.kb.describe` writes.
 """
 
@@ -14,7 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from expt.kb.build import CHUNK, ROOT, Protocol, load_table, plan_pairs, run_cell
+from expt.kb.build import CHUNK, plan_pairs
+from expt.kb.cells import load_table, run_cell
+from expt.kb.protocol import ROOT, Protocol
 
 ESTIMATE = ROOT / "recipes" / "kb" / "estimate.json"
 BUCKETS = (500, 1500)  # the estimate's strata by rows a cell sees: <=500, 501-1500, >1500
