@@ -104,7 +104,7 @@ def expt_train(store: str, log_model: bool) -> dict[str, Any]:
     """``expt train data=breast_cancer model=logistic_regression ...`` without the CLI's printing."""
     from expt.core.config import compose
     from expt.core.prepare import prepare
-    from expt.train import run_train
+    from expt.train.run import run_train
 
     overrides = ["data=breast_cancer", "model=logistic_regression", f"tracking.uri=sqlite:///{store}",
                  "learner.preprocessing.impute=none", f"tracking.log_model={str(log_model).lower()}"]

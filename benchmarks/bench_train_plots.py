@@ -11,7 +11,7 @@ checks that the plotted run logged ``predictions.parquet`` and its plots while t
 neither. Budget: 1.15x.
 
 The evaluation runs in a thread of the train process (``expt.core.offload``); where the run's MLflow writes
-go is chosen per run (``expt.train_writer.start_writer``): a process of their own when a core is idle, the
+go is chosen per run (``expt.train.process.start_writer``): a process of their own when a core is idle, the
 train process itself when not. ``MODE`` forces one (``side`` or ``inline``; default ``auto``, as a user runs
 it); each round prints the 1-minute load average before it.
 

@@ -25,7 +25,7 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     And a train run writes from its own process unless the test asks for both ways (``writer_mode``): where the
     writes go is otherwise chosen by the idle cores, which would make a test's path depend on the load of the
     machine running it; tests/test_writer.py shows both ways write the same run tree."""
-    from expt.train_writer import MODE_ENV
+    from expt.train.writer import MODE_ENV
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(MODE_ENV, "inline")
@@ -59,9 +59,9 @@ def all_runs(uri: str) -> list:
 
 @pytest.fixture(params=["side", "inline"])
 def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Where a train run's writes go (expt.train_writer): a process of its own, or this one. The choice is made
+    """Where a train run's writes go (expt.train.process): a process of its own, or this one. The choice is made
     by the idle cores otherwise, so a test of what a run writes runs both."""
-    from expt.train_writer import MODE_ENV
+    from expt.train.writer import MODE_ENV
 
     monkeypatch.setenv(MODE_ENV, request.param)
     return request.param
@@ -86,7 +86,7 @@ def train(store: str, *overrides: str):
     """Compose, prepare and run `expt train` in this process against `store`."""
     from expt.core.config import compose
     from expt.core.prepare import prepare
-    from expt.train import run_train
+    from expt.train.run import run_train
 
     records = f"tracking.records={Path(store.removeprefix('sqlite:///')).parent / 'records.jsonl'}"
     explicit = any(o.startswith("tracking.records=") for o in overrides)

@@ -225,7 +225,7 @@ def test_batched_permutation_importance_equals_the_scorer_called_per_block(metri
 def test_the_writer_process_and_this_process_log_the_same_evaluation(store: str, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the writes go (a process of their own when a core is idle, else this one) changes no evaluation."""
-    from expt.train_writer import MODE_ENV
+    from expt.train.writer import MODE_ENV
 
     logged = {}
     for mode in ("side", "inline"):
@@ -240,7 +240,8 @@ def test_a_daemonic_worker_writes_from_its_own_process(monkeypatch: pytest.Monke
     """A multiprocessing Pool's worker may start no process of its own; its runs write from it."""
     import multiprocessing
 
-    from expt.train_writer import MODE_ENV, LocalWriter, start_writer
+    from expt.train.process import start_writer
+    from expt.train.writer import MODE_ENV, LocalWriter
 
     monkeypatch.setenv(MODE_ENV, "side")
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)

@@ -1,4 +1,4 @@
-"""A train run's writes in a process of its own (expt.train_writer): the same run tree as when this process
+"""A train run's writes in a process of its own (expt.train.process): the same run tree as when this process
 writes it, nothing written for bad input, no process left behind, and a dead writer is one line."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _tree(store: str, tmp_path: Path) -> dict:
 
 def test_the_writer_process_and_this_process_write_the_same_run_tree(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from expt.train_writer import MODE_ENV
+    from expt.train.writer import MODE_ENV
 
     trees = {}
     for mode in ("side", "inline"):
@@ -101,7 +101,7 @@ def test_a_writer_killed_mid_run_is_one_line_and_the_command_stops(store: str, t
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL of the writer process (the OOM killer's choice, say): the command says so in one line and exits 1
     instead of waiting for writes that will never be made, and ends the run the writer left RUNNING FAILED."""
-    from expt.train_writer import MODE_ENV
+    from expt.train.writer import MODE_ENV
 
     monkeypatch.setenv(MODE_ENV, "side")
     proc = long_train_until_running(store, tmp_path, trees=400)

@@ -41,7 +41,7 @@ def train(
         if cfg:
             _print_cfg(_compose_one(split_args(list(ctx.args)), config_dir), resolve)
             return
-        from expt.train_writer import start_writer
+        from expt.train.process import start_writer
 
         writer = start_writer()  # first: MLflow's imports (~1.5 s) overlap the compose, the data and the folds
         try:
@@ -51,7 +51,7 @@ def train(
             mark("composed")
             from expt.cli.render import TrainProgress, print_train_result
             from expt.core.prepare import prepare
-            from expt.train import run_train
+            from expt.train.run import run_train
 
             with trusting(trust_target):
                 prepared = prepare(composed)
@@ -169,7 +169,7 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
     check_options(workers, resume, overrides)
     writer = None
     if kind == "train" and workers == 1 and not cfg:
-        from expt.train_writer import start_writer
+        from expt.train.process import start_writer
 
         writer = start_writer(evaluates=True)  # first: MLflow's imports overlap the planning of every cell
     try:

@@ -91,7 +91,7 @@ def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
     if plan.kind == "train":  # type: ignore[attr-defined]
         from expt.cli.render import TrainProgress, print_train_result
         from expt.core.prepare import prepare
-        from expt.train import run_train
+        from expt.train.run import run_train
 
         prepared = prepare(composed)
         with TrainProgress(prepared) as progress:

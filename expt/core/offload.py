@@ -1,6 +1,6 @@
 """Where a train run's evaluation (:func:`expt.core.evaluation.evaluate_and_draw`) runs: in a thread of the
 process that holds the fold models, while that process goes on (refit and model for a train run, the next
-writes for a grid's writer process: :mod:`expt.train_writer`).
+writes for a grid's writer process: :mod:`expt.train.process`).
 
 Out-of-fold predictions, permutation importance and plots are extras of a run, so they should not make it
 wait. An earlier build drew them in a process of its own when a core was idle; since a train run's MLflow

@@ -23,13 +23,13 @@ def cell_tags(grid_id: str, grid_run: str, c: PlannedCell) -> dict[str, str]:
 def run_cell(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str, progress: Any = None,
              writer: Any = None) -> tuple[str, str] | None:
     """One cell in this process: an ordinary ``expt train`` (or ``expt sweep``) run, a train cell's writes sent
-    to the grid's ``writer`` (:mod:`expt.train_writer`: they go on while the next cell runs). A cell whose every
+    to the grid's ``writer`` (:mod:`expt.train.process`: they go on while the next cell runs). A cell whose every
     fold failed is a result (the grid goes on); any other error stops the grid."""
     if progress is not None:
         progress.cell_started(c)
     try:
         if plan.kind == "train":
-            from expt.train import queue_train
+            from expt.train.run import queue_train
 
             assert c.prepared is not None and writer is not None
             queue_train(c.prepared, writer, on_fold=progress.fold if progress is not None else None, tags=tags)
@@ -68,8 +68,8 @@ def run_job(job: dict[str, Any]) -> None:
     if job["kind"] == "sweep":
         run_sweep_cell(tuple(job["overrides"]), job["config_dir"], job["tags"], job["sweep_id"])
         return
-    from expt.train import run_train
-    from expt.train_writer import LocalWriter
+    from expt.train.run import run_train
+    from expt.train.writer import LocalWriter
 
     # The workers have the cores: a writer process each would compete with them.
     run_train(prepare(compose(job["overrides"], config_dir=job["config_dir"])), tags=job["tags"],

@@ -95,10 +95,11 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
              progress: Any = None, writer: Any = None) -> GridOutcome:
     """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log.
 
-    Every read and write of the store goes through ``writer`` (:mod:`expt.train_writer`): a train grid run in
+    Every read and write of the store goes through ``writer`` (:mod:`expt.train.process`): a train grid run in
     this process has a writer process (the caller's, or one started here), so this process never imports
     MLflow; a sweep grid, or cells in workers, write from here."""
-    from expt.train_writer import LocalWriter, start_writer
+    from expt.train.process import start_writer
+    from expt.train.writer import LocalWriter
 
     own = writer is None
     if own:

@@ -299,7 +299,7 @@ def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: s
 
 
 def with_source(record: dict[str, Any], run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
-    """A record made before its run existed (:mod:`expt.train_writer` opens the run in another process), given
+    """A record made before its run existed (:mod:`expt.train.process` opens the run in another process), given
     the run it belongs to: its id and its ``source``."""
     from expt.tracking.uri import mask_credentials
 

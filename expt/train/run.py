@@ -33,10 +33,10 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
               tags: dict[str, str] | None = None, writer: Any = None) -> TrainResult:
     """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error.
 
-    The writes go to ``writer`` (:mod:`expt.train_writer`): one the caller started early (``expt train`` starts
+    The writes go to ``writer`` (:mod:`expt.train.process`): one the caller started early (``expt train`` starts
     it before composing), else one started here; either way every write is done when this returns.
     """
-    from expt.train_writer import start_writer
+    from expt.train.process import start_writer
 
     own = writer is None
     writer = start_writer() if own else writer
@@ -57,7 +57,7 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
 
     from expt.tracking.client import flatten, user_metadata
     from expt.tracking.environment import ENVIRONMENT, environment_lock
-    from expt.train_writer import light
+    from expt.train.writer import light
 
     values, data = prepared.values, prepared.dataset
     seed = values["seed"]
