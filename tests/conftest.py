@@ -75,11 +75,20 @@ def long_train_until_running(store: str, cwd: Path, trees: int = 3000):
 
     proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest",
                              f"model.estimator.n_estimators={trees}", "learner=repeated", f"tracking.uri={store}"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_a_terminal_sends_it)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
         time.sleep(0.3)
     return proc
+
+
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """SIGINT back to its default in the child: a test suite started in the background (``cmd &`` in a script)
+    inherits SIGINT ignored, and so would the command, which then, as Unix programs should, ignores Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def train(store: str, *overrides: str):
