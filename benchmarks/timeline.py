@@ -1,4 +1,4 @@
-"""Where one ``expt sweep`` or ``expt train`` spends its wall time, phase by phase, in every process.
+"""Where one ``expt sweep``, ``expt train`` or ``expt train -m`` spends its wall time, phase by phase, in every process.
 
 Runs the command once as a user runs it (a fresh process, in a scratch working directory whose
 MLflow store exists after one untimed warm-up run) with ``EXPT_TIMELINE=FILE``: each expt process
@@ -21,6 +21,7 @@ them with each other, not with the wall time).
     python benchmarks/timeline.py train model=random_forest --importtime
     python benchmarks/timeline.py sweep --before /tmp/expt-before   # another checkout of the code
     python benchmarks/timeline.py sweep model=random_forest --profile
+    python benchmarks/timeline.py grid --profile                # the 3 x 3 grid of bench_grid.py
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ EXPT = str(Path(sys.executable).with_name("expt"))
 
 
 def command(kind: str, overrides: list[str], before: Path | None) -> tuple[list[str], dict[str, str]]:
-    args = [kind, "data=breast_cancer", "model=logistic_regression", *overrides]
+    if kind == "grid":  # issue 16's grid, as benchmarks/bench_grid.py runs it
+        args = ["train", "-m", "data=wine,iris,breast_cancer", "model=logistic_regression,svm,random_forest",
+                *overrides]
+    else:
+        args = [kind, "data=breast_cancer", "model=logistic_regression", *overrides]
     if before is None:
         return [EXPT, *args], {}
     return [sys.executable, "-c", "import sys; sys.argv[0] = 'expt'; from expt.cli import main; main()", *args], {
@@ -153,7 +158,7 @@ def profile(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=("sweep", "train"))
+    parser.add_argument("kind", choices=("sweep", "train", "grid"))
     parser.add_argument("overrides", nargs="*", help="more overrides, e.g. model=random_forest")
     parser.add_argument("--importtime", action="store_true", help="also the imports' own time per package")
     parser.add_argument("--workers", type=int, default=1, help="expt sweep --workers N")
@@ -168,7 +173,7 @@ def main() -> None:
         run(argv, work, env)  # warm-up: the store exists, as a user's does
         marks = work / "timeline.jsonl"
         start, end, _ = run(argv, work, {**env, "EXPT_TIMELINE": str(marks)})
-        print(" ".join(["expt", *argv[argv.index(args.kind):]]))
+        print(" ".join(["expt", *argv[argv.index("train" if args.kind == "grid" else args.kind):]]))
         if marks.exists():
             show_timeline(marks, start, end)
         else:
