@@ -100,8 +100,8 @@ def show_importtime(stderr: str) -> None:
         print(f"  {name:<22} {us / 1e6:6.2f} s")
 
 
-# What a sample was doing: the first category whose pattern is in its stack (outermost frame first), in this
-# order, so that a figure drawn inside an import is a figure and a fit inside the importance is the importance.
+# What a sample was doing: the first category, in this order, whose pattern is anywhere in its stack, so that
+# matplotlib's import counts as an import and a forest's predict inside the importance as the importance.
 CATEGORIES = (
     ("imports", re.compile(r"_find_and_load")),
     ("permutation importance", re.compile(r"permutation_drops")),
@@ -145,7 +145,7 @@ def profile(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
     names = {}  # pid -> the process's role, from its first mark ("writer: started" -> writer)
     for line in marks.read_text().splitlines() if marks.exists() else []:
         m = json.loads(line)
-        names.setdefault(m["pid"], "the command" if not names else m["phase"].partition(":")[0])
+        names.setdefault(m["pid"], "the command" if m["phase"] == "cli imported" else m["phase"].partition(":")[0])
     samples = tally(raw.read_text())
     print(f"\nCPU seconds by what each process was doing (py-spy, {SPY_RATE} samples/s of the threads that run; a "
           "process with two busy threads counts both):")

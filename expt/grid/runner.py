@@ -122,8 +122,9 @@ def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str
         grid_id = grid_id or new_grid_id()
         spec = make_spec(plan, grid_id)
         grid_run = writer.on_store(_open, _head(plan), spec)
+        done = set()
     mark("grid: run open")
-    todo = [c for c in plan.runnable if c.cell.key not in done] if state is not None else list(plan.runnable)
+    todo = [c for c in plan.runnable if c.cell.key not in done]
     if progress is not None:
         progress.start(plan, todo)
     try:
