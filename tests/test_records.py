@@ -154,14 +154,14 @@ def test_a_train_record_is_sized_from_a_fold_model_without_a_final_one() -> None
     data = prepared.dataset
     cv = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
                         metric=prepared.metric, return_models=True)
-    rec = train_record(prepared, cv, "r", "0", "sqlite:///unused.db")
+    rec = train_record(prepared, cv)
     assert rec["model"]["n_parameters"] == cv.folds[0].n_train * 4  # knn: the first fold's training points x features
     assert rec["model"]["steps"] and fitted_model(cv) is cv.folds[0].model
     final = clone(prepared.pipeline).fit(data.X, data.y)
-    assert train_record(prepared, cv, "r", "0", "sqlite:///unused.db", final)["model"]["n_parameters"] == 150 * 4
+    assert train_record(prepared, cv, final)["model"]["n_parameters"] == 150 * 4
     for fold in cv.folds:
         fold.model = None
-    assert train_record(prepared, cv, "r", "0", "sqlite:///unused.db")["model"]["n_parameters"] is None
+    assert train_record(prepared, cv)["model"]["n_parameters"] is None
 
 
 def test_sweep_records_carry_each_trial_s_size() -> None:

@@ -268,9 +268,9 @@ def fitted_model(cv: Any) -> Any:
     return next((f.model for f in cv.folds if f.error is None and f.model is not None), None)
 
 
-def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: str,
-                 model: Any = None) -> dict[str, Any]:
-    """The record of a train run.
+def train_record(prepared: Any, cv: Any, model: Any = None) -> dict[str, Any]:
+    """The record of a train run, made before its run exists (:mod:`expt.train.process` opens the run in another
+    process): :func:`with_source` gives it its run.
 
     Its ``n_parameters`` is counted on ``model``, the refit final model, when the run made one (it does with
     ``tracking.log_model``); otherwise on the first fitted fold model ``cv`` kept, which saw (k-1)/k of the rows:
@@ -280,27 +280,25 @@ def train_record(prepared: Any, cv: Any, run_id: str, experiment_id: str, uri: s
     import numpy as np
 
     from expt.meta.model_features import model_features
-    from expt.tracking.uri import mask_credentials
 
     values = prepared.values
     folds, repeats = values["learner"]["cv"]["folds"], values["learner"]["cv"]["repeats"]
     fits = [f.fit_time for f in cv.folds if f.error is None]
     fitted = model if model is not None else fitted_model(cv)
     return make_record(
-        record_id=f"train/{run_id}", dataset=prepared.dataset, meta_features=features_of(prepared.dataset,
+        record_id="train/", dataset=prepared.dataset, meta_features=features_of(prepared.dataset,
                                                                                         values["seed"]),
         model=model_features(values, fitted if fitted is not None else prepared.pipeline),
         config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=cv.scores,
         seed=values["seed"], evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else ""),
         protocol={"kind": "cv", "folds": folds, "repeats": repeats},
         fit_seconds=float(np.mean(fits)) if fits else None,
-        source={"kind": "train", "run_id": run_id, "experiment_id": experiment_id, "tracking_uri":
-                mask_credentials(uri)})
+        source={"kind": "train"})
 
 
 def with_source(record: dict[str, Any], run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
-    """A record made before its run existed (:mod:`expt.train.process` opens the run in another process), given
-    the run it belongs to: its id and its ``source``."""
+    """A record made before its run existed (:func:`train_record`), given the run it belongs to: its id and its
+    ``source``."""
     from expt.tracking.uri import mask_credentials
 
     source = {**record["source"], "run_id": run_id, "experiment_id": experiment_id,

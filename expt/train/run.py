@@ -173,7 +173,7 @@ def _record(prepared: Prepared, result: CVResult, final: Any = None) -> dict[str
     if result.n_failed == len(result.folds):
         return None
     try:
-        return train_record(prepared, result, "", "", "", final)
+        return train_record(prepared, result, final)
     except Exception as exc:  # noqa: BLE001 - the run itself is fine
         warnings.warn(f"no record for this run: {type(exc).__name__}: {exc}", stacklevel=2)
         return None
