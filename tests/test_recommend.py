@@ -72,7 +72,7 @@ def test_recommendations_carry_their_evidence_without_the_dataset_s_own(records:
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     recs = payload["recommendations"]
-    assert [r["rank"] for r in recs] == [1, 2, 3] and payload["method"] == "conditioned"
+    assert [r["rank"] for r in recs] == [1, 2, 3] and payload["method"] == "ridge"
     assert all(r["support"] and 0 <= r["expected_regret"] <= 1 and r["evidence"] > 0 for r in recs)
     assert all(s["dataset"] != "wine" for r in recs for s in r["support"])  # its own records are left out
     assert "left out this dataset's own 3 record(s)" in payload["notes"][0]
@@ -149,7 +149,7 @@ def test_evaluate_reports_every_recommender_and_baseline(records: Path) -> None:
     assert result.exit_code == 0, result.output
     (classification, regression) = json.loads(result.output)
     assert classification["task"] == "classification" and classification["n_datasets"] == 4
-    assert set(classification["rows"]) == {"conditioned", "portfolio", "knn", "single-best", "rf_defaults",
+    assert set(classification["rows"]) == {"ridge", "conditioned", "portfolio", "knn", "single-best", "rf_defaults",
                                            "random", "hindsight"}
     assert all(0 <= row[m] <= 1 for row in classification["rows"].values() for m in ("top1", "best3", "hit1"))
     assert {c["against"] for c in classification["comparisons"]} == {"single-best", "portfolio", "hindsight"}

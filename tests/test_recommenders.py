@@ -223,7 +223,7 @@ def test_evaluation_is_deterministic_and_has_a_learning_curve() -> None:
                                                                ("conditioned", 13)}
     assert {c["against"] for c in first.comparisons if c["recommender"] == "conditioned"} == {
         "single-best", "portfolio", "hindsight"}
-    assert set(first.rows) == {"conditioned", "portfolio", "knn", "single-best", "hindsight", "random"}
+    assert set(first.rows) == {"ridge", "conditioned", "portfolio", "knn", "single-best", "hindsight", "random"}
 
 
 def test_protocols_are_never_averaged_together() -> None:
@@ -327,3 +327,60 @@ def test_fit_time_is_scaled_linearly_from_the_rows_it_was_measured_on_to_the_que
     assert dict(zip(keys, allowed.tolist(), strict=True)) == {"fast": False, "slow": False, "unknown": True}
     with pytest.raises(UsageError, match="no classification configuration meets"):
         constraints(table, families=["fast"], max_fit_seconds=1.0, n_rows=10_000)
+
+
+def test_meta_features_are_z_scored_so_a_mostly_zero_feature_does_not_dominate_distances() -> None:
+    """knn's scaling (issue 24): median/IQR made a feature that is 0 on most datasets (a missing-value ratio) huge
+    wherever it was not 0; z-scores keep every feature at unit spread and a constant one at 0."""
+    from expt.meta.rankers import scale_features
+
+    rng = np.random.default_rng(0)
+    informative = rng.uniform(0, 1, 40)
+    mostly_zero = np.where(np.arange(40) < 36, 0.0, 0.05)
+    features = np.column_stack([informative, mostly_zero, np.full(40, 3.0)])
+    center, scale = scale_features(features)
+    z = (features - center) / scale
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(z[:, :2].std(axis=0), 1, rtol=1e-9)
+    np.testing.assert_allclose(z[:, 2], 0, atol=1e-12)
+    # The mostly-zero feature's share of the squared distance between two datasets that differ only in it is what
+    # its unit spread gives (about 3 x 3), not the median/IQR's (0.05 / 1e-9).
+    assert abs(z[36, 1] - z[0, 1]) < 4
+
+
+def ridge_example(n: int = 30, seed: int = 0, informative: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Two configurations whose regret follows a meta-feature: a is good where it is low, b where it is high."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, n)
+    signal = x if informative else rng.uniform(0, 1, n)
+    regret = np.column_stack([signal, 1 - signal, np.full(n, 0.6)])
+    return regret, np.column_stack([x, rng.normal(size=n)])
+
+
+def test_ridge_first_pick_follows_the_meta_features_where_they_predict_regret() -> None:
+    regret, features = ridge_example()
+    groups = np.array([f"g{i}" for i in range(len(regret))])
+    fitted = fit("ridge", regret, features, groups)
+    assert np.isfinite(fitted.params["alpha"])  # the inner leave-one-group-out kept the regression
+    allowed = np.ones((2, 3), dtype=bool)
+    first = fitted.rank(np.array([[0.05, 0.0], [0.95, 0.0]]), allowed, 2)[0][:, 0]
+    assert first.tolist() == [0, 1]
+
+
+def test_ridge_falls_back_to_the_single_best_where_the_meta_features_say_nothing() -> None:
+    regret, features = ridge_example(informative=False)
+    regret[:, 2] = 0.3  # c is the best on average; a and b follow nothing the features show
+    groups = np.array([f"g{i}" for i in range(len(regret))])
+    fitted = fit("ridge", regret, features, groups)
+    assert fitted.params["alpha"] == float("inf")
+    assert fitted.rank(features[:3], np.ones((3, 3), dtype=bool), 1)[0][:, 0].tolist() == [2, 2, 2]
+
+
+def test_ridge_leaves_thinly_evaluated_configurations_to_their_shrunk_mean() -> None:
+    from expt.meta.rankers import RIDGE_MIN_ROWS, ridge_coefs
+
+    regret, features = ridge_example(n=RIDGE_MIN_ROWS + 5)
+    regret[RIDGE_MIN_ROWS - 1:, 1] = np.nan  # b on fewer rows than a regression needs
+    coef = ridge_coefs(regret, features, (1.0, float("inf")))
+    assert np.isfinite(coef[0][:, 0]).all() and np.isnan(coef[0][:, 1]).all()
+    assert np.isnan(coef[1]).all()  # infinite penalty: no regression at all

@@ -48,17 +48,19 @@ def metafeatures(
 @group.command()
 def recommend(
     dataset: DatasetFile = None,
-    top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend (conditioned and "
-                                     "portfolio: a complementary set, each chosen given the ones above it).")] = 5,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend (ridge, conditioned "
+                                     "and portfolio: a complementary set, each chosen given the ones above it).")] = 5,
     out: Annotated[Path | None, typer.Option("--out", help="Write each as DIR/<rank>.yaml, runnable with "
                                              "expt train conf=... and usable as sweep --warm-start DIR.")] = None,
     records: Annotated[list[str] | None, typer.Option("--records", help="Records to learn from: a JSON-lines "
                                                       "file, a folder of them or an MLflow tracking URI (repeat "
                                                       "for several). Default: ./records.jsonl if present.")] = None,
     no_kb: Annotated[bool, typer.Option("--no-kb", help="Leave out the knowledge base shipped with expt.")] = False,
-    method: Annotated[str, typer.Option("--method", help="conditioned (greedy portfolio over similar datasets), "
+    method: Annotated[str, typer.Option("--method", help="ridge (first pick by a regression of regret on the "
+                                        "meta-features, or the single best where that does not help; then the "
+                                        "greedy portfolio), conditioned (greedy portfolio over similar datasets), "
                                         "portfolio (static greedy portfolio), knn (nearest datasets by "
-                                        "meta-features) or single-best (best on average).")] = "conditioned",
+                                        "meta-features) or single-best (best on average).")] = "ridge",
     metric: Annotated[str | None, typer.Option("--metric", help="The metric to rank by, when the records have "
                                                "several for the task.")] = None,
     include_self: Annotated[bool, typer.Option("--include-self", help="Keep the dataset's own records (by "

@@ -202,7 +202,8 @@ def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: 
         console.print(f"wrote {path}   run it: expt train conf={path}", soft_wrap=True, highlight=False)
 
 
-EVALUATION_NAMES = {"conditioned": "conditioned portfolio", "portfolio": "static greedy portfolio",
+EVALUATION_NAMES = {"ridge": "ridge first pick, then portfolio", "conditioned": "conditioned portfolio",
+                    "portfolio": "static greedy portfolio",
                     "knn": "knn (meta-features)", "single-best": "single best, fitted without d's group",
                     "rf_defaults": "random forest defaults", "random": "random (expected)",
                     "hindsight": "(hindsight: single best, d included)"}
