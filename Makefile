@@ -34,8 +34,8 @@ bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-kb: $(STAMP)  ## rebuild expt/kb/records.jsonl.gz: recipes/kb/ datasets x portfolio (about 64 min on 2 cores, resumable)
-	$(PY) -m expt.kb
+kb: $(STAMP)  ## build expt/kb/records.jsonl.gz from recipes/kb/ in pieces of 2 h: run again to continue (shards in recipes/kb/shards/)
+	$(PY) -m expt.kb --stop-after 120 $(KB_ARGS)
 
 lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the import contracts (layers, no cycles)
 	$(VENV)/bin/ruff check expt tests benchmarks

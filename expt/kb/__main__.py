@@ -13,6 +13,7 @@ from expt.kb import build as kb
 from expt.kb.describe import describe
 from expt.kb.estimate import estimate
 from expt.kb.protocol import BUILD, DATASETS, PORTFOLIO, Protocol, load_datasets, load_portfolio
+from expt.kb.shards import SHARDS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rows", type=int, default=Protocol.max_rows,
                         help="rows per dataset; a larger one is subsampled, seeded (default 3000)")
     parser.add_argument("--seed", type=int, default=Protocol.seed, help="the subsample's and the folds' seed")
+    parser.add_argument("--repeats", type=int, default=Protocol.repeats, help="CV repeats of every cell (default 2)")
+    parser.add_argument("--stop-after", type=float, metavar="MINUTES", default=None,
+                        help="start no cell after this many minutes; run again to continue (make kb: 120)")
+    parser.add_argument("--shards", type=Path, default=None,
+                        help="one file of records per finished dataset, imported when a build starts (default: "
+                             "recipes/kb/shards/ for the default --build folder, none for any other)")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit each shard as its dataset finishes (that file alone)")
     parser.add_argument("--only", action="append", metavar="DATASET", help="only these datasets (repeatable)")
     parser.add_argument("--configs", action="append", metavar="CONFIG", help="only these configurations")
     parser.add_argument("--describe", action="store_true",
@@ -36,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--estimate", type=int, metavar="CELLS", default=None,
                         help="time a stratified random sample of CELLS cells on one thread and project the build")
     args = parser.parse_args(argv)
-    protocol = Protocol(folds=args.folds, max_rows=args.max_rows, seed=args.seed)
+    protocol = Protocol(folds=args.folds, max_rows=args.max_rows, seed=args.seed, repeats=args.repeats)
+    if args.shards is None and args.build == BUILD:
+        args.shards = SHARDS
     datasets, portfolio = load_datasets(args.datasets), load_portfolio(args.portfolio)
     if args.only:
         unknown = set(args.only) - {e["name"] for e in datasets}

@@ -45,6 +45,7 @@ from typing import Any
 
 from expt.kb.cells import read_done, run_job, runs_on
 from expt.kb.protocol import TASKS, Protocol, pair_key
+from expt.kb.shards import commit, import_shards, pair_of, write_shard
 
 CHUNK = 16  # configurations per job: a table's portfolio is split so that big tables use every worker
 
@@ -105,8 +106,7 @@ def recorded_pairs(build_dir: Path) -> set[str]:
     """The pairs whose record the build has written, as done.txt lists them (see :func:`expt.kb.protocol.pair_key`)."""
     from expt.meta.records import RecordStore
 
-    return {f"{r['dataset']['name']}\t{r['source']['config']}\t{r['id'].removeprefix('kb-build/')}"
-            for r in RecordStore(build_dir / "records.jsonl").read()}
+    return {pair_of(r) for r in RecordStore(build_dir / "records.jsonl").read()}
 
 
 def approximate_rows(entries: list[dict[str, Any]]) -> dict[str, int]:
@@ -124,7 +124,8 @@ def approximate_rows(entries: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def jobs_for(todo: list[Pair], build: Path, protocol: Protocol, workers: int = 1) -> list[dict[str, Any]]:
+def jobs_for(todo: list[Pair], build: Path, protocol: Protocol, workers: int = 1,
+             deadline: float | None = None) -> list[dict[str, Any]]:
     """The pairs to run as jobs: largest tables first, each table's configurations split into slices of at most
     ``CHUNK`` (interleaved, so each mixes families).
 
@@ -141,7 +142,7 @@ def jobs_for(todo: list[Pair], build: Path, protocol: Protocol, workers: int = 1
         block = [(entry, _slices(configs)) for entry, configs in ordered[start:start + max(1, workers)]]
         for i in range(max(len(slices) for _, slices in block)):
             jobs += [{"key": f"{entry['name']}#{i + 1}", "entry": entry, "configs": slices[i], "build": str(build),
-                      "protocol": protocol} for entry, slices in block if i < len(slices)]
+                      "protocol": protocol, "deadline": deadline} for entry, slices in block if i < len(slices)]
     return jobs
 
 
@@ -154,8 +155,12 @@ class Progress:
     """What the build prints as its workers report: a line per job (its table, its configurations' seconds) and
     a line per pair that failed."""
 
-    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+    def __init__(self, jobs: list[dict[str, Any]], on_dataset_done: Any = None) -> None:
         self.names = {job["key"]: job["entry"]["name"] for job in jobs}
+        self.left: dict[str, int] = {}
+        for name in self.names.values():
+            self.left[name] = self.left.get(name, 0) + 1
+        self.on_dataset_done = on_dataset_done
         self.started, self.finished, self.cells, self.failures = time.perf_counter(), 0, 0, 0
 
     def job_started(self, key: str) -> None:
@@ -171,6 +176,31 @@ class Progress:
         print(f"[{self.finished}/{len(self.names)} {elapsed / 60:.0f} min] {self.names[key]}: "
               f"{len(results) - len(bad)} configurations in {sum(t for _, _, t in results):.0f} s"
               + "".join(f"\n    {c}: {s}" for c, s in bad), flush=True)
+        name = self.names[key]
+        self.left[name] -= 1
+        if not self.left[name] and self.on_dataset_done is not None:
+            self.on_dataset_done(name)
+
+
+class Shelf:
+    """Writes a dataset's shard once every one of its runnable pairs is done (see :mod:`expt.kb.shards`)."""
+
+    def __init__(self, shards: Path, build_dir: Path, keys: dict[str, set[str]], *, commit: bool) -> None:
+        self.shards, self.build_dir, self.keys, self.commit = shards, build_dir, keys, commit
+
+    def finish(self, name: str) -> None:
+        from expt.meta.records import RecordStore
+
+        wanted = self.keys.get(name, set())
+        if not wanted or not wanted <= read_done(self.build_dir):
+            return  # a pair failed and is retried next build, or the build stopped part way: no shard yet
+        latest = {pair_of(r): r for r in RecordStore(self.build_dir / "records.jsonl").read()
+                  if r["dataset"]["name"] == name and pair_of(r) in wanted}
+        path = write_shard(self.shards, name, list(latest.values()))
+        if path is not None and self.commit:
+            if not commit(path, f"Knowledge base shard: {name} done ({len(latest)} records), so a stopped build "
+                                "resumes from it on any clone"):
+                print(f"    could not commit {path}; it is written, commit it by hand", flush=True)
 
 
 # --- the shipped file ------------------------------------------------------------------------------------
@@ -210,6 +240,7 @@ def _same_protocol(recorded: Any, protocol: Protocol) -> bool:
     if not isinstance(recorded, dict):
         return False
     return (recorded.get("kind") == "cv" and recorded.get("folds") == protocol.folds
+            and recorded.get("repeats", 1) == protocol.repeats
             and recorded.get("max_rows") == protocol.max_rows and recorded.get("seed") == protocol.seed)
 
 
@@ -225,21 +256,39 @@ def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: l
     args.build.mkdir(parents=True, exist_ok=True)
     pairs = plan_pairs(datasets, portfolio, protocol)
     runnable = [p for p in pairs if p.skip is None]
+    if args.shards is not None:
+        imported = import_shards(args.shards, args.build)
+        print(f"{imported} records imported from the shards in {args.shards}" if imported else
+              f"no shard records to import from {args.shards}", flush=True)
     done = settle_done(args.build)
     todo = [p for p in runnable if pair_key(p.entry, p.config, protocol) not in done]
-    jobs = jobs_for(todo, args.build, protocol, max(1, args.workers))
+    deadline = time.time() + 60 * args.stop_after if args.stop_after is not None else None
+    jobs = jobs_for(todo, args.build, protocol, max(1, args.workers), deadline)
     workers = max(1, min(args.workers, len(jobs)))
-    print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV on "
-          f"at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x "
+    keys: dict[str, set[str]] = {}
+    for p in runnable:
+        keys.setdefault(p.entry["name"], set()).add(pair_key(p.entry, p.config, protocol))
+    shelf = Shelf(args.shards, args.build, keys, commit=args.commit) if args.shards is not None else None
+    for name in keys if shelf is not None else ():  # datasets finished before the shards existed
+        if not any(job["entry"]["name"] == name for job in jobs):
+            shelf.finish(name)
+    print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV "
+          f"x{protocol.repeats} on at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x "
           f"{max(1, cores() // workers)} thread(s), building in {args.build}\n{len(pairs)} pairs: "
           f"{len(pairs) - len(runnable)} skipped (the model does not take the dataset's task), "
           f"{len(runnable) - len(todo)} done, {len(todo)} to run in {len(jobs)} jobs", flush=True)
-    progress = Progress(jobs)
+    progress = Progress(jobs, shelf.finish if shelf is not None else None)
     try:
         run_jobs(jobs, workers, run_job, progress=progress, what="knowledge base", unit="job",
                  resume="run the same command again: it continues where it stopped")
     except RunFailedError as exc:
         raise SystemExit(str(exc)) from None
+    left = [p for p in todo if pair_key(p.entry, p.config, protocol) not in settle_done(args.build)]
+    if deadline is not None and left and time.time() > deadline:
+        print(f"stopped after {args.stop_after:g} min with {len(left)} pairs of "
+              f"{len({p.entry['name'] for p in left})} datasets left: run the same command again to continue "
+              "(finished datasets are in the shards); not compacted", flush=True)
+        return
     if args.only or args.configs:
         print(f"{progress.cells} cells in {time.perf_counter() - progress.started:.0f} s; a partial build "
               f"(--only/--configs) is not compacted unless --out is given", flush=True)

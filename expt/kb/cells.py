@@ -171,8 +171,9 @@ def run_cell(table: Table, config: dict[str, Any], protocol: Protocol, build_dir
 
 
 def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: str,
-                protocol: Protocol = Protocol()) -> list[tuple[str, str, float]]:
-    """The portfolio's configurations on one dataset, those not done yet; returns (config, status, seconds)."""
+                protocol: Protocol = Protocol(), deadline: float | None = None) -> list[tuple[str, str, float]]:
+    """The portfolio's configurations on one dataset, those not done yet; returns (config, status, seconds).
+    Past ``deadline`` (epoch seconds) no further cell starts: the build's ``--stop-after``."""
     import warnings
 
     warnings.filterwarnings("ignore")  # the build prints statuses; a fold's warnings would interleave
@@ -187,6 +188,8 @@ def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: s
         return [(c["name"], f"error: dataset: {type(exc).__name__}: {exc}", 0.0) for c in todo]
     out = []
     for config in todo:
+        if deadline is not None and time.time() > deadline:
+            break
         try:
             cell = run_cell(table, config, protocol, build_dir)
         except Exception as exc:  # noqa: BLE001 - a bug or a crash in one cell: said, and retried next build
@@ -203,4 +206,4 @@ def run_dataset(entry: dict[str, Any], portfolio: list[dict[str, Any]], build: s
 
 def run_job(job: dict[str, Any]) -> list[tuple[str, str, float]]:
     """One job in a worker process of :func:`expt.grid.workers.run_jobs`: a table and a slice of the portfolio."""
-    return run_dataset(job["entry"], job["configs"], job["build"], job["protocol"])
+    return run_dataset(job["entry"], job["configs"], job["build"], job["protocol"], job.get("deadline"))

@@ -5,16 +5,18 @@ One protocol for every cell (dataset x configuration), recorded in each record's
 - the dataset as ``expt train`` loads it (rows with a missing target dropped, ``drop`` columns dropped);
 - at most ``--max-rows`` rows (default 3,000): a larger table is cut to a seeded subsample, stratified by
   class for classification (every class keeps at least ``folds`` rows), uniform for regression;
-- ``--folds``-fold CV (default 3), stratified for classification, shuffled with the seed (0): the same folds
-  for every configuration of a dataset, since the rows and the seed are the same;
+- ``--folds``-fold CV (default 3) repeated ``--repeats`` times (default 2, each repeat shuffled anew),
+  stratified for classification, seeded (0): the same folds for every configuration of a dataset, since the rows
+  and the seed are the same. Two repeats (issue 24) halve the variance of a cell's mean score roughly, and the
+  per-fold scores they record let the evaluation estimate the noise of a difference between configurations;
 - the default learner (median / most-frequent imputation, standard scaling, one-hot encoding, 50 levels at
   most) and metric (accuracy, R^2), every pipeline step fitted inside the fold.
 
 The record's ``dataset`` block and meta-features are the whole table's, as a query's are (so ``expt recommend``
 still recognizes the table by its fingerprint and leaves its own records out); its ``protocol`` says what the
-scores saw: ``{"kind": "cv", "folds": 3, "repeats": 1, "max_rows": 3000, "n_rows": <rows used>, "subsample":
+scores saw: ``{"kind": "cv", "folds": 3, "repeats": 2, "max_rows": 3000, "n_rows": <rows used>, "subsample":
 null | "stratified" | "random", "seed": 0}``. An uncapped table's protocol is exactly ``expt train
-learner.cv.folds=3``'s.
+learner.cv.folds=3 learner.cv.repeats=2``'s.
 
 A (dataset, configuration) pair is known by its :func:`pair_key`: a changed dataset spec, configuration or
 protocol is a new pair.
@@ -42,6 +44,7 @@ class Protocol:
     folds: int = 3
     max_rows: int = 3000
     seed: int = 0
+    repeats: int = 2
 
     def rows_used(self, n_rows: int) -> int:
         return min(n_rows, self.max_rows)
@@ -50,19 +53,20 @@ class Protocol:
         """The record's ``protocol``: what the cell's scores saw."""
         used = self.rows_used(n_rows)
         subsample = None if used == n_rows else "stratified" if task == "classification" else "random"
-        return {"kind": "cv", "folds": self.folds, "repeats": 1, "max_rows": self.max_rows, "n_rows": used,
-                "subsample": subsample, "seed": self.seed}
+        return {"kind": "cv", "folds": self.folds, "repeats": self.repeats, "max_rows": self.max_rows,
+                "n_rows": used, "subsample": subsample, "seed": self.seed}
 
     def evaluation(self, task: str, n_rows: int) -> str:
         used = self.rows_used(n_rows)
+        cv = f"{self.folds}-fold CV" + (f" x{self.repeats}" if self.repeats > 1 else "")
         if used == n_rows:
-            return f"{self.folds}-fold CV"
+            return cv
         kind = "stratified" if task == "classification" else "random"
-        return f"{self.folds}-fold CV on a {kind} subsample of {used} of {n_rows} rows (seed {self.seed})"
+        return f"{cv} on a {kind} subsample of {used} of {n_rows} rows (seed {self.seed})"
 
     def overrides(self) -> list[str]:
         """Appended after a configuration's own overrides: the protocol wins over anything it sets."""
-        return [f"seed={self.seed}", f"learner.cv.folds={self.folds}", "learner.cv.repeats=1",
+        return [f"seed={self.seed}", f"learner.cv.folds={self.folds}", f"learner.cv.repeats={self.repeats}",
                 "learner.cv.shuffle=true", "learner.cv.stratify=auto"]
 
 
@@ -112,7 +116,10 @@ def data_spec(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def pair_digest(entry: dict[str, Any], config: dict[str, Any], protocol: Protocol = Protocol()) -> str:
-    payload = [data_spec(entry), config["overrides"], sorted(config.get("tasks", TASKS)), asdict(protocol)]
+    fields = asdict(protocol)
+    if fields["repeats"] == 1:  # the protocol before repeats existed: its pairs keep their keys
+        del fields["repeats"]
+    payload = [data_spec(entry), config["overrides"], sorted(config.get("tasks", TASKS)), fields]
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
