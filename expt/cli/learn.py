@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from expt.cli.common import Debug, Group, JsonOut, user_errors
+from expt.cli.common import WITH_OVERRIDES, Debug, Group, JsonOut, user_errors
 
 group = Group()
 
@@ -45,8 +45,9 @@ def metafeatures(
         print_metafeatures(data, features)
 
 
-@group.command()
+@group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] [OVERRIDES]...")
 def recommend(
+    ctx: typer.Context,
     dataset: DatasetFile = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend (ridge, conditioned "
                                      "and portfolio: a complementary set, each chosen given the ones above it).")] = 5,
@@ -80,11 +81,26 @@ def recommend(
                                            "learning curve.")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                       help="Seed of the meta-features, the bootstrap and the learning curve.")] = 0,
+    probe: Annotated[int | None, typer.Option("--probe", min=1, metavar="K", help="Try K configurations on this "
+                                              "dataset, each picked given the scores so far: ordinary expt train "
+                                              "runs under your learner (overrides after the options) under one "
+                                              "probe run; prints their ranking and writes them, best first.")
+                     ] = None,
+    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", min=0, help="With --probe: start no "
+                                                         "candidate after this many seconds.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="PROBE_ID", help="Continue a stopped probe: "
+                                               "finished candidates are not run again.")] = None,
     json_out: JsonOut = False,
     debug: Debug = False,
 ) -> None:
-    """Recommend configurations for a dataset from the records of earlier runs, with the evidence."""
+    """Recommend configurations for a dataset from the records of earlier runs, with the evidence; or, with
+    --probe K, try K of them on it."""
     with user_errors(debug):
+        if probe is not None or budget_seconds is not None or resume is not None or ctx.args:
+            from expt.cli.probe_render import probe_command
+
+            probe_command(ctx)
+            return
         from expt.core.errors import UsageError
         from expt.meta.rankers import METHODS
 
