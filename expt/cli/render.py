@@ -220,6 +220,10 @@ def print_evaluation(evaluations: list[Any], default: str) -> None:
             continue
         console.print(_evaluation_table(ev, default))
         console.print(_comparison_table(ev))
+        from expt.cli.evaluation_render import noise_tables
+
+        for table in noise_tables(ev, default):
+            console.print(table)
         if ev.curve:
             console.print(_curve_table(ev))
         chosen = "; ".join(f"{m} " + ", ".join(f"{p} " + " ".join(f"{v}×{n}" for v, n in sorted(
@@ -233,11 +237,12 @@ def _evaluation_table(ev: Any, default: str) -> Any:
 
     out = Table(title=f"leave-one-group-out · {ev.task} · {ev.n_datasets} datasets in {ev.n_groups} groups, "
                       f"{ev.n_configs} configurations · {ev.metric}", title_justify="left")
-    for col in ("recommender", "top-1 t_d", "best-of-3", "best-of-5", "hit@1", "datasets"):
+    for col in ("recommender", "top-1 t_d", "top-1 loss", "best-of-3", "best-of-5", "hit@1", "datasets"):
         out.add_column(col, justify="left" if col == "recommender" else "right")
     for name, row in sorted(ev.rows.items(), key=lambda kv: (kv[0] == "hindsight", kv[1]["top1"])):
         label = EVALUATION_NAMES.get(name, name) + (" ← default" if name == default else "")
-        out.add_row(label, f"{row['top1']:.3f}", f"{row['best3']:.3f}", f"{row['best5']:.3f}",
+        loss = f"{row['loss1']:.4f}" if "loss1" in row else "—"  # best_d - s_d(first pick), in the metric's units
+        out.add_row(label, f"{row['top1']:.3f}", loss, f"{row['best3']:.3f}", f"{row['best5']:.3f}",
                     f"{row['hit1']:.2f}", str(row["n"]))
     return out
 

@@ -12,8 +12,17 @@ the static greedy portfolio (``portfolio``), random forest defaults (then the si
 order), and random choice (its exact expectation over d's configurations, not a draw).
 
 Paired differences (recommender minus reference, per row) get 95% percentile intervals from a
-bootstrap over groups (rows of one group are resampled together), seeded. The learning curve
-refits everything on a random sample of 10, 25, 50 training groups (10 seeds) and on all.
+bootstrap over groups (rows of one group are resampled together), seeded; and simultaneous 95%
+intervals over every difference a table shows (all comparisons x measures), by the max-|t| bootstrap:
+each difference +- c x its bootstrap sd, c the 95th percentile over draws of the largest studentized
+deviation of any of them (the same group draws for all), so that all of them cover at once. The
+learning curve refits everything on a random sample of 10, 25, 50 training groups (10 seeds) and on all.
+
+Thin rows (a probe's few configurations, :func:`expt.meta.recommend.table_regret`) train the
+recommenders but are never held out as test rows: their regrets are partly estimated.
+
+Under noise (:mod:`expt.meta.noise`, :mod:`expt.meta.probe_eval`): the oracle that knows a noisy copy of d's
+table, and every recommender's first pick, scored in fresh noisy copies; and the probe simulated.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from expt.meta.rankers import METHODS, fit
+from expt.meta.rankers import DEFAULT_METHOD, METHODS, fit
 
 MEASURES = ("top1", "best3", "best5", "hit1")
 REFERENCES = ("single-best", "portfolio", "hindsight")
@@ -44,21 +53,25 @@ class Evaluation:
     chosen: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # method -> param -> value -> folds
     seed: int = 0
     draws: int = DRAWS
+    noise: dict[str, Any] = field(default_factory=dict)  # the fresh-copy regime and the probe (probe_eval.evaluate)
 
 
 def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int = DRAWS, curve: bool = True,
-             curve_sizes: tuple[int, ...] = CURVE_SIZES, curve_seeds: int = CURVE_SEEDS) -> Evaluation:
+             curve_sizes: tuple[int, ...] = CURVE_SIZES, curve_seeds: int = CURVE_SEEDS, noise: bool = True,
+             default: str = DEFAULT_METHOD) -> Evaluation:
     import numpy as np
 
     regret, features = table.regret, table.features
     groups = np.array(table.groups)
-    results, rows, chosen = _logo(regret, features, groups, METHODS)
+    results, rows, chosen = _logo(regret, features, groups, METHODS, queries=~np.asarray(table.thin, dtype=bool))
     if not rows:
         return Evaluation(table.task, table.metric, 0, 0, len(table.configs), {}, seed=seed, draws=draws)
     truth = regret[rows]
     seen = ~np.isnan(truth)
     hindsight = fit("single-best", regret, features, groups)  # d included: a yardstick
-    results["hindsight"] = _measures(truth, hindsight.rank(features[rows], seen, DEPTH)[0])
+    picks = results.pop("_picks")
+    picks["hindsight"] = hindsight.rank(features[rows], seen, DEPTH)[0]
+    results["hindsight"] = _measures(truth, picks["hindsight"])
     rf = next((j for j, c in enumerate(table.configs) if c["key"] == rf_key), None)
     if rf is None and rf_key:  # its hyperparameters, whatever the preprocessing (scaling does nothing to a forest)
         rf = next((j for j, c in enumerate(table.configs) if c["key"].split("|", 1)[0] == rf_key.split("|", 1)[0]),
@@ -66,29 +79,56 @@ def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int
     if rf is not None:
         keep = seen[:, rf]
         order = results.pop("_single_best_picks")
-        picks = np.array([[rf, *[j for j in p if j != rf and j >= 0]][:DEPTH] for p in order])
-        results["rf_defaults"] = _measures(truth[keep], picks[keep])
+        rf_picks = np.array([[rf, *[j for j in p if j != rf and j >= 0]][:DEPTH] for p in order])
+        results["rf_defaults"] = _measures(truth[keep], rf_picks[keep])
+        picks["rf_defaults"] = np.where(keep[:, None], rf_picks, -1)
     results.pop("_single_best_picks", None)
     results["random"] = _random_expectation(truth)
     g = groups[rows]
     summary = {name: {**{m: float(np.mean(v[:, i])) for i, m in enumerate(MEASURES)}, "n": len(v)}
                for name, v in results.items()}
-    comparisons = [compare(results[name], results[ref], g, name=name, against=ref, seed=seed, draws=draws)
-                   for name in METHODS for ref in REFERENCES if ref != name]
+    for name, row in summary.items():  # the same first pick in score units: best_d - s_d(pick)
+        row["loss1"] = _loss(table.scores[rows], picks.get(name))
+    comparisons = compare_all([(name, ref) for name in METHODS for ref in REFERENCES if ref != name], results, g,
+                              seed=seed, draws=draws)
     points = learning_curve(regret, features, groups, sizes=curve_sizes, seeds=curve_seeds,
                             full={m: results[m] for m in METHODS}) if curve else []
-    return Evaluation(table.task, table.metric, len(rows), len(set(g)), len(table.configs), summary, comparisons,
-                      points, chosen, seed, draws)
+    ev = Evaluation(table.task, table.metric, len(rows), len(set(g)), len(table.configs), summary, comparisons,
+                    points, chosen, seed, draws)
+    if noise and table.fold_scores:
+        from expt.meta.probe_eval import evaluate_noise
+
+        ev.noise = evaluate_noise(table, rows, picks, default=default if default in picks else METHODS[0],
+                                  seed=seed, draws=draws)
+        ev.chosen["adaptive"] = ev.noise.pop("chosen")
+    return ev
+
+
+def _loss(scores: Any, picks: Any) -> float:
+    """Mean best_d - s_d(first pick) over rows, in the metric's units; for random choice (no picks) its expectation."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        best = np.nanmax(scores, axis=1)
+        if picks is None:
+            return float(np.mean(best - np.nanmean(scores, axis=1)))
+        first = picks[:, 0]
+        ok = first >= 0
+        return float(np.mean(best[ok] - scores[np.flatnonzero(ok), first[ok]])) if ok.any() else float("nan")
 
 
 def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, size: int | None = None,
-          rng: Any = None) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
-    """Per evaluated row, each method's measures, fitted without the row's group (on ``size`` sampled groups)."""
+          rng: Any = None, queries: Any = None) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
+    """Per evaluated row (among ``queries``), each method's measures, fitted without the row's group (on ``size``
+    sampled groups); ``results["_picks"]``: each method's first DEPTH picks per row."""
     import numpy as np
 
     seen = ~np.isnan(regret)
     evaluable = seen.sum(axis=1) >= 2
+    if queries is not None:
+        evaluable &= queries
     out: dict[str, list[Any]] = {m: [] for m in methods}
+    all_picks: dict[str, list[Any]] = {m: [] for m in methods}
     sb_picks: list[Any] = []
     rows: list[int] = []
     chosen: dict[str, dict[str, dict[str, int]]] = {m: {} for m in methods}
@@ -110,12 +150,14 @@ def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, 
             if m == "single-best":
                 sb_picks.extend(picks)
             out[m].append(_measures(regret[test], picks[:, :DEPTH]))
+            all_picks[m].append(picks[:, :DEPTH])
             for k, v in fitted.params.items():  # how often each value of each hyper-parameter was chosen
                 chosen[m].setdefault(k, {})
                 chosen[m][k][f"{v:g}"] = chosen[m][k].get(f"{v:g}", 0) + 1
     results: dict[str, Any] = {m: np.concatenate(v) if v else np.zeros((0, len(MEASURES))) for m, v in out.items()}
     if "single-best" in methods:
         results["_single_best_picks"] = sb_picks
+    results["_picks"] = {m: np.concatenate(v) if v else np.zeros((0, DEPTH), dtype=int) for m, v in all_picks.items()}
     return results, rows, chosen
 
 
@@ -152,13 +194,22 @@ def _random_expectation(truth: Any) -> Any:
 
 
 def compare(values: Any, reference: Any, groups: Any, *, name: str, against: str, seed: int,
-            draws: int = DRAWS) -> dict[str, Any]:
+            draws: int = DRAWS, measures: tuple[str, ...] = MEASURES[:3]) -> dict[str, Any]:
     """Paired differences (values - reference) per measure, with a 95% bootstrap interval over groups."""
+    return _compare(values, reference, groups, name=name, against=against, seed=seed, draws=draws,
+                    measures=measures)[0]
+
+
+def _compare(values: Any, reference: Any, groups: Any, *, name: str, against: str, seed: int, draws: int,
+             measures: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+    """:func:`compare`, and its bootstrap means (draws x measures): the same group draws for every call with the
+    same groups and seed, which the simultaneous intervals need."""
     import numpy as np
 
-    diff = values[:, :3] - reference[:, :3]
+    m = len(measures)
+    diff = values[:, :m] - reference[:, :m]
     labels, index = np.unique(np.asarray(groups), return_inverse=True)
-    sums = np.zeros((len(labels), 3))
+    sums = np.zeros((len(labels), m))
     np.add.at(sums, index, diff)
     counts = np.bincount(index, minlength=len(labels)).astype(float)
     rng = np.random.default_rng(seed)
@@ -166,10 +217,34 @@ def compare(values: Any, reference: Any, groups: Any, *, name: str, against: str
     means = (draw @ sums) / (draw @ counts)[:, None]
     low, high = np.percentile(means, [2.5, 97.5], axis=0)
     out: dict[str, Any] = {"recommender": name, "against": against, "n": len(diff)}
-    for i, m in enumerate(MEASURES[:3]):
-        out[m] = {"diff": float(diff[:, i].mean()), "low": float(low[i]), "high": float(high[i]),
-                  "better": int((diff[:, i] < -1e-9).sum()), "worse": int((diff[:, i] > 1e-9).sum())}
-    return out
+    for i, key in enumerate(measures):
+        out[key] = {"diff": float(diff[:, i].mean()), "low": float(low[i]), "high": float(high[i]),
+                    "better": int((diff[:, i] < -1e-9).sum()), "worse": int((diff[:, i] > 1e-9).sum())}
+    return out, means
+
+
+def compare_all(pairs: list[tuple[str, str]], results: dict[str, Any], groups: Any, *, seed: int,
+                draws: int = DRAWS, measures: tuple[str, ...] = MEASURES[:3]) -> list[dict[str, Any]]:
+    """:func:`compare` for each (recommender, reference) pair, each difference also with its simultaneous 95%
+    interval over all of them (``sim_low``, ``sim_high``; max-|t| bootstrap) and the family's size."""
+    import numpy as np
+
+    done = [_compare(results[a], results[b], groups, name=a, against=b, seed=seed, draws=draws, measures=measures)
+            for a, b in pairs if a in results and b in results]
+    if not done:
+        return []
+    point = np.array([[c[m]["diff"] for m in measures] for c, _ in done])  # comparisons x measures
+    boot = np.stack([means for _, means in done], axis=1)  # draws x comparisons x measures
+    sd = boot.std(axis=0)
+    live = sd > 1e-12
+    t = np.where(live, np.abs(boot - boot.mean(axis=0)) / np.where(live, sd, 1.0), 0.0)
+    crit = float(np.percentile(t.reshape(len(boot), -1).max(axis=1), 95)) if live.any() else 0.0
+    family = int(live.sum())
+    for (c, _), p, s in zip(done, point, sd, strict=True):
+        for i, m in enumerate(measures):
+            c[m].update(sim_low=float(p[i] - crit * s[i]), sim_high=float(p[i] + crit * s[i]))
+        c["family"], c["crit"] = family, crit
+    return [c for c, _ in done]
 
 
 def learning_curve(regret: Any, features: Any, groups: Any, *, sizes: tuple[int, ...] = CURVE_SIZES,

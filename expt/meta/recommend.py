@@ -39,12 +39,15 @@ class Table:
     feature_names: list[str]
     scores: Any  # rows x configurations, NaN where not evaluated
     fit_seconds: Any = None  # rows x configurations: mean seconds per fit (on the row's fit_rows), NaN: not on record
+    fold_scores: dict[tuple[int, int], tuple[float, ...]] = field(default_factory=dict)  # (row, config): per-fold
     regret: Any = field(init=False)
+    spread: Any = field(init=False)  # per row: the score difference that is regret 1 (best - median, or estimated)
+    thin: Any = field(init=False)  # per row: too few configurations for its own median (see table_regret)
 
     def __post_init__(self) -> None:
         import numpy as np
 
-        self.regret = normalized_regret(self.scores)
+        self.regret, self.spread, self.thin = table_regret(self.scores)
         if self.fit_seconds is None:
             self.fit_seconds = np.full(self.scores.shape, np.nan)
 
@@ -66,6 +69,53 @@ def normalized_regret(scores: Any) -> Any:
         regret = np.where(spread > 1e-12, (best - scores) / np.where(spread > 1e-12, spread, 1.0),
                           np.where(scores >= best - 1e-12, 0.0, 1.0))
     return np.where(np.isnan(scores), np.nan, np.clip(regret, 0.0, 1.0))
+
+
+THIN_SHARE = 0.5  # a row with fewer configurations than this share of the fullest row's is thin
+MIN_DENSE = 3  # dense rows needed to anchor thin ones; with fewer, every row is normalized on its own
+
+
+def table_regret(scores: Any) -> tuple[Any, Any, Any]:
+    """Normalized regret per row, each row's spread (the score difference that is regret 1), and which rows are thin.
+
+    A row that evaluated most of the portfolio (a dense row: at least THIN_SHARE of the fullest row's count) is
+    normalized on its own, as :func:`normalized_regret` says. A thin row (a probe's K configurations, a few train
+    runs) cannot be: its configurations were picked for being good, so best - median over them is a fraction of
+    best - median over the portfolio, and every regret in it would come out inflated (the probe's third-best of 5
+    at regret 1, "as bad as the median", when it is better than most of the portfolio). So a thin row keeps its own
+    best (regret 0) and its own score differences, and takes its scale from the dense rows: with t_c the mean
+    regret of c over the dense rows and c* the row's best, spread = sum_c (best - s_c) / sum_c max(t_c - t_c*, 0)
+    over its configurations with dense evidence (the ratio estimate of the scale in s_c = best - spread (t_c - t_c*)),
+    and never below the row's own best - median (which bounds the portfolio's from below when the picks beat the
+    median). Then its configurations' regrets average about what the dense rows say they do, and only their order
+    and relative gaps are the row's own evidence. Where there are fewer than MIN_DENSE dense rows, or the estimate
+    has nothing to stand on (fewer than 2 configurations with dense evidence, or none expected worse than the best),
+    the row is normalized on its own, as before.
+    """
+    import numpy as np
+
+    regret = normalized_regret(scores)
+    n_rows = scores.shape[0]
+    with np.errstate(all="ignore"):
+        best = np.nanmax(scores, axis=1) if scores.size else np.zeros(n_rows)
+        spread = best - (np.nanmedian(scores, axis=1) if scores.size else np.zeros(n_rows))
+    counts = (~np.isnan(scores)).sum(axis=1)
+    thin = counts < THIN_SHARE * (counts.max() if n_rows else 0)
+    if thin.any() and (~thin).sum() >= MIN_DENSE:
+        with np.errstate(all="ignore"):
+            typical = np.nanmean(np.where(thin[:, None], np.nan, regret), axis=0)  # NaN: no dense evidence
+        for i in np.flatnonzero(thin):
+            seen = ~np.isnan(scores[i]) & ~np.isnan(typical)
+            top = int(np.nanargmax(scores[i])) if counts[i] else -1
+            if seen.sum() < 2 or top < 0 or np.isnan(typical[top]):
+                continue
+            expected = np.maximum(typical[seen] - typical[top], 0.0).sum()
+            if expected <= 1e-9:
+                continue
+            scale = max(float((best[i] - scores[i, seen]).sum() / expected), float(spread[i]), 1e-12)
+            spread[i] = scale
+            regret[i] = np.where(np.isnan(scores[i]), np.nan, np.clip((best[i] - scores[i]) / scale, 0.0, 1.0))
+    return regret, spread, thin
 
 
 # --- protocols, groups, metrics ----------------------------------------------------------------------
@@ -183,6 +233,10 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
                 exclude: Iterable[str] = ()) -> Table:
     """Rows (dataset, protocol) by configurations; repeated evaluations of a configuration in a row averaged.
 
+    The records' per-fold scores are kept by cell (``Table.fold_scores``, sparse: a user's many one-off sweep
+    configurations would make a dense rows x configurations x folds array large), so that the evaluation can
+    estimate how noisy a row's scores are (:mod:`expt.meta.noise`); a cell evaluated twice keeps both records' folds.
+
     ``exclude``: dataset fingerprints left out (the query's own, so that its recommendations were not chosen
     on the data they will be tested on). Features come from the first record of a dataset.
     """
@@ -197,6 +251,7 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     cols: dict[str, dict[str, Any]] = {}
     cells: dict[tuple[tuple[str, str], str], list[float]] = {}
+    folds: dict[tuple[tuple[str, str], str], list[float]] = {}
     times: dict[tuple[tuple[str, str], str], list[float]] = {}
     for r in records:
         data = r["dataset"]
@@ -210,6 +265,7 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
                          "n_rows": data.get("n_rows"), "fit_rows": fit_rows(protocol), "features": r["meta_features"]}
         cols.setdefault(key, {"key": key, "model": r["model"], "config": r.get("config", {})})
         cells.setdefault((row, key), []).append(r["score"])
+        folds.setdefault((row, key), []).extend(float(v) for v in r.get("scores") or () if v is not None)
         if r.get("fit_seconds") is not None:
             times.setdefault((row, key), []).append(r["fit_seconds"])
     if not rows:
@@ -225,8 +281,10 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
         scores[rows_of[rk], index[key]] = sum(values) / len(values)
     for (rk, key), values in times.items():
         seconds[rows_of[rk], index[key]] = sum(values) / len(values)
+    per_fold = {(rows_of[rk], index[key]): tuple(values) for (rk, key), values in folds.items() if values}
     datasets = [{k: v for k, v in rows[rk].items() if k != "features"} for rk in row_keys]
-    return Table(task, metric, datasets, [cols[k] for k in keys], np.nan_to_num(features), names, scores, seconds)
+    return Table(task, metric, datasets, [cols[k] for k in keys], np.nan_to_num(features), names, scores, seconds,
+                 per_fold)
 
 
 def query_vector(table: Table, features: Mapping[str, float]) -> Any:
