@@ -129,7 +129,8 @@ def protocol_of(record: Mapping[str, Any]) -> dict[str, Any]:
 
     A record from before protocols were recorded is what its text and source say (a sweep's final search: inner
     CV; anything else: train CV, with the folds its scores show). Without a recorded ``n_rows`` (train and sweep
-    records), the scores saw the whole table: the dataset's ``n_rows``.
+    records), the scores saw the whole table: the dataset's ``n_rows``. Without a ``split``, its rows were
+    shuffled (records before grouped and time-ordered folds existed, and every shuffled record since).
     """
     protocol = record.get("protocol")
     if isinstance(protocol, dict) and protocol.get("kind"):
@@ -147,6 +148,7 @@ def protocol_of(record: Mapping[str, Any]) -> dict[str, Any]:
         out["n_rows"] = table
     if "subsample" not in out:
         out["subsample"] = "subsample" if table is not None and out["n_rows"] < table else None
+    out.setdefault("split", "shuffled")
     return out
 
 
@@ -157,6 +159,8 @@ def protocol_key(protocol: Mapping[str, Any]) -> str:
     (a protocol with a row cap below the table's size, as the knowledge base's): scores on 3,000 sampled rows, on
     5,000, and on the whole table are three measurements. The cap itself (``max_rows``) is not part of it: caps
     at or above a table's size give the same measurement on it (every row, the same folds).
+    Grouped and time-ordered folds (``split``) measure something else than shuffled ones on the same table (a
+    model's score on new groups, on the future): ``cv 5x1, grouped by site``, never one row with shuffled scores.
     """
     if protocol.get("kind") == "cv":
         key = f"cv {protocol.get('folds')}x{protocol.get('repeats', 1)}"
@@ -165,6 +169,10 @@ def protocol_key(protocol: Mapping[str, Any]) -> str:
     if protocol.get("subsample"):
         seed = f", seed {protocol['seed']}" if protocol.get("seed") is not None else ""
         key += f" on {protocol.get('n_rows')} rows ({protocol['subsample']}{seed})"
+    split = protocol.get("split") or "shuffled"
+    if split != "shuffled":
+        gap = f" (gap {protocol['gap']})" if protocol.get("gap") else ""
+        key += f", {split} by {protocol.get('split_by')}{gap}"
     return key
 
 
