@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -197,6 +198,26 @@ def test_warm_start_configurations_run_first(store: str, tmp_path: Path) -> None
     for unit in UNITS:
         first = trials(str(tmp_path / "optuna.journal"), "ws", unit)[0]
         assert first.params == {"model.estimator.n_neighbors": 7, "model.estimator.weights": "distance"}
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{model.estimator.n_neighbors: {a: 1}}", "n_neighbors: {'a': 1} is not a number (int from 1 to 50)"),
+    ("{model.estimator.n_neighbors: 500}", "n_neighbors: 500 is outside 1..50"),
+    ("{model.estimator.n_neighbors: 2.5}", "n_neighbors: 2.5 is not a whole number"),
+    ("{model.estimator.n_neighbors: true}", "n_neighbors: True is not a number"),
+    ("{model.estimator.weights: closest}", "weights: 'closest' is not one of ['uniform', 'distance']"),
+])
+def test_a_warm_start_entry_outside_the_space_is_refused_before_any_run(store: str, tmp_path: Path, entry: str,
+                                                                         message: str) -> None:
+    """Issue 26: Optuna enqueues whatever it is given, so a mapping where a number belongs failed a trial in every
+    study and the command exited 0. Now one line names the entry, and nothing is written."""
+    from expt.core.errors import UsageError
+
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(f"- {{model.estimator.n_neighbors: 7}}\n- {entry}\n")
+    with pytest.raises(UsageError, match=r"^--warm-start entry 2, model\.estimator\." + re.escape(message)):
+        sweep(store, tmp_path, "data=iris", "model=knn", *SMALL, sweep_id="bad", warm_start=str(warm))
+    assert all_runs(store) == [] and not (tmp_path / "optuna.journal").exists()
 
 
 def test_model_selection_chooses_among_families(store: str, tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ def _uri(value: str | None) -> str:
 
 
 def _client(uri: str):  # noqa: ANN202 - an MlflowClient
-    from mlflow import MlflowClient
+    from expt.tracking.uri import new_client
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return new_client(uri, registry_uri=uri)
 
 
 @group.command()

@@ -236,9 +236,9 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def sweep_run_id(uri: str, sweep_id: str) -> str:
-    from mlflow import MlflowClient
+    from expt.tracking.uri import new_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = new_client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(experiments, f"tags.`expt.sweep_id` = '{sweep_id}' and tags.`expt.run_type` = 'sweep'",
                                max_results=1)
@@ -296,8 +296,21 @@ def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, or
     # or one the rerun added) cannot drift, so it is listed apart rather than failing the check.
     rows = [Match(k, then[k], now.get(k)) for k in then]
     rows += [Match(k, None, now[k], extra=True) for k in now if k not in then]
+    rows += folds_matches(original, new)
     if X is not None:
         rows += compare_models(original_client or client, original, client, new, X)
+    return rows
+
+
+def folds_matches(original: Any, new: Any) -> list[Match]:
+    """The folds of both runs: how the rows were split (a run older than the tag: shuffled, as every run was)
+    and, where the logged run has it, the fold manifest's hash. The same scores on other folds would be luck."""
+    from expt.tracking.environment import FOLDS_TAG, SPLIT_TAG
+
+    then, now = original.data.tags, new.data.tags
+    rows = [Match("folds", then.get(SPLIT_TAG, "shuffled"), now.get(SPLIT_TAG, "shuffled"))]
+    if FOLDS_TAG in then:
+        rows.append(Match("folds hash", then[FOLDS_TAG], now.get(FOLDS_TAG)))
     return rows
 
 

@@ -61,13 +61,43 @@ def read_warm_start(path: str | None, plan: Any, model: str | None) -> list[dict
                       "on; re-run expt recommend without --include-self to warm-start the outer folds too",
                       stacklevel=2)
     configs.extend(from_recipes)
-    names = {p.name for p in plan.space.params} | {
-        f"{fam}/{p.name}" for fam, ps in plan.space.families.items() for p in ps}
-    for config in configs:
-        if not isinstance(config, dict) or not set(config) <= names:
-            raise UsageError(f"--warm-start entries must map search parameters ({', '.join(sorted(names))}) "
+    params = {p.name: p for p in plan.space.params} | {
+        f"{fam}/{p.name}": p for fam, ps in plan.space.families.items() for p in ps}
+    for i, config in enumerate(configs, 1):
+        if not isinstance(config, dict) or not set(config) <= set(params):
+            raise UsageError(f"--warm-start entries must map search parameters ({', '.join(sorted(params))}) "
                              f"to values; got {config!r}")
+        for name, value in config.items():
+            problem = value_problem(params[name], value)
+            if problem:
+                raise UsageError(f"--warm-start entry {i}, {name}: {value!r} {problem}; fix the entry in {path}")
+        family = config.get("model")
+        stray = [n for n in config if "/" in n and n.split("/", 1)[0] != family]
+        if stray:
+            raise UsageError(f"--warm-start entry {i} sets {', '.join(stray)} but its model is {family!r}; "
+                             f"set model to their family or leave them out in {path}")
     return configs
+
+
+def value_problem(param: Any, value: Any) -> str | None:
+    """Why ``value`` is not in ``param``'s range (None when it is): Optuna enqueues any value it is given, and a
+    value outside the space failed every study's first trial while the command exited 0 (issue 26)."""
+    if param.kind == "categorical":
+        return None if value in param.choices else f"is not one of {list(param.choices)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"is not a number ({param.kind} from {param.low:g} to {param.high:g})"
+    if param.kind == "int" and not float(value).is_integer():
+        return f"is not a whole number ({param.low:g} to {param.high:g})"
+    if not param.low <= value <= param.high:
+        return f"is outside {param.low:g}..{param.high:g}"
+    if param.step and not _on_grid(value - param.low, param.step):
+        return f"is not on the space's steps of {param.step:g} from {param.low:g}"
+    return None
+
+
+def _on_grid(offset: float, step: float) -> bool:
+    n = round(offset / step)
+    return abs(offset - n * step) <= 1e-9 * max(1.0, abs(offset))
 
 
 class WarmStart(list):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import TrackingError
-from expt.tracking.uri import mask_credentials, normalize_uri, probe_server
+from expt.tracking.uri import mask_credentials, new_client, normalize_uri, probe_server
 
 MAX_PARAM_LENGTH = 6000
 BATCH = {"params": 100, "metrics": 1000, "tags": 100}
@@ -36,9 +36,7 @@ def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = N
     """
     from urllib.parse import quote
 
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
+    client = new_client(uri)
     try:
         found = client.get_experiment_by_name(experiment)
         if found is not None and sweep_id is None:
@@ -181,14 +179,12 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         # No "View run at http://..." line per run: a sweep creates hundreds (expt prints where to browse once).
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        from mlflow import MlflowClient
-
         self.uri = normalize_uri(uri)
         probe_server(self.uri)
         with sqlite_creation_lock(self.uri):
             if sqlite_wal:
                 sqlite_write_ahead(self.uri)
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = new_client(self.uri)
             self.experiment_id = self._experiment(experiment)
 
     def _experiment(self, name: str, attempts: int = 5) -> str:

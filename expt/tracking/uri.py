@@ -112,9 +112,41 @@ def existing_store(uri: str, *, missing: str) -> str:
 
 def open_client(uri: str, *, missing: str) -> Any:
     """An MlflowClient on an existing store (see :func:`existing_store`)."""
+    return new_client(existing_store(uri, missing=missing))
+
+
+# What a store whose schema another process is migrating right now says (MLflow migrates a new SQLite file on its
+# first open, in every process that opens it: `mlflow ui`, a notebook, another expt command).
+MIGRATING = ("duplicate column name", "already exists", "out-of-date database schema", "database is locked",
+             "no such table", "expected to match one row")
+MIGRATION_WAIT = 60.0  # seconds: a migration of a new store takes 2-4 s on 2 cores
+
+
+def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRATION_WAIT) -> Any:
+    """An MlflowClient, opened again while another process migrates the same new store (issue 26).
+
+    Two processes that open a new SQLite store together both see it empty and both run MLflow's migrations; the
+    second fails ('duplicate column name: step', 'table ... already exists') and used to end the command before
+    its first fold. expt's own processes take a lock for that first open (``sqlite_creation_lock``), but a
+    foreign process does not: so the open is retried, with a growing pause, until the other migration is done
+    (then the schema checks out) or ``wait`` seconds pass. MLflow caches a store only once it opened.
+    """
+    import time
+
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=existing_store(uri, missing=missing))
+    deadline = time.monotonic() + wait
+    pause = 0.2
+    while True:
+        try:
+            if registry_uri is None:
+                return MlflowClient(tracking_uri=uri)
+            return MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+        except Exception as exc:  # SQLAlchemy's OperationalError and MlflowException alike
+            if not any(s in str(exc) for s in MIGRATING) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def masked_config(values: dict[str, Any]) -> dict[str, Any]:
