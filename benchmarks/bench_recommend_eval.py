@@ -38,7 +38,7 @@ def targets(ev, default: str) -> list[tuple[str, bool, str]]:
 
 
 def main() -> None:
-    from expt.cli.render import print_evaluation
+    from expt.cli.evaluation_render import print_evaluation
     from expt.meta.evaluate import evaluate
     from expt.meta.rankers import DEFAULT_METHOD
     from expt.meta.recommend import build_table, rf_default_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from expt.meta.dataset_features import VERSION
-from expt.meta.evaluate import compare_all
+from expt.meta.intervals import compare_all
 from expt.meta.noise import copies, fresh_regret, full_search, row_noise
 from expt.meta.recommend import Table, build_table, normalized_regret, table_regret
 

@@ -9,7 +9,8 @@ import pytest
 
 from expt.core.errors import UsageError
 from expt.meta.dataset_features import VERSION
-from expt.meta.evaluate import compare, evaluate
+from expt.meta.evaluate import evaluate
+from expt.meta.intervals import compare
 from expt.meta.rankers import PRIOR_WEIGHT, fit, rank_many, shrunk_mean, weights
 from expt.meta.recommend import build_table, normalized_regret, protocol_key, protocol_of
 

@@ -1,9 +1,82 @@
-"""The tables `expt recommend --evaluate` adds under noise: first picks in score units and in fresh noisy copies,
-the probe simulated, and the simultaneous intervals (render.py prints the recorded-table figures)."""
+"""What `expt recommend --evaluate` prints: the recorded-table figures (every recommender and baseline, paired
+differences, the learning curve), and the tables under noise: first picks in score units and in fresh noisy
+copies, the probe simulated, and the simultaneous intervals."""
 
 from __future__ import annotations
 
 from typing import Any
+
+EVALUATION_NAMES = {"ridge": "ridge first pick, then portfolio", "conditioned": "conditioned portfolio",
+                    "portfolio": "static greedy portfolio",
+                    "knn": "knn (meta-features)", "single-best": "single best, fitted without d's group",
+                    "rf_defaults": "random forest defaults", "random": "random (expected)",
+                    "hindsight": "(hindsight: single best, d included)"}
+
+
+def print_evaluation(evaluations: list[Any], default: str) -> None:
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 132))
+    for ev in evaluations:
+        if not ev.n_datasets:
+            console.print(f"{ev.task}: fewer than 3 datasets with records; leave-one-group-out needs at least 3",
+                          highlight=False)
+            continue
+        console.print(_evaluation_table(ev, default))
+        console.print(_comparison_table(ev))
+        for table in noise_tables(ev, default):
+            console.print(table)
+        if ev.curve:
+            console.print(_curve_table(ev))
+        chosen = "; ".join(f"{m} " + ", ".join(f"{p} " + " ".join(f"{v}×{n}" for v, n in sorted(
+            counts.items(), key=lambda kv: -kv[1])) for p, counts in params.items())
+            for m, params in ev.chosen.items() if params)
+        console.print(f"chosen by the inner leave-one-group-out (value×outer folds): {chosen}", highlight=False)
+
+
+def _evaluation_table(ev: Any, default: str) -> Any:
+    from rich.table import Table
+
+    out = Table(title=f"leave-one-group-out · {ev.task} · {ev.n_datasets} datasets in {ev.n_groups} groups, "
+                      f"{ev.n_configs} configurations · {ev.metric}", title_justify="left")
+    for col in ("recommender", "top-1 t_d", "top-1 loss", "best-of-3", "best-of-5", "hit@1", "datasets"):
+        out.add_column(col, justify="left" if col == "recommender" else "right")
+    for name, row in sorted(ev.rows.items(), key=lambda kv: (kv[0] == "hindsight", kv[1]["top1"])):
+        label = EVALUATION_NAMES.get(name, name) + (" ← default" if name == default else "")
+        loss = f"{row['loss1']:.4f}" if "loss1" in row else "—"  # best_d - s_d(first pick), in the metric's units
+        out.add_row(label, f"{row['top1']:.3f}", loss, f"{row['best3']:.3f}", f"{row['best5']:.3f}",
+                    f"{row['hit1']:.2f}", str(row["n"]))
+    return out
+
+
+def _comparison_table(ev: Any) -> Any:
+    from rich.table import Table
+
+    out = Table(title=f"paired differences in t_d (negative: better), 95% bootstrap intervals over groups "
+                      f"({ev.draws} draws, seed {ev.seed})", title_justify="left")
+    for col in ("recommender", "against", "top-1", "best-of-3", "best-of-5", "top-1 better/worse"):
+        out.add_column(col, justify="left" if col in ("recommender", "against") else "right", no_wrap=True)
+    for c in ev.comparisons:
+        cells = [f"{c[m]['diff']:+.3f} [{c[m]['low']:+.3f}, {c[m]['high']:+.3f}]" for m in ("top1", "best3", "best5")]
+        out.add_row(c["recommender"], c["against"], *cells, f"{c['top1']['better']}/{c['top1']['worse']}")
+    return out
+
+
+def _curve_table(ev: Any) -> Any:
+    from rich.table import Table
+
+    sizes = sorted({(p["all"], p["size"]) for p in ev.curve})
+    out = Table(title="learning curve: mean top-1 t_d (best-of-3) by number of training groups; mean over "
+                      f"{max(p['seeds'] for p in ev.curve)} seeds (± sd over seeds)", title_justify="left")
+    out.add_column("recommender")
+    for is_all, size in sizes:
+        out.add_column(f"all ({size})" if is_all else str(size), justify="right")
+    for method in dict.fromkeys(p["method"] for p in ev.curve):
+        cells = {(p["all"], p["size"]): p for p in ev.curve if p["method"] == method}
+        out.add_row(method, *(f"{cells[s]['top1']:.3f} ± {cells[s]['top1_sd']:.3f} ({cells[s]['best3']:.3f})"
+                              if not s[0] else f"{cells[s]['top1']:.3f} ({cells[s]['best3']:.3f})" for s in sizes))
+    return out
+
 
 NAMES = {"oracle under noise": "oracle under noise",
          "full search": "full search (every configuration; = the oracle)", "portfolio": "static greedy portfolio",
@@ -40,8 +113,6 @@ def _simultaneous_table(ev: Any) -> Any:
 
 
 def _label(name: str, default: str) -> str:
-    from expt.cli.render import EVALUATION_NAMES
-
     return NAMES.get(name, EVALUATION_NAMES.get(name, name)) + (" ← default" if name == default else "")
 
 

@@ -143,7 +143,7 @@ def _evaluate(found: list, *, metric: str | None, seed: int, json_out: bool) -> 
 
         typer.echo(json.dumps([vars(e) for e in evaluations], indent=2))
         return
-    from expt.cli.render import print_evaluation
+    from expt.cli.evaluation_render import print_evaluation
 
     print_evaluation(evaluations, DEFAULT_METHOD)
 

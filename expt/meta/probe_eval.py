@@ -31,7 +31,7 @@ def evaluate_noise(table: Any, rows: list[int], picks: dict[str, Any], *, defaul
     """The figures above for the evaluated ``rows`` (those with per-fold scores), as plain dicts for the renderer."""
     import numpy as np
 
-    from expt.meta.evaluate import compare_all
+    from expt.meta.intervals import compare_all
     from expt.meta.noise import copies, difference_noise, fresh_regret, full_search, row_noise, time_share
 
     sd = row_noise(table)
