@@ -385,3 +385,23 @@ def test_ridge_leaves_thinly_evaluated_configurations_to_their_shrunk_mean() -> 
     coef = ridge_coefs(regret, features, (1.0, float("inf")))
     assert np.isfinite(coef[0][:, 0]).all() and np.isnan(coef[0][:, 1]).all()
     assert np.isnan(coef[1]).all()  # infinite penalty: no regression at all
+
+
+def test_the_figures_on_some_groups_alone_are_those_groups_rows_of_the_full_evaluation() -> None:
+    """Issue 24's confirmation: a method fixed before some groups existed is also reported on them alone."""
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(8):
+        scores = dict(zip("abcd", rng.uniform(.5, 1, 4).round(4).tolist(), strict=True))
+        records += records_of(f"d{i}", scores, float(rng.normal()))
+    table = build_table(records, "classification")
+    full = evaluate(table, seed=0, draws=200, curve=False, noise=False)
+    part = evaluate(table, seed=0, draws=200, curve=False, noise=False, only={"d2", "d5", "d6"})
+    assert full.subset == {} and part.rows == full.rows
+    assert part.subset["n"] == 3 and part.subset["groups"] == 3
+    assert {c["against"] for c in part.subset["comparisons"]} == {"single-best", "portfolio", "hindsight"}
+    # The held-out rows d2, d5, d6 in the full evaluation's order are the subset's.
+    np.testing.assert_allclose(part.subset["rows"]["single-best"]["top1"],
+                               np.mean([evaluate(table, seed=0, draws=200, curve=False, noise=False,
+                                                 only={d}).subset["rows"]["single-best"]["top1"]
+                                        for d in ("d2", "d5", "d6")]), rtol=1e-9)

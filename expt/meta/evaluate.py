@@ -53,11 +53,14 @@ class Evaluation:
     seed: int = 0
     draws: int = DRAWS
     noise: dict[str, Any] = field(default_factory=dict)  # the fresh-copy regime and the probe (probe_eval.evaluate)
+    subset: dict[str, Any] = field(default_factory=dict)  # the same figures on some held-out groups alone (``only``)
 
 
 def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int = DRAWS, curve: bool = True,
              curve_sizes: tuple[int, ...] = CURVE_SIZES, curve_seeds: int = CURVE_SEEDS, noise: bool = True,
-             default: str = DEFAULT_METHOD) -> Evaluation:
+             default: str = DEFAULT_METHOD, only: Any = None) -> Evaluation:
+    """``only`` (group names): also the figures on those held-out groups alone (every fit still uses all the
+    other groups), as the confirmation of a method fixed before those groups existed (issue 24)."""
     import numpy as np
 
     regret, features = table.regret, table.features
@@ -94,6 +97,14 @@ def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int
                             full={m: results[m] for m in METHODS}) if curve else []
     ev = Evaluation(table.task, table.metric, len(rows), len(set(g)), len(table.configs), summary, comparisons,
                     points, chosen, seed, draws)
+    mask = np.isin(g, list(only or ()))
+    if mask.any():
+        part = {name: v[mask] for name, v in results.items() if len(v) == len(g)}
+        ev.subset = {"n": int(mask.sum()), "groups": len(set(g[mask])),
+                     "rows": {name: {m: float(np.mean(v[:, i])) for i, m in enumerate(MEASURES)}
+                              for name, v in part.items()},
+                     "comparisons": compare_all([(default, ref) for ref in REFERENCES if ref != default], part,
+                                                g[mask], seed=seed, draws=draws)}
     if noise and table.fold_scores:
         from expt.meta.probe_eval import evaluate_noise
 
