@@ -61,7 +61,35 @@ def main() -> None:
             mark("command done")
         # Nothing is collected after the command: freezing skips the ~0.5 s final GC pass over MLflow's objects.
         gc.freeze()
+        _reap_children()
     sys.exit(code)
+
+
+def _reap_children() -> None:
+    """Nothing of the command outlives it, zombies included (issue 22).
+
+    The ``<defunct>`` python seen after ``expt sweep`` returned was multiprocessing's resource tracker: the first
+    spawned worker (the sweep's sink) starts it, and it exits only once this process has, when its pipe closes;
+    orphaned, it is reparented to PID 1, which in a container is often not an init that reaps. Stopping it here
+    (it releases what it tracks and exits) and waiting for it, then reaping any other finished child, leaves no
+    process of the command behind. ``_stop`` is the standard library's own shutdown of the tracker.
+    """
+    import os
+
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    shared = getattr(tracker, "_resource_tracker", None)
+    if shared is not None and getattr(shared, "_pid", None) is not None:
+        try:
+            shared._stop()
+        except Exception:  # noqa: BLE001 - at exit, a tracker that cannot stop is no reason to fail the command
+            pass
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _run_app() -> int:
