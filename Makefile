@@ -10,12 +10,13 @@ DEMO    ?= outputs/demo
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# torch first, pinned to the CPU build on local disk: an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned to the CPU build on local disk: an unpinned torch pulls a multi-GB CUDA build. The boosting
+# extra (LightGBM, XGBoost's CPU build, CatBoost) is part of every install here: the tests cover those models.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,boosting]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install expt with its dev tools
@@ -31,7 +32,7 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison as a ratio
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,boosting]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 kb: $(STAMP)  ## build expt/kb/records.jsonl.gz from recipes/kb/ in pieces of 2 h: run again to continue (shards in recipes/kb/shards/)

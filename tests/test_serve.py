@@ -137,19 +137,25 @@ def test_mlflow_models_serve_answers_what_expt_predict_says(store: str, tmp_path
     done = expt("predict", "-m", f"runs:/{result.run_id}/model", "new.csv", "-o", "p.csv", "-u", store, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     expected = pd.read_csv(tmp_path / "p.csv")["prediction"].tolist()
+    served = served_predictions(store, result.run_id, table, tmp_path)
+    assert served == expected and len(served) == len(table)
+
+
+def served_predictions(store: str, run_id: str, table: pd.DataFrame, cwd: Path) -> list:
+    """What `mlflow models serve` of a run's logged model answers for ``table``; the server is stopped after."""
     port = free_port()
-    log = tmp_path / "serve.log"
+    log = cwd / "serve.log"
     # As from an activated virtualenv: MLflow execs `uvicorn` by name.
     env = {**os.environ, "MLFLOW_TRACKING_URI": store,
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     with log.open("wb") as out:
-        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", f"runs:/{result.run_id}/model", "--env-manager",
-                                 "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp_path,
+        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager",
+                                 "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=cwd,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_serving(url, proc, log)
-        served = _invoke(url, table)
+        return _invoke(url, table)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -157,4 +163,3 @@ def test_mlflow_models_serve_answers_what_expt_predict_says(store: str, tmp_path
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-    assert served == expected and len(served) == len(table)

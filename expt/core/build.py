@@ -13,6 +13,10 @@ how it is spelled:
   the kinds the product builds: scikit-learn estimators and transformers, torch
   modules, optimizers and LR schedulers, Optuna samplers and pruners (expt's own
   models are scikit-learn estimators);
+* LightGBM's, XGBoost's and CatBoost's estimators are allowed (their scikit-learn interfaces; CatBoost's are
+  not scikit-learn estimators, so they are a kind of their own), and nothing else of theirs; their parameters
+  that name files, folders, machines or ports are refused, and CatBoost must be told not to write files
+  (``allow_writing_files: false``): a config may come from anyone, and a fit must not write where it says;
 * Hydra's other instantiation keys (``_args_``, ``_recursive_``, ``_convert_``, ...)
   are refused; ``_partial_: true`` is allowed on an optimizer or LR scheduler only,
   which takes its parameters at fit time.
@@ -35,13 +39,26 @@ from typing import Any
 
 from expt.core.errors import ConfigError
 
-DEFAULT_ALLOWED = ("sklearn.", "expt.", "torch.nn.", "torch.optim.", "optuna.samplers.", "optuna.pruners.")
+BOOSTING = ("lightgbm.", "xgboost.", "catboost.")
+DEFAULT_ALLOWED = ("sklearn.", "expt.", "torch.nn.", "torch.optim.", "optuna.samplers.", "optuna.pruners.",
+                   *BOOSTING)
 TRUST_ENV = "EXPT_TRUST_TARGETS"
 TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")  # ASCII only: no look-alikes, no spaces
 PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?")
 PARTIAL = "_partial_"
 KINDS = "scikit-learn estimators and transformers, torch modules, optimizers and LR schedulers, Optuna samplers " \
-        "and pruners"
+        "and pruners, LightGBM, XGBoost and CatBoost estimators"
+# Words of a booster parameter that reads or writes a file or opens a connection (LightGBM's output_model,
+# forcedsplits_filename, machines, local_listen_port; CatBoost's train_dir, snapshot_file): refused.
+FILE_WORDS = {"file", "files", "filename", "dir", "path", "machine", "machines", "port", "snapshot", "binary"}
+
+
+def missing_libraries() -> set[str]:
+    """The boosting libraries not installed here (they come with ``expt-runner[boosting]``): their families
+    (lightgbm, xgboost, catboost, named as the modules) are left out of searches and recommendations."""
+    import importlib.util
+
+    return {p.rstrip(".") for p in BOOSTING if importlib.util.find_spec(p.rstrip(".")) is None}
 
 
 def allowed_targets() -> tuple[str, ...]:
@@ -148,6 +165,9 @@ def _kind(cls: type) -> str | None:
             return "optimizer"
         if issubclass(cls, torch.nn.Module):
             return "module"
+    catboost = sys.modules.get("catboost")
+    if catboost is not None and issubclass(cls, (catboost.CatBoostClassifier, catboost.CatBoostRegressor)):
+        return "catboost"
     optuna = sys.modules.get("optuna")
     if optuna is not None and (issubclass(cls, optuna.samplers.BaseSampler)
                                or issubclass(cls, optuna.pruners.BasePruner)):
@@ -182,6 +202,8 @@ def _build(node: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> Any
             raise ConfigError(f"{where}: an optimizer takes numbers and flags, not objects; remove the nested "
                               "_target_ from its parameters")
         return functools.partial(cls, **kwargs)
+    if target.startswith(BOOSTING):
+        _check_booster_params(kwargs, where, cls)
     if kwargs.get("memory") is not None:
         raise ConfigError(f"{where}.memory names a cache folder, whose pickles would be loaded back (a config may "
                           "come from anyone); set it to null")
@@ -190,6 +212,18 @@ def _build(node: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> Any
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(_explain_instantiate_error(str(exc), where, target)) from None
+
+
+def _check_booster_params(kwargs: Mapping[str, Any], where: str, cls: type) -> None:
+    """No booster parameter that names a file, folder, machine or port; CatBoost told not to write files."""
+    for key in kwargs:
+        words = set(str(key).lower().split("_"))
+        if key != "allow_writing_files" and (words & FILE_WORDS or str(key).endswith(("_model", "_result"))):
+            raise ConfigError(f"{where}.{key} would have the booster read or write files or open a connection (a "
+                              "config may come from anyone); remove it")
+    if _kind(cls) == "catboost" and kwargs.get("allow_writing_files") is not False:
+        raise ConfigError(f"{where}.allow_writing_files must be false: CatBoost otherwise writes catboost_info/ "
+                          f"where it runs; set {where}.allow_writing_files=false")
 
 
 def _value(value: Any, where: str, allowed: tuple[str, ...]) -> Any:

@@ -150,8 +150,13 @@ def build_preprocessor(numeric: list[str], categorical: list[str], options: Mapp
 
 
 def build_pipeline(estimator: Any, numeric: list[str], categorical: list[str], options: Mapping[str, Any]) -> Any:
+    """A booster asked for native categoricals (``categorical=native``) gets them as ordinal codes, not one-hot
+    columns, and is told where they are (after the numeric ones, as the ColumnTransformer puts them)."""
     from sklearn.pipeline import Pipeline
 
+    if getattr(estimator, "categorical", None) == "native" and type(estimator).__module__ == "expt.models.boosting":
+        options = {**options, "one_hot": False}
+        estimator.set_params(categorical_columns=list(range(len(numeric), len(numeric) + len(categorical))))
     return Pipeline([("preprocess", build_preprocessor(numeric, categorical, options)), ("model", estimator)])
 
 

@@ -105,8 +105,8 @@ def check_estimator_task(estimator: Any, task: str) -> None:
 
 def check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[str, Any]) -> None:
     """What a torch network cannot take, named before any run exists (inside a fold it would be a NaN score)."""
-    if not type(estimator).__module__.startswith("expt.models"):
-        return
+    if not type(estimator).__module__.startswith("expt.models") or type(estimator).__module__ == "expt.models.boosting":
+        return  # a booster routes missing values itself
     name = type(estimator).__name__
     if preprocessing["impute"] == "none" and dataset.numeric and dataset.X[dataset.numeric].isna().to_numpy().any():
         raise ConfigError(f"{name} cannot take missing values, and learner.preprocessing.impute=none leaves those of "

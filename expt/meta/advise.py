@@ -130,6 +130,14 @@ def constraints(table: Any, *, families: list[str] | None, max_fit_seconds: floa
             raise UsageError(f"--family {', '.join(unknown)}: no {table.task} records of that family; "
                              f"the records have: {', '.join(have)}")
         allowed &= np.array([c["model"].get("family", c["model"]["name"]) in families for c in table.configs])
+    from expt.core.build import missing_libraries
+
+    missing = missing_libraries()  # never recommend a family whose package is not installed here
+    if missing:
+        absent = np.array([c["model"].get("family", c["model"]["name"]) in missing for c in table.configs])
+        if (allowed & absent).any():
+            notes.append(f"left out {', '.join(sorted(missing))}: not installed (pip install 'expt-runner[boosting]')")
+        allowed &= ~absent
     if max_fit_seconds is not None:
         seconds = estimated_fit_seconds(table, n_rows)
         unknown = allowed & np.isnan(seconds)

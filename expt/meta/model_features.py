@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 # Estimator arguments that change how a model runs, not what it learns: left out of a configuration's identity.
-RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "device")
+RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "device",
+                  # LightGBM's, XGBoost's and CatBoost's (inside a booster), and how often a booster reports to a sweep
+                  "thread_count", "random_seed", "verbosity", "allow_writing_files", "report_every")
 
 
 def model_features(values: dict[str, Any], pipeline: Any = None) -> dict[str, Any]:
@@ -23,6 +25,9 @@ def model_features(values: dict[str, Any], pipeline: Any = None) -> dict[str, An
     model = values["model"]
     estimator = {k: v for k, v in model["estimator"].items() if not k.startswith("_")}
     params = {k: v for k, v in sorted(estimator.items()) if k not in RUNTIME_PARAMS}
+    if isinstance(params.get("booster"), dict):  # LightGBM, XGBoost, CatBoost: what the booster learns with
+        params["booster"] = {k: v for k, v in sorted(params["booster"].items())
+                             if not k.startswith("_") and k not in RUNTIME_PARAMS}
     preprocessing = dict(sorted(values["learner"]["preprocessing"].items()))
     out = {
         "name": model["name"],
@@ -64,7 +69,8 @@ def n_parameters(pipeline: Any) -> int | None:
 
     - torch modules: trainable parameters (``requires_grad``);
     - linear models: coefficients and intercepts;
-    - trees, forests, extra trees, (histogram) gradient boosting: tree nodes, summed over the trees;
+    - trees, forests, extra trees, (histogram) gradient boosting, LightGBM, XGBoost, CatBoost: tree nodes, summed
+      over the trees;
     - SVMs with a kernel: support vectors x features; k-nearest neighbours: stored training points x features;
     - scikit-learn's MLPs: weights and biases.
     Sizes of different kinds do not compare (a node is not a weight); within a kind they order models.
@@ -82,6 +88,9 @@ def _count(est: Any) -> int | None:
     module = getattr(est, "module_", None)
     if module is not None and callable(getattr(module, "parameters", None)):
         return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+    nodes = getattr(est, "n_tree_nodes_", None)  # expt's LightGBM, XGBoost and CatBoost boosters
+    if nodes is not None:
+        return int(nodes)
     if hasattr(est, "tree_"):
         return int(est.tree_.node_count)
     if hasattr(est, "_predictors"):  # histogram gradient boosting: one list of trees per iteration

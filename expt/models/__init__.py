@@ -1,4 +1,4 @@
-"""Torch models as scikit-learn estimators.
+"""Torch models, and early-stopping gradient-boosting boosters, as scikit-learn estimators.
 
 Configs name them as ``expt.models.MLPClassifier`` and so on. The classes are
 loaded on first attribute access, so ``import expt.models.hooks`` (which the CV code
@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CNNClassifier", "CNNRegressor", "MLPClassifier", "MLPRegressor", "TorchEstimator"]
+__all__ = ["BoostedClassifier", "BoostedRegressor", "CNNClassifier", "CNNRegressor", "MLPClassifier", "MLPRegressor",
+           "TorchEstimator"]
+BOOSTING = ("BoostedClassifier", "BoostedRegressor")  # LightGBM, XGBoost and CatBoost boosters; no torch
 
 
 def __getattr__(name: str) -> Any:
+    if name in BOOSTING:
+        from expt.models import boosting
+
+        return getattr(boosting, name)
     if name in __all__:
         from expt.models import estimators
 

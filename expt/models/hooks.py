@@ -18,10 +18,12 @@ from typing import Any
 @dataclass(frozen=True)
 class EpochHooks:
     """``scorer(estimator, X, y)`` scores the validation split each epoch (the run's metric);
-    ``on_epoch(epoch, row)`` sees each epoch's history row and may raise (Optuna's TrialPruned)."""
+    ``on_epoch(epoch, row)`` sees each epoch's history row and may raise (Optuna's TrialPruned); a booster
+    calls it every few boosting rounds. ``metric`` names what ``scorer`` scores (CatBoost computes it itself)."""
 
     scorer: Callable[[Any, Any, Any], float] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    metric: str | None = None
 
 
 NO_HOOKS = EpochHooks()
@@ -34,8 +36,9 @@ def current() -> EpochHooks:
 
 @contextlib.contextmanager
 def epoch_hooks(scorer: Callable[[Any, Any, Any], float] | None = None,
-                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Iterator[EpochHooks]:
-    hooks = EpochHooks(scorer, on_epoch)
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                metric: str | None = None) -> Iterator[EpochHooks]:
+    hooks = EpochHooks(scorer, on_epoch, metric)
     token = _HOOKS.set(hooks)
     try:
         yield hooks

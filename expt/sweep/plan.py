@@ -47,7 +47,8 @@ class SweepPlan:
 
     @property
     def epochs_per_fold(self) -> int | None:
-        """A torch model's most epochs per fit, when its epochs are the pruner's steps.
+        """A torch model's most epochs per fit (a booster's most rounds), when its epochs (rounds) are the
+        pruner's steps.
 
         Only in a one-family search: in model_selection, an early epoch's score would be
         compared with other families' whole-fold scores, so there every model reports per fold.
@@ -55,8 +56,20 @@ class SweepPlan:
         estimator = self.values["model"]["estimator"]
         if self.family_models or not str(estimator.get("_target_", "")).startswith("expt.models."):
             return None
+        if isinstance(estimator.get("booster"), dict):
+            return self._rounds_per_fold(estimator["booster"])
         searched = next((p for p in self.space.params if p.name == "model.estimator.max_epochs"), None)
         return int(searched.high) if searched is not None else int(estimator.get("max_epochs") or 1)
+
+    def _rounds_per_fold(self, booster: dict[str, Any]) -> int:
+        """n_estimators (CatBoost: iterations, default 1000), or the most a search may choose."""
+        for key in ("n_estimators", "iterations", "num_boost_round", "num_trees"):
+            searched = next((p for p in self.space.params if p.name == f"model.estimator.booster.{key}"), None)
+            if searched is not None:
+                return int(searched.high)
+            if booster.get(key) is not None:
+                return int(booster[key])
+        return 1000 if str(booster.get("_target_", "")).startswith("catboost.") else 100
 
     def objective(self, trial: Any, unit: Unit) -> float:
         """Mean inner-CV score on the unit's training part; each inner fold (or, for a torch model,
@@ -110,7 +123,7 @@ class SweepPlan:
                 trial.report(row["valid_score"], fold * epochs + epoch)
                 prune(fold * epochs + epoch, f"inner fold {fold} epoch {epoch}")
 
-        return epoch_hooks(scorer=self.prepared.scorer, on_epoch=on_epoch)
+        return epoch_hooks(scorer=self.prepared.scorer, on_epoch=on_epoch, metric=self.prepared.metric)
 
     def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:
         data = self.prepared.dataset
@@ -135,7 +148,11 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
     if model_param is not None:
         if family_models is None:
             family_models = model_configs(model_param.choices, values, config_dir)
-        usable = tuple(f for f in model_param.choices if data.task in family_models[f]["tasks"])
+        from expt.core.build import missing_libraries
+
+        missing = missing_libraries()  # a booster family without its package (expt-runner[boosting]) is left out
+        usable = tuple(f for f in model_param.choices if data.task in family_models[f]["tasks"]
+                       and family_models[f].get("family", f) not in missing)
         if not usable:
             raise ConfigError(f"none of search.space.model's choices handles {data.task}; add a model that does")
         space.params = [Param("model", "categorical", choices=usable) if p is model_param else p for p in space.params]

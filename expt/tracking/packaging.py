@@ -14,6 +14,9 @@ from expt.core.errors import TrackingError
 # Top-level modules of a model's classes -> the distribution that serves them (beyond scikit-learn).
 DISTRIBUTIONS = {"expt": "expt-runner", "torch": "torch", "sklearn": None, "numpy": None, "builtins": None,
                  "functools": None, "collections": None}
+# A module whose usual distribution pulls GPU libraries -> the CPU build that serves it (the same version): PyPI's
+# xgboost pulls a ~350 MB CUDA NCCL wheel, xgboost-cpu does not.
+CPU_BUILDS = {"xgboost": "xgboost-cpu"}
 SKOPS_TRUSTED = ("numpy.", "scipy.", "sklearn.")
 
 
@@ -58,13 +61,14 @@ def model_requirements(model: Any, fmt: str) -> list[str]:
 
     reqs = mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=fmt == "cloudpickle",
                                                        include_skops=fmt == "skops")
-    roots = {module.split(".")[0] for module in _modules(model)}
-    if "expt" in roots:
-        roots.add("torch")  # expt's estimators are torch networks
+    modules = _modules(model)
+    roots = {module.split(".")[0] for module in modules}
+    if any(m.startswith("expt.models") and m != "expt.models.boosting" for m in modules):
+        roots.add("torch")  # expt's other estimators are torch networks
     for root in sorted(roots):
         dist = DISTRIBUTIONS[root] if root in DISTRIBUTIONS else _distribution(root)  # .get would always look up
         if dist is not None:
-            pinned = _pinned(dist)
+            pinned = _pinned(dist) if root not in CPU_BUILDS else _pinned(dist, CPU_BUILDS[root])
             if pinned and pinned not in reqs:
                 reqs.append(pinned)
     return reqs
@@ -96,11 +100,12 @@ def _distribution(root: str) -> str | None:
     return dists[0] if dists else None
 
 
-def _pinned(dist: str) -> str | None:
+def _pinned(dist: str, name: str | None = None) -> str | None:
+    """``name==version`` with the version of ``dist`` installed here (``name``: default ``dist``)."""
     from importlib import metadata
 
     try:
         version = metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-    return f"{dist}=={version.split('+', 1)[0]}"  # a local label (torch's +cpu) is not on PyPI
+    return f"{name or dist}=={version.split('+', 1)[0]}"  # a local label (torch's +cpu) is not on PyPI
