@@ -134,6 +134,16 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
     return name
 
 
+# learner.cv keys newer than the learner option a config may use (a user's own, or one logged before they existed):
+# set on the command line, they are added where that option lacks them (Hydra's ++), and expt.core.folds fills the
+# rest with their defaults, so `learner.cv.groups=site` works with any learner.
+LATER_CV_KEYS = ("learner.cv.kind", "learner.cv.groups", "learner.cv.order", "learner.cv.gap")
+
+
+def _add_or_override(override: str) -> str:
+    return f"++{override}" if override.split("=", 1)[0] in LATER_CV_KEYS else override
+
+
 def _default_group(entry: Mapping[str, Any]) -> str:
     key = next(iter(entry))
     return key.removeprefix("override ").strip().lstrip("/")
@@ -150,6 +160,7 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
 
     _register_resolvers()
     conf, rest = _split_overrides(overrides)
+    rest = [_add_or_override(o) for o in rest]
     overridden = {o.split("=", 1)[0].lstrip("+~") for o in rest if "=" in o} & set(GROUPS)
     with tempfile.TemporaryDirectory(prefix="expt-conf-") as stage:
         search = []

@@ -11,9 +11,10 @@ from typing import Any
 
 from expt.core.build import build
 from expt.core.config import Composed, resolve_values
-from expt.core.cv import build_pipeline, check_class_counts, make_splitter
+from expt.core.cv import build_pipeline, check_class_counts
 from expt.core.data import Dataset, load_dataset
 from expt.core.errors import ConfigError
+from expt.core.folds import CV_DEFAULTS, Folds, check_folds, folds_of
 from expt.core.metrics import multiclass_name, resolve_metrics
 from expt.core.schema import DATA, check_records_path, check_user_metadata, fill_data_defaults, validate
 
@@ -30,10 +31,16 @@ class Prepared:
     scorer: Any
     metric: str
     scorers: dict[str, Any] = field(default_factory=dict)  # every metric reported (name -> scorer), ``metric`` first
+    folds: Folds | None = None  # how the rows may be split: every splitter of the run (a sweep's inner ones too)
 
 
-def prepare(composed: Composed) -> Prepared:
-    """Validate config and data and build the pipeline; raise ExptError before anything is tracked."""
+def prepare(composed: Composed, *, train_folds: bool = True) -> Prepared:
+    """Validate config and data and build the pipeline; raise ExptError before anything is tracked.
+
+    ``train_folds=False``: a sweep's, whose folds are ``search.outer_folds`` and ``inner_folds`` (checked by
+    :func:`expt.sweep.plan.make_plan`), not ``learner.cv.folds``: grouped or time-ordered folds are not checked
+    against the latter.
+    """
     import numpy as np
     from omegaconf import OmegaConf, open_dict
 
@@ -44,6 +51,8 @@ def prepare(composed: Composed) -> Prepared:
     with open_dict(cfg):
         cfg.data = OmegaConf.create({**data_spec, "task": dataset.task, "name": dataset.name})
     values = resolve_values(cfg)
+    if isinstance(values.get("learner"), dict) and isinstance(values["learner"].get("cv"), dict):
+        values["learner"]["cv"] = {**CV_DEFAULTS, **values["learner"]["cv"]}  # a learner config older than them
     validate(values)
     check_records_path(values["tracking"]["records"])
     check_user_metadata(values["tracking"])
@@ -63,18 +72,21 @@ def prepare(composed: Composed) -> Prepared:
         raise ConfigError(f"tracking.model_format=skops cannot save {type(estimator).__name__} (a torch network); set "
                           "tracking.model_format=cloudpickle")
     learner = values["learner"]
-    check_network_input(estimator, dataset, learner["preprocessing"])
     cv = learner["cv"]
-    splitter = make_splitter(dataset.task, dataset.n_rows, folds=cv["folds"], repeats=cv["repeats"],
-                             shuffle=cv["shuffle"], stratify=cv["stratify"], seed=one_seed(values))
+    folds = folds_of(dataset, cv, seed=one_seed(values), dropped=data_spec["drop"])  # its column out of the features
+    check_network_input(estimator, dataset, learner["preprocessing"])
+    splitter = folds.splitter(cv["folds"], repeats=cv["repeats"])
+    if train_folds:
+        check_folds(folds, splitter, dataset.y, key="learner.cv.folds")
     if dataset.task == "classification":
-        check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False)
+        check_class_counts(dataset.y, cv["folds"], stratified=cv["stratify"] is not False and folds.split == "shuffled")
     n_classes = int(len(np.unique(dataset.y))) if dataset.task == "classification" else 0
     metric = multiclass_name(learner["metric"][dataset.task], n_classes)
     scorers = resolve_metrics(learner["metrics"], task=dataset.task, selection=metric, estimator=estimator,
                               n_classes=n_classes)
     pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
-    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorers[metric], metric, scorers)
+    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorers[metric], metric, scorers,
+                    folds)
 
 
 def one_seed(values: dict[str, Any]) -> int:

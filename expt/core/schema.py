@@ -59,7 +59,9 @@ SCHEMA: dict[str, Any] = {
     "model": {"name": str, "family": str, "tasks": list, "estimator": Open()},
     "learner": {
         "name": str,
-        "cv": {"folds": Int(2), "repeats": Int(1), "shuffle": bool, "stratify": Choice("auto", True, False)},
+        "cv": {"folds": Int(2), "repeats": Int(1), "shuffle": bool, "stratify": Choice("auto", True, False),
+               # how rows may be split (expt.core.folds, which fills them where a learner config lacks them)
+               "kind": Choice("kfold", "time"), "groups": OPTIONAL_STR, "order": OPTIONAL_STR, "gap": Int(0)},
         "metric": {"classification": str, "regression": str},
         "metrics": (str, list),  # auto, or names and _target_ mappings: checked by expt.core.metrics
         "preprocessing": {

@@ -9,7 +9,6 @@ mix tasks, some model that runs on all of them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +106,7 @@ def _plan_cell(kind: str, cell: Cell, config_dir: str | Path | None, loaded: dic
         return planned
     if kind == "train":
         planned.prepared = prepare(composed)
-        planned.folds_hash = folds_hash(planned.prepared.splitter, dataset)
+        planned.folds_hash = folds_hash(planned.prepared)
         planned.folds = int(planned.prepared.values["learner"]["cv"]["folds"])
     else:
         from expt.sweep.plan import make_plan
@@ -132,10 +131,11 @@ def _dataset(composed: Composed, loaded: dict[str, Any]) -> Any:
     return loaded[key]
 
 
-def folds_hash(splitter: Any, dataset: Any) -> str:
-    """The fold manifest's hash: the test rows of every fold, in order (the same digest a sweep stores)."""
-    tests = [test.tolist() for _, test in splitter.split(dataset.X, dataset.y)]
-    return hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
+def folds_hash(prepared: Prepared) -> str:
+    """The fold manifest's hash: the test rows of every fold, in order, and their kind where not shuffled (the
+    same digest a sweep stores): cells pair up only on the same folds."""
+    assert prepared.folds is not None
+    return prepared.folds.manifest_hash(prepared.splitter, prepared.dataset.X, prepared.dataset.y)
 
 
 def _label(plan: GridPlan) -> None:

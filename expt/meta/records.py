@@ -37,9 +37,10 @@ def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, flo
     """A record as the schema has it; ``dataset`` is an ``expt.data.Dataset``.
 
     ``protocol`` says how the scores were measured ({"kind": "cv", "folds": 5, "repeats": 1} for train,
-    {"kind": "inner", "folds": 3} for a sweep's final search): tables never mix them. ``fit_seconds``: mean
-    seconds per fit, for ``expt recommend --max-fit-seconds``. Both are optional keys of schema 1: records
-    without them read as train CV with the folds their scores show, and no fit time.
+    {"kind": "inner", "folds": 3} for a sweep's final search; ``split``: ``grouped`` or ``time`` and ``split_by``,
+    the column, where the rows were not shuffled, see :func:`split_protocol`): tables never mix them.
+    ``fit_seconds``: mean seconds per fit, for ``expt recommend --max-fit-seconds``. Both are optional keys of
+    schema 1: records without them read as shuffled train CV with the folds their scores show, and no fit time.
     """
     import numpy as np
 
@@ -290,10 +291,21 @@ def train_record(prepared: Any, cv: Any, model: Any = None) -> dict[str, Any]:
                                                                                         values["seed"]),
         model=model_features(values, fitted if fitted is not None else prepared.pipeline),
         config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=cv.scores,
-        seed=values["seed"], evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else ""),
-        protocol={"kind": "cv", "folds": folds, "repeats": repeats},
+        seed=values["seed"],
+        evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else "") + split_text(prepared.folds),
+        protocol={"kind": "cv", "folds": folds, "repeats": repeats, **split_protocol(prepared.folds)},
         fit_seconds=float(np.mean(fits)) if fits else None,
         source={"kind": "train"})
+
+
+def split_protocol(folds: Any) -> dict[str, Any]:
+    """The protocol's keys for folds that were not shuffled (``split``, ``split_by``, ``gap``); none for shuffled
+    ones, so that a shuffled record reads as every record before kinds existed (absent means shuffled)."""
+    return {} if folds is None or folds.split == "shuffled" else folds.protocol()
+
+
+def split_text(folds: Any) -> str:
+    return "" if folds is None or folds.split == "shuffled" else f", {folds.describe()}"
 
 
 def with_source(record: dict[str, Any], run_id: str, experiment_id: str, uri: str) -> dict[str, Any]:
@@ -335,7 +347,8 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
             meta_features={}, model={**model_features(values), "n_parameters": int(size) if size is not None else None},
             config=runnable_config(values, choices),
             metric=plan.prepared.metric, scores=trial.user_attrs.get("inner_scores", [trial.value]), seed=plan.seed,
-            evaluation=f"{inner}-fold CV (final search of a sweep)", protocol={"kind": "inner", "folds": inner},
+            evaluation=f"{inner}-fold CV{split_text(plan.prepared.folds)} (final search of a sweep)",
+            protocol={"kind": "inner", "folds": inner, **split_protocol(plan.prepared.folds)},
             fit_seconds=trial.duration.total_seconds() / inner if trial.duration else None,
             source={"kind": "sweep", "sweep_id": sweep.sweep_id, "trial": trial.number,
                     "tracking_uri": mask_credentials(uri)}))

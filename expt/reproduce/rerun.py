@@ -193,7 +193,7 @@ def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allo
         path.write_text(text)
         composed = compose([f"conf={path}", *overrides, *_tracking_defaults(overrides, uri)])
     kind = run.data.tags["expt.run_type"]
-    dataset = _dataset(composed)
+    dataset = _dataset(composed, kind)
     report = drift_report(run, dataset.fingerprint, download_text(client, run, "environment.txt"))
     data_row = next(r for r in report if r.what == "dataset fingerprint")
     if data_row.changed and not allow_data_drift:
@@ -207,10 +207,10 @@ def _tracking_defaults(overrides: list[str], uri: str) -> list[str]:
     return [] if any(o.startswith("tracking.uri=") for o in overrides) else [f"tracking.uri={uri}"]
 
 
-def _dataset(composed: Any) -> Any:
+def _dataset(composed: Any, kind: str) -> Any:
     from expt.core.prepare import prepare
 
-    return prepare(composed).dataset
+    return prepare(composed, train_folds=kind == "train").dataset  # a sweep's folds are not learner.cv.folds
 
 
 @dataclass

@@ -6,16 +6,15 @@ resume: from the config stored with the sweep, so they all evaluate the same thi
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from expt.core.build import build
 from expt.core.config import Composed, model_configs
-from expt.core.cv import build_pipeline, make_splitter
+from expt.core.cv import build_pipeline
 from expt.core.errors import ConfigError
+from expt.core.folds import check_folds
 from expt.core.prepare import Prepared, check_estimator_task, prepare
 from expt.core.space import FAMILY_SEP, Param, SearchSpace, apply_params, check_paths, parse_space
 from expt.sweep.engine import Unit
@@ -81,9 +80,7 @@ class SweepPlan:
         pipeline = self.pipeline_for(self.space.suggest(trial))
         data, scorer = self.prepared.dataset, self.prepared.scorer
         X, y = data.X.iloc[unit.train], data.y[unit.train]
-        learner = self.values["learner"]
-        inner = make_splitter(data.task, len(y), folds=self.search["inner_folds"], shuffle=True,
-                              stratify=learner["cv"]["stratify"], seed=self.seed, key="search.inner_folds")
+        inner = self.inner_splitter(unit)
         scores: list[float] = []
         epochs = self.epochs_per_fold
         # Without a pruner nothing reads an inner fold's intermediate value (the inner scores are the attribute
@@ -109,6 +106,13 @@ class SweepPlan:
                 prune(fold, f"inner fold {fold}")
         trial.set_user_attr("inner_scores", scores)
         return float(np.mean(scores))
+
+    def inner_splitter(self, unit: Unit) -> Any:
+        """The inner folds of a unit's training part: shuffled, grouped or time-ordered as the outer ones are
+        (grouped by the groups there; in time order there)."""
+        assert self.prepared.folds is not None
+        return self.prepared.folds.splitter(self.search["inner_folds"], rows=unit.train, shuffle=True,
+                                            key="search.inner_folds")
 
     def _epoch_reports(self, trial: Any, fold: int, epochs: int | None, prune: Any) -> Any:
         import contextlib
@@ -140,7 +144,7 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
 
     if "search" not in composed.cfg:
         raise ConfigError(f"no search space for model {composed.choices.get('model')!r}; choose one with search=NAME")
-    prepared = prepare(composed)
+    prepared = prepare(composed, train_folds=False)
     values, data = prepared.values, prepared.dataset
     search = values["search"]
     space = parse_space(search)
@@ -159,15 +163,22 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
         space.families = {f: ps for f, ps in space.families.items() if f in usable}
     family_models = family_models or {}
     check_paths(space, values, family_models)
-    outer = make_splitter(data.task, data.n_rows, folds=search["outer_folds"], shuffle=True, key="search.outer_folds",
-                          stratify=values["learner"]["cv"]["stratify"], seed=values["seed"])
+    folds = prepared.folds
+    assert folds is not None
+    outer = folds.splitter(search["outer_folds"], shuffle=True, key="search.outer_folds")
+    check_folds(folds, outer, data.y, key="search.outer_folds")
     units = [Unit(f"fold-{k}", k, train, test) for k, (train, test) in enumerate(outer.split(data.X, data.y))]
     units.append(Unit("final", len(units), np.arange(data.n_rows), None))
+    plan = SweepPlan(prepared, search, space, family_models, units, {})
+    for unit in units:
+        where = f" in outer fold {unit.index}'s training part" if unit.test is not None else ""
+        check_folds(folds, plan.inner_splitter(unit), data.y[unit.train], key="search.inner_folds", where=where)
     tests = [u.test.tolist() for u in units if u.test is not None]
-    digest = hashlib.sha256(json.dumps(tests).encode()).hexdigest()[:16]
-    manifest = {"folds": len(tests), "rows": data.n_rows, "fingerprint": data.fingerprint, "hash": digest,
-                "test_indices": tests}
-    return SweepPlan(prepared, search, space, family_models, units, manifest)
+    plan.manifest = {"folds": len(tests), "rows": data.n_rows, "fingerprint": data.fingerprint,
+                     "hash": folds.digest(tests), "test_indices": tests}
+    if folds.split != "shuffled":  # a shuffled sweep's manifest stays as it was
+        plan.manifest["split"] = folds.describe()
+    return plan
 
 
 def display_params(params: dict[str, Any]) -> dict[str, Any]:

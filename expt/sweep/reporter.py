@@ -46,14 +46,15 @@ class Reporter:
         """``shape``: what shaped the sweep beyond its config (workers, warm start, resumes, trusted prefixes),
         as known when this process joined; the closing process logs them again, complete."""
         from expt.tracking.client import user_metadata
-        from expt.tracking.environment import ENVIRONMENT, environment_lock
+        from expt.tracking.environment import ENVIRONMENT, FOLDS_TAG, SPLIT_TAG, environment_lock
 
         tracking = self.plan.values["tracking"]
         # Started now, not when the sink gets to it: the first trials (stamped with their own start) would
         # otherwise start before the sweep run, which the MLflow UI then lists after them.
         self.put({"key": "sweep", "name": tracking.get("run_name") or f"sweep-{self.sweep_id}", "status": "RUNNING",
                   "params": params, "start": time.time(),
-                  "tags": {**self.tags, "expt.run_type": "sweep", "expt.folds_hash": self.plan.manifest["hash"],
+                  "tags": {**self.tags, "expt.run_type": "sweep", FOLDS_TAG: self.plan.manifest["hash"],
+                           SPLIT_TAG: self.plan.manifest.get("split", "shuffled"),
                            "expt.metric": self.metric, **(shape or {}), **user_metadata(tracking)},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run

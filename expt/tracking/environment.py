@@ -12,6 +12,8 @@ from pathlib import Path
 from expt import __version__
 
 TRUSTED_TAG = "expt.trusted_targets"  # the --trust-target prefixes a train run or sweep ran with
+SPLIT_TAG = "expt.split"  # how the rows were split: shuffled, grouped by COLUMN, time by COLUMN (expt.core.folds)
+FOLDS_TAG = "expt.folds_hash"  # the fold manifest's hash (test rows of every fold, and their kind)
 KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "mlflow", "optuna", "hydra-core", "torch")
 
 

@@ -144,13 +144,17 @@ def _abort(writer: Any, status: str) -> None:
 
 
 def _run_tags(prepared: Prepared, extra: dict[str, str] | None) -> dict[str, str]:
-    from expt.tracking.environment import TRUSTED_TAG, environment_tags
+    from expt.tracking.environment import FOLDS_TAG, SPLIT_TAG, TRUSTED_TAG, environment_tags
 
     values, data = prepared.values, prepared.dataset
+    folds = {}  # the folds (their kind and their hash): a rerun --check compares them, a grid pairs by them
+    if prepared.folds is not None:
+        folds = {SPLIT_TAG: prepared.folds.describe(),
+                 FOLDS_TAG: prepared.folds.manifest_hash(prepared.splitter, data.X, data.y)}
     return {**environment_tags(data.fingerprint, values["seed"]), "expt.run_type": "train", "expt.data": data.name,
             "expt.model": values["model"]["name"], "expt.family": values["model"]["family"],
             "expt.metric": prepared.metric,  # the selecting one of the metrics logged
-            TRUSTED_TAG: ",".join(trusted_prefixes()), **(extra or {})}  # a rerun must trust them again
+            TRUSTED_TAG: ",".join(trusted_prefixes()), **folds, **(extra or {})}  # a rerun must trust them again
 
 
 def _evaluation(prepared: Prepared, result: CVResult) -> dict[str, Any]:
