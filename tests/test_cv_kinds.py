@@ -72,6 +72,9 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     series.to_csv(folder / "series_holes.csv", index=False)
     series.assign(day="soon").to_csv(folder / "series_text.csv", index=False)
     drifting_series(n_days=4, per_day=5).to_csv(folder / "short_series.csv", index=False)
+    numbered = drifting_series()
+    numbered["day"] = pd.to_datetime(numbered["day"]).dt.dayofyear
+    numbered.to_csv(folder / "numbered_series.csv", index=False)
     return folder
 
 
@@ -151,6 +154,16 @@ def test_time_folds_train_on_the_past_only_with_the_gap_and_days_kept_whole(tabl
     assert [t.tolist() for _, t in again] == [t.tolist() for _, t in folds]  # never shuffled: no seed in it
 
 
+def test_a_numeric_order_column_may_stay_a_feature_with_the_same_folds(tables: Path) -> None:
+    time = ["learner.cv.kind=time", "learner.cv.order=day", "learner.cv.folds=3"]
+    out = prepare(compose(on(tables, "numbered_series.csv", *time)))
+    kept = prepare(compose(on(tables, "numbered_series.csv", *time, "learner.cv.order_feature=true")))
+    assert "day" not in out.dataset.X.columns and "day" in kept.dataset.numeric
+    folds = [[t.tolist() for _, t in p.splitter.split(p.dataset.X, p.dataset.y)] for p in (out, kept)]
+    assert folds[0] == folds[1]
+    assert kept.folds.digest(folds[1]) == out.folds.digest(folds[0])  # the same folds: paired in a grid
+
+
 def test_the_default_shuffle_and_stratify_adapt_and_shuffled_folds_are_what_they_were(tables: Path) -> None:
     from sklearn.model_selection import StratifiedKFold
 
@@ -194,6 +207,9 @@ def test_the_default_shuffle_and_stratify_adapt_and_shuffled_folds_are_what_they
      "do not combine"),
     ("series.csv", ["learner.cv.order=day"], ConfigError, "set learner.cv.kind=time, or learner.cv.order=null"),
     ("series.csv", ["learner.cv.gap=2"], ConfigError, "gap applies to time-ordered folds only"),
+    ("series.csv", ["learner.cv.order_feature=true"], ConfigError, "order_feature applies to time-ordered folds"),
+    ("series.csv", ["learner.cv.kind=time", "learner.cv.order=day", "learner.cv.order_feature=true"], ConfigError,
+     "keeps day a feature, but it is not a number"),
     ("series.csv", ["learner.cv.kind=rolling"], ConfigError, "learner.cv.kind must be one of kfold | time"),
     ("grouped_reg.csv", ["learner.cv.groups=site", "learner.cv.stratify=true"], ConfigError,
      "stratify=true needs a classification target"),

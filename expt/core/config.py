@@ -137,7 +137,8 @@ def _stage_conf_file(path_str: str, stage: Path, overridden: set[str]) -> str:
 # learner.cv keys newer than the learner option a config may use (a user's own, or one logged before they existed):
 # set on the command line, they are added where that option lacks them (Hydra's ++), and expt.core.folds fills the
 # rest with their defaults, so `learner.cv.groups=site` works with any learner.
-LATER_CV_KEYS = ("learner.cv.kind", "learner.cv.groups", "learner.cv.order", "learner.cv.gap")
+LATER_CV_KEYS = ("learner.cv.kind", "learner.cv.groups", "learner.cv.order", "learner.cv.gap",
+                 "learner.cv.order_feature")
 
 
 def _add_or_override(override: str) -> str:

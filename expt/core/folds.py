@@ -6,9 +6,10 @@ that estimate is optimistic, silently. Here the config's cv keys and the data be
 checked once (before anything is tracked), and the one source of every splitter a run needs, the
 sweep's inner folds on an outer training part included, so that train, sweep, grid and rerun split alike.
 
-The column that groups or orders the rows is taken out of the features: it decides the folds and is never
-learned from (a group's identity would let a model recognise the group; a time stamp, in a model that cannot
-extrapolate, is one more feature that differs between train and test).
+The column that groups the rows is taken out of the features: it decides the folds and is never learned from
+(a group's identity would let a model recognise the group). So is the column that orders them, unless
+``learner.cv.order_feature: true``: a numeric time can carry a trend a model may use (a growth curve's age), but a
+tree cannot extrapolate it to the future, and a date as text would be a category no future row has.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from expt.core.cv import make_splitter
 from expt.core.errors import ConfigError, DataError
 
-CV_DEFAULTS = {"kind": "kfold", "groups": None, "order": None, "gap": 0}  # learner.cv keys a config may lack
+CV_DEFAULTS = {"kind": "kfold", "groups": None, "order": None, "gap": 0,  # learner.cv keys a config may lack
+               "order_feature": False}
 
 
 @dataclass
@@ -141,7 +143,11 @@ def folds_of(dataset: Any, cv: Mapping[str, Any], *, seed: int, dropped: list[st
     folds = Folds(dataset.task, dataset.n_rows, shuffle=cv["shuffle"], stratify=cv["stratify"], gap=gap, seed=seed)
     if kind == "time":
         folds.split, folds.column = "time", order
-        folds.keys = _time_ranks(_take_column(dataset, order, "order", dropped), order)
+        values = _take_column(dataset, order, "order", dropped, keep=cv["order_feature"])
+        folds.keys = _time_ranks(values, order)
+        if cv["order_feature"] and not _is_number(values):
+            raise ConfigError(f"learner.cv.order_feature=true keeps {order} a feature, but it is not a number (e.g. "
+                              f"{values.iloc[0]!r}); set learner.cv.order_feature=false, or order by a numeric time")
     elif groups is not None:
         if cv["stratify"] is True and dataset.task != "classification":
             raise ConfigError("learner.cv.stratify=true needs a classification target; set learner.cv.stratify=auto")
@@ -169,6 +175,9 @@ def _check_keys(kind: str, groups: Any, order: Any, gap: int, cv: Mapping[str, A
     if order is not None:
         raise ConfigError(f"learner.cv.order={order} orders time-ordered folds only; set learner.cv.kind=time, "
                           "or learner.cv.order=null")
+    if cv["order_feature"]:
+        raise ConfigError("learner.cv.order_feature applies to time-ordered folds only; set learner.cv.kind=time, or "
+                          "learner.cv.order_feature=false")
     if gap:
         raise ConfigError("learner.cv.gap applies to time-ordered folds only; set learner.cv.kind=time, or "
                           "learner.cv.gap=0")
@@ -177,8 +186,9 @@ def _check_keys(kind: str, groups: Any, order: Any, gap: int, cv: Mapping[str, A
                           "identical)")
 
 
-def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None) -> Any:
-    """The column's values, the column taken out of the features (it splits; it is never learned from)."""
+def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None, *, keep: bool = False) -> Any:
+    """The column's values, the column taken out of the features (it splits; it is not learned from) unless
+    ``keep``."""
     if column == dataset.target:
         raise ConfigError(f"learner.cv.{key}={column} is the target; name another column (learner.cv.{key}=COLUMN)")
     if column not in dataset.X.columns:
@@ -188,7 +198,7 @@ def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None)
         shown = ", ".join(map(str, list(dataset.X.columns)[:20])) + (" ..." if dataset.X.shape[1] > 20 else "")
         raise DataError(f"learner.cv.{key}={column} is not a column of {dataset.name}; set learner.cv.{key} to one "
                         f"of: {shown}")
-    if dataset.X.shape[1] < 2:
+    if dataset.X.shape[1] < 2 and not keep:
         raise DataError(f"learner.cv.{key}={column} is the only feature of {dataset.name}, and it is never a "
                         "feature; add feature columns")
     values = dataset.X[column]
@@ -197,6 +207,8 @@ def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None)
         what = "group (a group of their own, e.g. 'unknown', is one)" if key == "groups" else "time"
         raise DataError(f"learner.cv.{key}={column} is missing in {missing} rows; every row needs its {what}: fill "
                         "them, or drop those rows from the data")
+    if keep:
+        return values
     dataset.X = dataset.X.drop(columns=column)
     dataset.numeric = [c for c in dataset.numeric if c != column]
     dataset.categorical = [c for c in dataset.categorical if c != column]
@@ -218,7 +230,7 @@ def _time_ranks(values: Any, column: str) -> Any:
     import numpy as np
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+    if _is_number(values) or pd.api.types.is_datetime64_any_dtype(values):
         stamps = values
     else:
         try:
@@ -227,6 +239,12 @@ def _time_ranks(values: Any, column: str) -> Any:
             raise DataError(f"learner.cv.order={column} holds neither numbers nor dates (e.g. {values.iloc[0]!r}); "
                             "order by a date or number column") from None
     return pd.Series(stamps).rank(method="dense").to_numpy(dtype=np.int64)
+
+
+def _is_number(values: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(values))
 
 
 def check_folds(folds: Folds, splitter: Any, y: Any, *, key: str, where: str = "") -> None:

@@ -61,7 +61,8 @@ SCHEMA: dict[str, Any] = {
         "name": str,
         "cv": {"folds": Int(2), "repeats": Int(1), "shuffle": bool, "stratify": Choice("auto", True, False),
                # how rows may be split (expt.core.folds, which fills them where a learner config lacks them)
-               "kind": Choice("kfold", "time"), "groups": OPTIONAL_STR, "order": OPTIONAL_STR, "gap": Int(0)},
+               "kind": Choice("kfold", "time"), "groups": OPTIONAL_STR, "order": OPTIONAL_STR, "gap": Int(0),
+               "order_feature": bool},
         "metric": {"classification": str, "regression": str},
         "metrics": (str, list),  # auto, or names and _target_ mappings: checked by expt.core.metrics
         "preprocessing": {
