@@ -72,10 +72,16 @@ def _reap_children() -> None:
     spawned worker (the sweep's sink) starts it, and it exits only once this process has, when its pipe closes;
     orphaned, it is reparented to PID 1, which in a container is often not an init that reaps. Stopping it here
     (it releases what it tracks and exits) and waiting for it, then reaping any other finished child, leaves no
-    process of the command behind. ``_stop`` is the standard library's own shutdown of the tracker.
+    process of the command behind. First multiprocessing's own exit handler runs, as it would at exit anyway: its
+    finalizers release the queues' semaphores; stopped before them, the tracker released them as leaked and each
+    finalizer then printed a FileNotFoundError traceback. ``_exit_function`` and ``_stop`` are the standard
+    library's own shutdown steps, run in its order, a little earlier.
     """
     import os
 
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and hasattr(util, "_exit_function"):
+        util._exit_function()
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     shared = getattr(tracker, "_resource_tracker", None)
     if shared is not None and getattr(shared, "_pid", None) is not None:
