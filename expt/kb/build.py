@@ -258,8 +258,8 @@ def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: l
     runnable = [p for p in pairs if p.skip is None]
     if args.shards is not None:
         imported = import_shards(args.shards, args.build)
-        print(f"{imported} records imported from the shards in {args.shards}" if imported else
-              f"no shard records to import from {args.shards}", flush=True)
+        print(f"{imported} records imported from the shards in {args.shards} (the others were in the build folder)",
+              flush=True)
     done = settle_done(args.build)
     todo = [p for p in runnable if pair_key(p.entry, p.config, protocol) not in done]
     deadline = time.time() + 60 * args.stop_after if args.stop_after is not None else None
