@@ -3,7 +3,7 @@
 Runs the command once as a user runs it (a fresh process, in a scratch working directory whose
 MLflow store exists after one untimed warm-up run) with ``EXPT_TIMELINE=FILE``: each expt process
 (the command, the MLflow sink of a sweep, its workers) appends when it reached each phase and which
-top-level packages it imported since its previous mark (``expt.tracking.environment.mark``). Printed
+top-level packages it imported since its previous mark (``expt.core.timeline.mark``). Printed
 per process: seconds since the command was started, the phase's own seconds, and the packages it
 imported. "interpreter start + imports" is the spawn to the first mark; "exit" is the last mark of
 the command to the moment the shell gets its prompt back.

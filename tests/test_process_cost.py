@@ -15,11 +15,11 @@ from conftest import all_runs
 
 from expt.core.config import compose
 from expt.core.errors import DataError
+from expt.core.timeline import TIMELINE_ENV, mark
 from expt.sweep import runner
 from expt.sweep.coordination import worker_id
 from expt.sweep.runner import SweepOptions, run_sweep
 from expt.sweep.storage import open_storage
-from expt.tracking.environment import TIMELINE_ENV, mark
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL = ["search.outer_folds=2", "search.inner_folds=2", "search.n_trials=3"]

@@ -51,7 +51,7 @@ def main() -> None:
 
     timeline = bool(os.environ.get("EXPT_TIMELINE"))  # benchmarks/timeline.py: when each phase ended
     if timeline:
-        from expt.tracking.environment import mark
+        from expt.core.timeline import mark
 
         mark("cli imported")
     try:

@@ -46,7 +46,7 @@ def train(
         writer = start_writer()  # first: MLflow's imports (~1.5 s) overlap the compose, the data and the folds
         try:
             composed = _compose_one(split_args(list(ctx.args)), config_dir)
-            from expt.tracking.environment import mark
+            from expt.core.timeline import mark
 
             mark("composed")
             from expt.cli.render import TrainProgress, print_train_result
@@ -116,7 +116,7 @@ def sweep(
                 raise UsageError("--cfg shows a new sweep's config; it does not read a stored one")
             _print_cfg(composed, resolve)
             return
-        from expt.tracking.environment import mark
+        from expt.core.timeline import mark
 
         mark("composed")
         from expt.cli.render import SweepProgress, print_sweep_result
@@ -175,7 +175,7 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
     try:
         with trusting(trust_target):
             plan, state = resume_plan(resume, kind) if resume else (plan_grid(kind, overrides, config_dir), None)
-            from expt.tracking.environment import mark
+            from expt.core.timeline import mark
 
             mark("grid: planned")
             if cfg:

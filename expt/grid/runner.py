@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
+from expt.core.timeline import mark
 from expt.grid.cells import cell_tags, run_cell
 from expt.grid.plan import GridPlan, plan_grid
 from expt.grid.results import CELL_TAG, GRID_TAG, KIND_TAG, SPEC, cell_runs, finished_cells, read_cells
 from expt.grid.stats import Comparison
-from expt.tracking.environment import mark
 
 OUTPUTS = Path("outputs") / "grids"
 

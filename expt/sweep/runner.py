@@ -32,8 +32,8 @@ class SweepOptions:
 
 def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
+    from expt.core.timeline import mark
     from expt.sweep.reporter import SinkProcess
-    from expt.tracking.environment import mark
 
     mark("sweep modules imported")
     sink = SinkProcess()  # first: its imports (MLflow's take seconds) overlap the data, the plan and the studies
@@ -47,10 +47,11 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
 
 def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any,
                sink: Any) -> tuple[Sweep, dict]:
+    from expt.core.timeline import mark
     from expt.sweep.reporter import Reporter
     from expt.sweep.warmstart import enqueue_warm_start, read_warm_start
     from expt.tracking.client import flatten
-    from expt.tracking.environment import environment_tags, mark
+    from expt.tracking.environment import environment_tags
     from expt.tracking.uri import masked_config, normalize_uri, probe_server, with_credentials
 
     sweep_id = options.sweep_id or new_sweep_id()

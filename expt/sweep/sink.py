@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from queue import Empty
 from typing import Any
 
-from expt.tracking.environment import mark
+from expt.core.timeline import mark
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 OUTER_PLOTS = "outer_plots"  # on the sweep run: the out-of-fold plots pooled over the outer folds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import subprocess
 from importlib import metadata
@@ -39,27 +38,6 @@ def environment_tags(fingerprint: str, seed: int) -> dict[str, str]:
 
 
 ENVIRONMENT = "environment.txt"
-TIMELINE_ENV = "EXPT_TIMELINE"  # a file: every expt process appends its phases to it (benchmarks/timeline.py)
-_seen_packages: set[str] = set()
-
-
-def mark(phase: str) -> None:
-    """With ``EXPT_TIMELINE=FILE``, append when this process reached ``phase`` and which top-level packages it
-    imported since its last mark, as one JSON line; without it, nothing (one environment lookup)."""
-    path = os.environ.get(TIMELINE_ENV)
-    if not path:
-        return
-    import json
-    import sys
-    import time
-
-    now = time.time()
-    packages = {name.partition(".")[0] for name in list(sys.modules)}
-    new = sorted(p for p in packages - _seen_packages if not p.startswith("_"))
-    _seen_packages.update(packages)
-    with open(path, "a") as fh:
-        fh.write(json.dumps({"t": now, "cpu": time.process_time(), "pid": os.getpid(), "phase": phase,
-                                "new": new}) + "\n")
 
 
 @functools.cache

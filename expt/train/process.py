@@ -21,7 +21,7 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from expt.tracking.environment import mark
+from expt.core.timeline import mark
 from expt.train.writer import ENDS, MODE_ENV, LocalWriter, TrainWriter
 
 

@@ -16,7 +16,7 @@ from expt.core.build import trusted_prefixes
 from expt.core.config import logged_yaml
 from expt.core.cv import CVResult, FoldResult, cross_validate
 from expt.core.prepare import Prepared
-from expt.tracking.environment import mark
+from expt.core.timeline import mark
 from expt.tracking.uri import masked_config
 
 

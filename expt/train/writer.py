@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from expt.tracking.environment import mark
+from expt.core.timeline import mark
 
 ENDS = ("end", "abort")  # the calls that end a run: each has one reply
 MODE_ENV = "EXPT_EVALUATION"  # side | inline: a writer process, or writes from the train process (tests, benchmarks)
