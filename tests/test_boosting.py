@@ -229,7 +229,7 @@ def test_train_logs_a_model_with_complete_requirements_that_predicts(family: str
     assert {"scikit-learn", "cloudpickle", "expt-runner", DISTRIBUTION[family]} <= listed, listed
     assert not {"torch", "xgboost"} & listed  # no GPU build, no torch for a booster
     table = new_data(result, tmp_path / "new.csv", rows=10)
-    done = run_cli("predict", "-m", result.run_id, str(tmp_path / "new.csv"), "--tracking-uri", store)
+    done = run_cli("predict", "--model", result.run_id, str(tmp_path / "new.csv"), "--tracking-uri", store)
     assert done.exit_code == 0, done.output
     predicted = pd.read_csv(pd.io.common.StringIO(done.stdout))
     model = result.prepared.pipeline.fit(result.prepared.dataset.X, result.prepared.dataset.y)
@@ -278,7 +278,7 @@ def test_rerun_is_exact_and_mlflow_serves_what_expt_predict_says(family: str, st
     assert rerun.exit_code == 0, rerun.output
     assert "match exactly" in rerun.output
     table = new_data(result, tmp_path / "new.csv")
-    done = run_cli("predict", "-m", f"runs:/{result.run_id}/model", str(tmp_path / "new.csv"), "-o",
+    done = run_cli("predict", "--model", f"runs:/{result.run_id}/model", str(tmp_path / "new.csv"), "-o",
                    str(tmp_path / "p.csv"), "-u", store)
     assert done.exit_code == 0, done.output
     expected = pd.read_csv(tmp_path / "p.csv")["prediction"].tolist()

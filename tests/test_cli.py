@@ -200,3 +200,70 @@ def test_sweep_usage_errors(store: str, tmp_path: Path, args: list[str], expecte
 def test_sweep_cfg_shows_the_search_space(store: str) -> None:
     result = run_cli("sweep", "--cfg", "model=svm", f"tracking.uri={store}")
     assert result.exit_code == 0 and "model.estimator.C:" in result.stdout and "n_trials: 20" in result.stdout
+
+
+def _options() -> list[tuple[str, object]]:
+    """(command, option) for every option of every command, as click sees them after typer built the app."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    return [(name, p) for name, command in sorted(commands.items()) for p in command.params if p.opts[0][0] == "-"]
+
+
+def test_a_shared_flag_means_the_same_on_every_command() -> None:
+    """-m is --multirun, -o is --out, -u is --tracking-uri read from $MLFLOW_TRACKING_URI, --json is one option."""
+    flags: dict[str, set[str]] = {}
+    for _, p in _options():
+        for flag in p.opts:  # type: ignore[attr-defined]
+            flags.setdefault(flag, set()).add(p.name)  # type: ignore[attr-defined]
+    assert flags["-m"] == {"multirun"} and flags["-o"] == {"out"} and flags["-u"] == {"tracking_uri"}
+    assert {name for name, p in _options() if "-m" in p.opts} == {"train", "sweep"}  # type: ignore[attr-defined]
+    for name, p in _options():
+        opts, help_text = set(p.opts), p.help  # type: ignore[attr-defined]
+        assert ("--out" in opts) == ("-o" in opts), name
+        assert ("--multirun" in opts) == ("-m" in opts), name
+        if "--tracking-uri" in opts:
+            assert "-u" in opts and p.envvar == "MLFLOW_TRACKING_URI", name  # type: ignore[attr-defined]
+        if "--json" in opts:
+            assert help_text == "Print JSON instead of a table.", name
+
+
+def test_predict_has_no_m_flag_any_more(tmp_path: Path) -> None:
+    result = run_cli("predict", "-m", "some-run", "new.csv")
+    assert result.exit_code == 2 and "-m" in result.stderr and "Traceback" not in result.output
+
+
+def run_cli_env(env: dict[str, str], *args: str):
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_the_store_comes_from_mlflow_tracking_uri_on_every_reading_command(store: str, tmp_path: Path) -> None:
+    """runs, show, register and predict read $MLFLOW_TRACKING_URI through typer's envvar; -u still wins over it."""
+    from conftest import train
+
+    result = train(store, "data=iris", "model=logistic_regression", "learner=quick", "tracking.plots=false",
+                   "tracking.records=null")
+    data = result.prepared.dataset
+    data.X.head(5).to_csv(tmp_path / "new.csv", index=False)
+    env = {"MLFLOW_TRACKING_URI": store}
+    shown = run_cli_env(env, "runs", "--json")
+    assert shown.exit_code == 0 and result.run_id in shown.stdout, shown.output
+    shown = run_cli_env(env, "show", result.run_id, "--json")
+    assert shown.exit_code == 0 and result.run_id in shown.stdout, shown.output
+    done = run_cli_env(env, "register", result.run_id, "--name", "iris-lr")
+    assert done.exit_code == 0 and "registered iris-lr version 1" in done.stdout, done.output
+    done = run_cli_env(env, "predict", "--model", "models:/iris-lr/1", "new.csv", "-o", "p.csv")
+    assert done.exit_code == 0, done.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 5
+    missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    wrong = run_cli_env({"MLFLOW_TRACKING_URI": missing}, "runs")
+    assert wrong.exit_code == 2 and f"no MLflow store at {missing}" in wrong.stderr, wrong.output
+    assert run_cli_env({"MLFLOW_TRACKING_URI": missing}, "show", result.run_id, "-u", store).exit_code == 0
+
+
+def test_recommend_takes_o_for_out(tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset.yaml"
+    dataset.write_text("id: iris\n")
+    result = run_cli("recommend", "dataset.yaml", "--top", "2", "-o", "recs")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "recs").iterdir())[:2] == ["1.yaml", "2.yaml"]

@@ -57,7 +57,7 @@ def test_logged_requirements_are_complete_for_every_model_kind(store: str, tmp_p
     listed = set(requirements(store, result.run_id, tmp_path))
     assert needs <= listed and not (not_needed & listed), listed
     table = new_data(result, tmp_path / "new.csv", rows=10)  # and the model loads and predicts from the store
-    done = expt("predict", "-m", result.run_id, "new.csv", "--tracking-uri", store, cwd=tmp_path)
+    done = expt("predict", "--model", result.run_id, "new.csv", "--tracking-uri", store, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(pd.read_csv(pd.io.common.StringIO(done.stdout))) == len(table)
 
@@ -99,7 +99,7 @@ def test_register_and_predict_through_a_tracking_server(tmp_path: Path) -> None:
         done = expt("register", result.run_id, "--name", "iris-knn", "--alias", "champion", "-u", server.url,
                     cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        done = expt("predict", "-m", "models:/iris-knn@champion", "new.csv", "-u", server.url, cwd=tmp_path)
+        done = expt("predict", "--model", "models:/iris-knn@champion", "new.csv", "-u", server.url, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         assert len(pd.read_csv(pd.io.common.StringIO(done.stdout))) == 25
     finally:
@@ -134,7 +134,8 @@ def test_mlflow_models_serve_answers_what_expt_predict_says(store: str, tmp_path
     """`mlflow models serve --env-manager local` on loopback, from the logged model alone."""
     result = train(store, *args, *NO_EXTRAS)
     table = new_data(result, tmp_path / "new.csv")
-    done = expt("predict", "-m", f"runs:/{result.run_id}/model", "new.csv", "-o", "p.csv", "-u", store, cwd=tmp_path)
+    done = expt("predict", "--model", f"runs:/{result.run_id}/model", "new.csv", "-o", "p.csv", "-u", store,
+                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     expected = pd.read_csv(tmp_path / "p.csv")["prediction"].tolist()
     served = served_predictions(store, result.run_id, table, tmp_path)

@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -54,6 +54,38 @@ TrustTarget = Annotated[
 
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+MultiRun = Annotated[bool, typer.Option("--multirun", "-m", help="A grid: one run per combination of the swept "
+                                        "overrides (data=a,b model=x,y; range(), choice(), glob()), all compared at "
+                                        "the end in one table with tests.")]
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+NO_STORE = "run from the folder that holds mlruns.db, or pass --tracking-uri"
+TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", envvar=TRACKING_URI_ENV, help="MLflow "
+                                                 "tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                                 "sqlite:///mlruns.db in this folder).")]
+
+
+def out_option(help: str) -> Any:
+    """``-o/--out``, the same two flags on every command that writes a file; what it writes is the command's own."""
+    return typer.Option("--out", "-o", help=help)
+
+
+def resolve_uri(tracking_uri: str | None) -> str:
+    """The store a command reads. typer has already put ``$MLFLOW_TRACKING_URI`` into ``tracking_uri`` when the
+    flag is absent (an empty variable counts as unset), so only the default is left to apply."""
+    return tracking_uri or DEFAULT_TRACKING_URI
+
+
+def open_store(tracking_uri: str | None, *, registry: bool = False) -> Any:
+    """An MlflowClient on a store that must already exist: reading runs never creates an empty store by mistake.
+
+    ``registry`` points the model registry at the same store (register, predict, report read models from it).
+    """
+    from expt.tracking.uri import existing_store, new_client
+
+    uri = existing_store(resolve_uri(tracking_uri), missing=NO_STORE)
+    return new_client(uri, registry_uri=uri if registry else None)
 
 
 @contextlib.contextmanager
@@ -74,7 +106,7 @@ def user_errors(debug: bool) -> Iterator[None]:
             raise
         typer.echo("interrupted: runs in progress were marked KILLED", err=True)
         raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - last line of defence for a one-line message
+    except Exception as exc:  # last line of defence for a one-line message (--debug re-raises it)
         if debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
@@ -93,7 +125,8 @@ def _quiet_libraries(debug: bool) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from expt.cli.common import WITH_OVERRIDES, Debug, Group, JsonOut, user_errors
+from expt.cli.common import WITH_OVERRIDES, Debug, Group, JsonOut, out_option, user_errors
 
 group = Group()
 
@@ -51,8 +51,8 @@ def recommend(
     dataset: DatasetFile = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many configurations to recommend (ridge, conditioned "
                                      "and portfolio: a complementary set, each chosen given the ones above it).")] = 5,
-    out: Annotated[Path | None, typer.Option("--out", help="Write each as DIR/<rank>.yaml, runnable with "
-                                             "expt train conf=... and usable as sweep --warm-start DIR.")] = None,
+    out: Annotated[Path | None, out_option("Write each as DIR/<rank>.yaml, runnable with expt train conf=... and "
+                                           "usable as sweep --warm-start DIR.")] = None,
     records: Annotated[list[str] | None, typer.Option("--records", help="Records to learn from: a JSON-lines "
                                                       "file, a folder of them or an MLflow tracking URI (repeat "
                                                       "for several). Default: ./records.jsonl if present.")] = None,

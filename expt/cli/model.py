@@ -11,27 +11,9 @@ from typing import Annotated
 
 import typer
 
-from expt.cli.common import Debug, Group, user_errors
+from expt.cli.common import Debug, Group, TrackingUri, open_store, out_option, user_errors
 
 group = Group()
-NO_STORE = "run from the folder that holds mlruns.db, or pass --tracking-uri"
-
-TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", help="MLflow tracking URI (default: "
-                                                 "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in this folder).")]
-
-
-def _uri(value: str | None) -> str:
-    import os
-
-    from expt.tracking.uri import existing_store
-
-    return existing_store(value or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db", missing=NO_STORE)
-
-
-def _client(uri: str):  # noqa: ANN202 - an MlflowClient
-    from expt.tracking.uri import new_client
-
-    return new_client(uri, registry_uri=uri)
 
 
 @group.command()
@@ -49,8 +31,9 @@ def register(
         from expt.publish.registry import register as do_register
         from expt.tracking.uri import mask_credentials
 
-        uri = _uri(tracking_uri)
-        done = do_register(_client(uri), run_id, name, alias)
+        client = open_store(tracking_uri, registry=True)
+        uri = client.tracking_uri
+        done = do_register(client, run_id, name, alias)
         ref = f"models:/{done.name}@{done.alias}" if done.alias else f"models:/{done.name}/{done.version}"
         typer.echo(f"registered {done.name} version {done.version}{f' as @{done.alias}' if done.alias else ''} "
                    f"from run {done.run_id} ({done.source})")
@@ -63,10 +46,9 @@ def register(
 def predict(
     data: Annotated[Path, typer.Argument(help="A CSV, TSV or Parquet file with the model's input columns.",
                                          show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="runs:/ID/model, models:/NAME@alias, models:/NAME/N, "
+    model: Annotated[str, typer.Option("--model", help="runs:/ID/model, models:/NAME@alias, models:/NAME/N, "
                                        "or a run id (a train run's model, a sweep's final model).")],
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the predictions here as CSV "
-                                            "(default: print them).")] = None,
+    out: Annotated[str | None, out_option("Write the predictions here as CSV (default: print them).")] = None,
     proba: Annotated[bool, typer.Option("--proba", help="Add a proba_<class> column per class.")] = False,
     tracking_uri: TrackingUri = None,
     debug: Debug = False,
@@ -79,8 +61,9 @@ def predict(
 
         if out is not None:
             check_out(out)
-        uri = _uri(tracking_uri)
-        ref = resolve_model(_client(uri), model)
+        client = open_store(tracking_uri, registry=True)
+        uri = client.tracking_uri
+        ref = resolve_model(client, model)
         table, ignored = do_predict(ref.uri, uri, str(data), proba=proba)
         if ignored:
             typer.echo(f"note: left out {len(ignored)} column(s) the model does not take: "
@@ -102,8 +85,8 @@ def predict(
 def report(
     run_id: Annotated[str, typer.Argument(help="A train or sweep run (a fold or trial leads to it).",
                                           show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file to write (a Markdown twin goes "
-                                             "beside it); default report-<run>.html here.")] = None,
+    out: Annotated[Path | None, out_option("The HTML file to write (a Markdown twin goes beside it); default "
+                                           "report-<run>.html here.")] = None,
     open_it: Annotated[bool, typer.Option("--open", help="Open the report in a web browser.")] = False,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log report.html with the run.")] = False,
     tracking_uri: TrackingUri = None,
@@ -113,8 +96,7 @@ def report(
     with user_errors(debug):
         from expt.publish.report import write_report
 
-        uri = _uri(tracking_uri)
-        written = write_report(_client(uri), run_id, out, log=not no_log)
+        written = write_report(open_store(tracking_uri, registry=True), run_id, out, log=not no_log)
         typer.echo(f"report      {written.html}")
         typer.echo(f"markdown    {written.markdown}")
         if written.logged:

@@ -6,12 +6,20 @@ from typing import Annotated
 
 import typer
 
-from expt.cli.common import WITH_OVERRIDES, ConfigDir, Debug, Group, TrustTarget, check_name, split_args, user_errors
+from expt.cli.common import (
+    WITH_OVERRIDES,
+    ConfigDir,
+    Debug,
+    Group,
+    JsonOut,
+    MultiRun,
+    TrustTarget,
+    check_name,
+    split_args,
+    user_errors,
+)
 
 group = Group()
-MultiRun = Annotated[bool, typer.Option("--multirun", "-m", help="A grid: one run per combination of the swept "
-                                        "overrides (data=a,b model=x,y; range(), choice(), glob()), all compared at "
-                                        "the end in one table with tests.")]
 
 
 @group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] [OVERRIDES]...")
@@ -77,9 +85,9 @@ def sweep(
                                                     help="YAML list of parameter sets to try first.")] = None,
     cfg: Annotated[bool, typer.Option("--cfg", help="Print the composed config and exit; runs nothing.")] = False,
     resolve: Annotated[bool, typer.Option("--resolve", help="With --cfg: resolve interpolations.")] = False,
-    status: Annotated[str | None, typer.Option("--status", metavar="SWEEP_ID",
-                                                help="Show a sweep's progress from its storage; runs nothing.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON instead of a table.")] = False,
+    status: Annotated[str | None, typer.Option("--status", metavar="SWEEP_ID", help="Show a sweep's progress from "
+                                                "its storage (with --json, as JSON); runs nothing.")] = None,
+    json_out: JsonOut = False,
     config_dir: ConfigDir = None,
     trust_target: TrustTarget = None,
     multirun: MultiRun = False,
@@ -102,7 +110,7 @@ def sweep(
         for option, value in (("--sweep-id", sweep_id), ("--resume", resume), ("--status", status)):
             check_name(option, value)
         if status:
-            _sweep_status(status, storage, as_json)
+            _sweep_status(status, storage, json_out)
             return
         overrides = split_args(list(ctx.args))
         if resume and overrides:

@@ -6,17 +6,25 @@ Like every command, they import the heavy libraries inside.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from expt.cli.common import WITH_OVERRIDES, Debug, Group, JsonOut, TrustTarget, split_args, user_errors
+from expt.cli.common import (
+    NO_STORE,
+    WITH_OVERRIDES,
+    Debug,
+    Group,
+    JsonOut,
+    TrackingUri,
+    TrustTarget,
+    open_store,
+    resolve_uri,
+    split_args,
+    user_errors,
+)
 
 group = Group()
-NO_STORE = "run from the folder that holds mlruns.db, or pass --tracking-uri"
-
-TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", help="MLflow tracking URI (default: "
-                                                 "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in this folder).")]
 
 
 def _emit(data: object, json_out: bool, printer: str, *args: object) -> None:
@@ -29,18 +37,6 @@ def _emit(data: object, json_out: bool, printer: str, *args: object) -> None:
     import expt.cli.render
 
     getattr(expt.cli.render, printer)(data, *args)
-
-
-def _client(tracking_uri: str | None) -> Any:
-    from expt.tracking.uri import open_client
-
-    return open_client(_uri(tracking_uri), missing=NO_STORE)
-
-
-def _uri(value: str | None) -> str:
-    import os
-
-    return value or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
 
 
 @group.command(**WITH_OVERRIDES, options_metavar="[OPTIONS] RUN_ID [OVERRIDES]...")
@@ -65,7 +61,7 @@ def rerun(
         from expt.reproduce.rerun import compare_scores, plan_rerun
         from expt.tracking.uri import open_client
 
-        uri = _uri(tracking_uri)
+        uri = resolve_uri(tracking_uri)
         client = open_client(uri, missing=NO_STORE)
         with trusting(trust_target):
             plan = plan_rerun(client, run_id, split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift,
@@ -123,7 +119,7 @@ def runs(
     """A leaderboard of train and sweep runs: newest first, or best first with --sort."""
     with user_errors(debug):
         from expt.reproduce.browse import list_runs
-        client = _client(tracking_uri)
+        client = open_store(tracking_uri)
         rows = list_runs(client, experiment=experiment, data=data, model=model, sort=sort, limit=limit,
                          all_types=all_types)
         _emit(rows, json_out, "print_runs", client.tracking_uri)
@@ -140,7 +136,7 @@ def show(
     with user_errors(debug):
         from expt.reproduce.browse import show_run
         from expt.reproduce.rerun import get_run
-        client = _client(tracking_uri)
+        client = open_store(tracking_uri)
         _emit(show_run(client, get_run(client, run_id)), json_out, "print_show")
 
 
@@ -160,9 +156,9 @@ def compare(
         from expt.reproduce.rerun import get_run
         if grid is not None or run_a is None or run_b is None:
             from expt.cli.grid_render import compare_grid
-            compare_grid(lambda: _client(tracking_uri), grid, (run_a, run_b), json_out)
+            compare_grid(lambda: open_store(tracking_uri), grid, (run_a, run_b), json_out)
             return
-        client = _client(tracking_uri)
+        client = open_store(tracking_uri)
         _emit(compare_runs(get_run(client, run_a), get_run(client, run_b)), json_out, "print_compare")
 
 
@@ -190,13 +186,13 @@ def ui(
         from expt.tracking.uri import existing_store, mask_credentials
 
         check_name("--sweep", sweep)
-        uri = _uri(tracking_uri)
+        uri = resolve_uri(tracking_uri)
         if uri.startswith(("http://", "https://")):
             view, _ = runs_view(uri.rstrip("/"), uri, experiment, sweep)
             raise UsageError(f"{mask_credentials(uri)} is a tracking server: it serves its own UI; open "
                              f"{mask_credentials(view)}")
         uri = existing_store(uri, missing=NO_STORE)
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a comparison: the link's host
         view, sweep_id = runs_view(f"http://{shown}:{port}", uri, experiment, sweep)
         typer.echo(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)", err=True)
         typer.echo(f"open        {view}", err=True)
@@ -206,7 +202,7 @@ def ui(
             typer.echo(f"sweeps      {every}", err=True)
         if open_it:
             _open_when_up(shown, port, view)
-        os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+        os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,  # noqa: S606
                                    "--host", host, "--port", str(port)])
 
 
