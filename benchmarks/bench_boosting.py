@@ -81,7 +81,7 @@ def _count_rounds() -> list[int]:
     counted: list[int] = []
     fit = boosting._Boosted.fit
 
-    def counting(self, X, y):  # noqa: ANN001, ANN202
+    def counting(self, X, y):
         try:
             return fit(self, X, y)
         finally:

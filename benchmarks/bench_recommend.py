@@ -74,7 +74,8 @@ def main() -> None:
                 parts[key].append(value)
         assert len(recs) == 5 and len(table.datasets) >= n // 20
         print(", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in parts.items()) + f" (medians of {repeats})")
-        print(f"expt recommend with the knowledge base + {n} records / 1 s budget = {statistics.median(parts['total']):.2f}x")
+        print(f"expt recommend with the knowledge base + {n} records / 1 s budget = "
+              f"{statistics.median(parts['total']):.2f}x")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main() -> None:
             mlflow.end_run()
         return folds[index]
 
-    def on_trial(index: int, trial, scores: list[float]) -> None:  # noqa: ANN001
+    def on_trial(index: int, trial, scores: list[float]) -> None:
         with mlflow.start_run(run_id=fold_run(index), nested=True), \
                 mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(trial.params)

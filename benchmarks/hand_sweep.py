@@ -34,7 +34,7 @@ def load() -> tuple:
     return X.astype(float), y.to_numpy()
 
 
-def make_pipeline_for(model: str, columns: list[str]):  # noqa: ANN201 - a factory of pipelines
+def make_pipeline_for(model: str, columns: list[str]):  # a factory of pipelines
     import importlib
 
     from sklearn.compose import ColumnTransformer
@@ -46,7 +46,7 @@ def make_pipeline_for(model: str, columns: list[str]):  # noqa: ANN201 - a facto
     module, cls = target.rsplit(".", 1)
     estimator_cls = getattr(importlib.import_module(module), cls)
 
-    def pipeline(params: dict):  # noqa: ANN202
+    def pipeline(params: dict):
         pre = ColumnTransformer([("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
                                   columns)], verbose_feature_names_out=False)
         return Pipeline([("preprocess", pre), ("model", estimator_cls(**{**fixed, **params}))])
@@ -54,7 +54,7 @@ def make_pipeline_for(model: str, columns: list[str]):  # noqa: ANN201 - a facto
     return pipeline
 
 
-def suggest(trial, model: str) -> dict:  # noqa: ANN001
+def suggest(trial, model: str) -> dict:
     params = {}
     for name, (kind, low, high, log) in MODELS[model][1].items():
         draw = trial.suggest_int if kind == "int" else trial.suggest_float
@@ -63,7 +63,7 @@ def suggest(trial, model: str) -> dict:  # noqa: ANN001
 
 
 def nested_cv(model: str, n_trials: int = 20, outer_folds: int = 5, inner_folds: int = 3,
-              on_trial=None, on_fold=None) -> tuple[list[float], object]:  # noqa: ANN001
+              on_trial=None, on_fold=None) -> tuple[list[float], object]:
     """Outer scores and the final model; ``on_trial(index, trial, scores)`` and ``on_fold(index, params, score)``
     are where the MLflow variant logs."""
     import numpy as np
@@ -77,7 +77,7 @@ def nested_cv(model: str, n_trials: int = 20, outer_folds: int = 5, inner_folds:
     pipeline = make_pipeline_for(model, list(X.columns))
     scorer = get_scorer("accuracy")
 
-    def search(train, index: int) -> dict:  # noqa: ANN001
+    def search(train, index: int) -> dict:
         Xt, yt = X.iloc[train], y[train]
         inner = StratifiedKFold(inner_folds, shuffle=True, random_state=SEED)
 

@@ -65,7 +65,7 @@ def chromium_paths() -> tuple[str, str]:
     return CHROMIUM, CHROMEDRIVER
 
 
-def start_chromium(width: int = 1400, height: int = 1000):  # noqa: ANN201 - selenium's WebDriver
+def start_chromium(width: int = 1400, height: int = 1000):  # selenium's WebDriver
     """A headless Chromium under chromedriver; the caller quits it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options

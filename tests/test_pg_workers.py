@@ -50,7 +50,7 @@ def test_three_workers_share_one_sweep_and_survive_one_killed_mid_trial(postgres
             running = [t for s in studies(storage, "k3").values() for t in s.get_trials(deepcopy=False)
                        if t.state.name == "RUNNING" and t.params
                        and t.user_attrs.get(WORKER_ATTR, "").endswith(f":{victim.pid}")]
-        except Exception:  # noqa: BLE001 - the studies are still being created
+        except Exception:  # noqa: BLE001, S112 - the studies are still being created
             continue
         if running:
             victim_id = running[0].user_attrs[WORKER_ATTR]

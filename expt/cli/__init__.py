@@ -87,7 +87,7 @@ def _reap_children() -> None:
     if shared is not None and getattr(shared, "_pid", None) is not None:
         try:
             shared._stop()
-        except Exception:  # noqa: BLE001 - at exit, a tracker that cannot stop is no reason to fail the command
+        except Exception:  # noqa: BLE001, S110 - at exit, a tracker that cannot stop is no reason to fail the command
             pass
     while True:
         try:

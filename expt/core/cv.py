@@ -211,7 +211,7 @@ def _run_fold(model: Any, X: Any, y: Any, train: Any, test: Any, scoring: Any, i
         fold.outputs = scored.outputs if keep else None
         fold.score_time = time.perf_counter() - start
         fold.train_score = float(scoring(model, X_train, y[train]))
-    except Exception as exc:  # a failing fold is a result for the user, not a crash
+    except Exception as exc:  # noqa: BLE001 - a failing fold is a result for the user, not a crash
         text = str(exc) if isinstance(exc, _MetricFailed) else f"{type(exc).__name__}: {exc}"
         fold.score, fold.error = float("nan"), text.splitlines()[0] if text else type(exc).__name__
         fold.fit_time = fold.fit_time or time.perf_counter() - start

@@ -120,7 +120,7 @@ def pair_digest(entry: dict[str, Any], config: dict[str, Any], protocol: Protoco
     if fields["repeats"] == 1:  # the protocol before repeats existed: its pairs keep their keys
         del fields["repeats"]
     payload = [data_spec(entry), config["overrides"], sorted(config.get("tasks", TASKS)), fields]
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]  # noqa: S324 - a key, not a secret
 
 
 def pair_key(entry: dict[str, Any], config: dict[str, Any], protocol: Protocol = Protocol()) -> str:

@@ -191,7 +191,7 @@ class Engine:
             trial.set_user_attr(ERROR, "interrupted")
             study.tell(trial, state=TrialState.FAIL)
             raise
-        except Exception as exc:  # a failing configuration is a result of the search, not a crash
+        except Exception as exc:  # noqa: BLE001 - a failing configuration is a result of the search, not a crash
             message = str(exc) if isinstance(exc, ExptError) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr(ERROR, message.splitlines()[0][:2000] if message else type(exc).__name__)
             frozen = study.tell(trial, state=TrialState.FAIL)

@@ -100,7 +100,7 @@ class Sink:
             self._log_records(run_id, msg["records"], msg["records_path"])
         if msg.get("model"):
             with open(msg["model"], "rb") as fh:  # written by this sweep's own worker a moment ago
-                model, example, fmt = pickle.load(fh)  # noqa: S301
+                model, example, fmt = pickle.load(fh)  # noqa: S301 - see the line above
             os.unlink(msg["model"])
             from expt.meta.model_features import n_parameters
 
@@ -245,7 +245,7 @@ def warm_up() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import mlflow.sklearn  # noqa: F401
     import optuna.importance  # noqa: F401
     import pyarrow.parquet  # noqa: F401 - the outer folds' predictions.parquet

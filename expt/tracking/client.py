@@ -201,7 +201,7 @@ class Tracker:
                         self.client.restore_experiment(found.experiment_id)
                     return found.experiment_id
                 return self.client.create_experiment(name, artifact_location=self._artifact_location())
-            except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
+            except Exception as exc:  # noqa: BLE001 - MlflowException, SQLAlchemy and connection errors alike
                 text = str(exc)
                 racing = "already exists" in text or "RESOURCE_ALREADY_EXISTS" in text or "locked" in text
                 if racing and attempt < attempts - 1:
@@ -323,5 +323,5 @@ class Tracker:
         for run_id in run_ids:
             try:
                 self.end(run_id, status)
-            except Exception:  # noqa: BLE001 - best effort on the way out of an error
+            except Exception:  # noqa: BLE001, S112 - best effort on the way out of an error
                 continue
