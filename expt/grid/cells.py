@@ -10,14 +10,14 @@ from typing import Any
 
 from expt.core.errors import RunFailedError
 from expt.grid.plan import GridPlan, PlannedCell
-from expt.grid.results import CELL_TAG, COLUMN_TAG, GRID_TAG, ROW_TAG
+from expt.tracking.tags import CELL_TAG, COLUMN_TAG, FOLDS_TAG, GRID_TAG, PARENT_TAG, ROW_TAG
 
 
 def cell_tags(grid_id: str, grid_run: str, c: PlannedCell) -> dict[str, str]:
     """On the cell's run (and the runs under it): the grid, the cell, its place in the table, its folds; the
     parent tag nests it under the grid run in the MLflow UI."""
     return {GRID_TAG: grid_id, CELL_TAG: c.cell.key, ROW_TAG: c.row, COLUMN_TAG: c.column,
-            "expt.folds_hash": str(c.folds_hash), "mlflow.parentRunId": grid_run}
+            FOLDS_TAG: str(c.folds_hash), PARENT_TAG: grid_run}
 
 
 def run_cell(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str, progress: Any = None,

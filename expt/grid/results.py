@@ -13,19 +13,27 @@ from typing import Any
 
 from expt.core.errors import UsageError
 from expt.grid.stats import CellScores
+from expt.tracking.tags import (
+    CELL_TAG,
+    ERROR_TAG,
+    FOLD_RUNS,
+    FOLD_TAG,
+    FOLDS_TAG,
+    GRID_RUN,
+    GRID_TAG,
+    OUTER_FOLD_TAG,
+    PARENT_TAG,
+    RUN_TYPE_TAG,
+    TRAIN_RUN,
+    tag_filter,
+)
 
-GRID_TAG = "expt.grid_id"
-CELL_TAG = "expt.grid.cell"
-ROW_TAG = "expt.grid.row"
-COLUMN_TAG = "expt.grid.column"
-KIND_TAG = "expt.grid.kind"
 SPEC = "grid.json"
-FOLD_TYPES = {"train": "fold", "sweep": "outer_fold"}
 
 
 def find_grid_run(client: Any, grid_id: str) -> Any:
     experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, f"tags.`{GRID_TAG}` = '{grid_id}' and tags.`expt.run_type` = 'grid'",
+    found = client.search_runs(experiments, f"{tag_filter(GRID_TAG, grid_id)} and {tag_filter(RUN_TYPE_TAG, GRID_RUN)}",
                                max_results=5) if experiments else []
     if not found:
         raise UsageError(f"no grid {grid_id!r} in {client.tracking_uri}; pass the id `expt train -m` printed "
@@ -50,14 +58,14 @@ def read_spec(client: Any, run: Any) -> dict[str, Any]:
 def cell_runs(client: Any, grid_run: Any) -> list[Any]:
     """Every run tagged with the grid's id: the cells and the runs under them (folds, outer folds)."""
     grid_id = grid_run.data.tags[GRID_TAG]
-    return client.search_runs([grid_run.info.experiment_id], f"tags.`{GRID_TAG}` = '{grid_id}'", max_results=50_000)
+    return client.search_runs([grid_run.info.experiment_id], tag_filter(GRID_TAG, grid_id), max_results=50_000)
 
 
 def finished_cells(runs: list[Any], kind: str) -> dict[str, Any]:
     """Cell key -> its FINISHED run (the newest, should a cell ever have two)."""
     done: dict[str, Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        if run.data.tags.get("expt.run_type") == kind and run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
+        if run.data.tags.get(RUN_TYPE_TAG) == kind and run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
             done[run.data.tags[CELL_TAG]] = run
     return done
 
@@ -67,11 +75,11 @@ def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellSco
     kind = spec["kind"]
     runs = cell_runs(client, grid_run)
     done = finished_cells(runs, kind)
-    tried = {r.data.tags.get(CELL_TAG): r for r in runs if r.data.tags.get("expt.run_type") == kind}
+    tried = {r.data.tags.get(CELL_TAG): r for r in runs if r.data.tags.get(RUN_TYPE_TAG) == kind}
     folds_of: dict[str, list[Any]] = {}
     for run in runs:
-        if run.data.tags.get("expt.run_type") == FOLD_TYPES[kind]:
-            folds_of.setdefault(run.data.tags.get("mlflow.parentRunId", ""), []).append(run)
+        if run.data.tags.get(RUN_TYPE_TAG) == FOLD_RUNS[kind]:
+            folds_of.setdefault(run.data.tags.get(PARENT_TAG, ""), []).append(run)
     cells = []
     for entry in spec["cells"]:
         cell = CellScores(entry["key"], entry["row"], entry["column"], "ok", metric=entry.get("metric"),
@@ -82,10 +90,10 @@ def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellSco
         elif run is None:
             cell.status = "failed" if entry["key"] in tried else "missing"
             if entry["key"] in tried:
-                cell.reason = tried[entry["key"]].data.tags.get("expt.error") or tried[entry["key"]].info.status
+                cell.reason = tried[entry["key"]].data.tags.get(ERROR_TAG) or tried[entry["key"]].info.status
         else:
             cell.run_id = run.info.run_id
-            cell.folds_hash = run.data.tags.get("expt.folds_hash", cell.folds_hash)
+            cell.folds_hash = run.data.tags.get(FOLDS_TAG, cell.folds_hash)
             cell.scores = fold_scores(folds_of.get(run.info.run_id, []), kind, str(cell.metric))
         cells.append(cell)
     return cells
@@ -94,6 +102,6 @@ def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellSco
 def fold_scores(folds: list[Any], kind: str, metric: str) -> list[float]:
     """A train cell's fold scores (its fold runs' ``<metric>``; NaN for a fold that failed, as the run's own mean
     leaves it out) or a sweep cell's outer scores, in fold order."""
-    index, key = ("expt.fold", metric) if kind == "train" else ("expt.outer_fold", f"outer_{metric}")
+    index, key = (FOLD_TAG, metric) if kind == TRAIN_RUN else (OUTER_FOLD_TAG, f"outer_{metric}")
     ordered = sorted(folds, key=lambda r: int(r.data.tags.get(index, 0)))
     return [float(r.data.metrics.get(key, math.nan)) for r in ordered]

@@ -19,8 +19,9 @@ from expt.core.errors import UsageError
 from expt.core.timeline import mark
 from expt.grid.cells import cell_tags, run_cell
 from expt.grid.plan import GridPlan, plan_grid
-from expt.grid.results import CELL_TAG, GRID_TAG, KIND_TAG, SPEC, cell_runs, finished_cells, read_cells
+from expt.grid.results import SPEC, cell_runs, finished_cells, read_cells
 from expt.grid.stats import Comparison
+from expt.tracking.tags import CELL_TAG, FAILED_CELLS_TAG, FINGERPRINT_TAG, GRID_RUN, GRID_TAG, KIND_TAG, RUN_TYPE_TAG
 
 OUTPUTS = Path("outputs") / "grids"
 
@@ -176,9 +177,9 @@ def _open(tracker: Any, head: dict[str, Any], spec: dict[str, Any]) -> str:
     from expt.tracking.uri import mask_credentials
 
     grid_id = spec["grid_id"]
-    tags = {**environment_tags("grid", head["seed"]), GRID_TAG: grid_id, "expt.run_type": "grid",
+    tags = {**environment_tags("grid", head["seed"]), GRID_TAG: grid_id, RUN_TYPE_TAG: GRID_RUN,
             KIND_TAG: head["kind"]}
-    del tags["expt.dataset_fingerprint"]  # a grid spans datasets; each cell carries its own
+    del tags[FINGERPRINT_TAG]  # a grid spans datasets; each cell carries its own
     run_id = tracker.start(f"grid-{grid_id}", tags)
     try:
         tracker.log(run_id, params={"grid.kind": head["kind"], "grid.overrides": " ".join(spec["overrides"])[:6000],
@@ -234,7 +235,7 @@ def close_grid(tracker: Any, grid_run: str, spec: dict[str, Any], failed: list[t
         if comparison.metric:
             report.folds_plot(comparison, folder / "plots" / "fold_scores.png")
         client.log_artifacts(grid_run, tmp)
-    tracker.log(grid_run, metrics=_summary(comparison, failed), tags={"expt.grid.failed": str(len(failed))})
+    tracker.log(grid_run, metrics=_summary(comparison, failed), tags={FAILED_CELLS_TAG: str(len(failed))})
     tracker.end(grid_run)
     tracker.checkpoint()
     return GridOutcome(spec["grid_id"], grid_run, tracker.uri, comparison, spec, failed)

@@ -19,14 +19,23 @@ from typing import Any
 from expt.core.errors import ExptError, UsageError
 from expt.grid.cells import cell_tags, run_cell
 from expt.grid.plan import plan_grid
-from expt.grid.results import CELL_TAG, GRID_TAG, KIND_TAG, cell_runs, finished_cells
+from expt.grid.results import cell_runs, finished_cells
 from expt.grid.runner import close_grid, make_spec
 from expt.grid.spec import Cell
+from expt.tracking.tags import (
+    CANDIDATE_TAG,
+    CELL_TAG,
+    DATA_TAG,
+    GRID_TAG,
+    KIND_TAG,
+    PROBE_RUN,
+    PROBE_TAG,
+    RUN_TYPE_TAG,
+    TRAIN_RUN,
+)
 
 OUTPUTS = Path("outputs") / "probes"
 STATE = "probe.json"
-PROBE_TAG = "expt.probe_id"
-CANDIDATE_TAG = "expt.probe.candidate"
 
 
 @dataclass
@@ -311,7 +320,7 @@ def open_probe(tracker: Any, head: dict[str, Any]) -> str:
     from expt.tracking.environment import environment_tags
 
     tags = {**environment_tags(head["fingerprint"], head["seed"]), GRID_TAG: head["probe_id"],
-            PROBE_TAG: head["probe_id"], "expt.run_type": "probe", KIND_TAG: "train", "expt.data": head["dataset"]}
+            PROBE_TAG: head["probe_id"], RUN_TYPE_TAG: PROBE_RUN, KIND_TAG: TRAIN_RUN, DATA_TAG: head["dataset"]}
     run_id = tracker.start(f"probe-{head['probe_id']}", tags)
     try:
         tracker.log(run_id, params=head["params"])

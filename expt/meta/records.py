@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
+from expt.tracking.tags import RECORDS_TAG
 
 SCHEMA = 1
 ARTIFACT = "records.jsonl"  # the records of a run, logged with it in MLflow
@@ -225,7 +226,7 @@ def read_mlflow(uri: str) -> list[dict[str, Any]]:
     uri = client.tracking_uri
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(experiments, "tags.`expt.records` != ''", max_results=50_000) if experiments else []
+        runs = client.search_runs(experiments, f"tags.`{RECORDS_TAG}` != ''", max_results=50_000) if experiments else []
     except Exception as exc:  # noqa: BLE001 - any store error means the same here
         from expt.tracking.uri import mask_credentials
 

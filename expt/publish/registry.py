@@ -13,6 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from expt.core.errors import TrackingError, UsageError
+from expt.tracking.tags import (
+    DATA_TAG,
+    FINAL_RUN,
+    FINGERPRINT_TAG,
+    FOLD_RUN,
+    MODEL_TAG,
+    OUTER_FOLD_RUN,
+    PARENT_TAG,
+    RUN_ID_TAG,
+    RUN_TYPE_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_RUN,
+    TRIAL_RUN,
+    tag_filter,
+)
 
 MODEL_PATH = "model"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -48,22 +63,22 @@ def _shown(client: Any) -> str:
 
 
 def children(client: Any, run: Any) -> list[Any]:
-    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+    return client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                               max_results=5000)
 
 
 def model_run(client: Any, run: Any) -> Any:
     """The run that holds the model a run stands for: a train run itself, a sweep's ``final`` run; a fold or
     trial leads to the train or sweep run above it."""
-    kind = run.data.tags.get("expt.run_type")
-    if kind in ("fold", "outer_fold", "trial"):
-        parent = run.data.tags.get("mlflow.parentRunId")
+    kind = run.data.tags.get(RUN_TYPE_TAG)
+    if kind in (FOLD_RUN, OUTER_FOLD_RUN, TRIAL_RUN):
+        parent = run.data.tags.get(PARENT_TAG)
         return model_run(client, get_run(client, parent)) if parent else run
-    if kind == "sweep":
-        final = next((c for c in children(client, run) if c.data.tags.get("expt.run_type") == "final"), None)
+    if kind == SWEEP_RUN:
+        final = next((c for c in children(client, run) if c.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN), None)
         if final is None:
             raise UsageError(f"sweep run {run.info.run_id} has no final run (the sweep did not finish); continue it "
-                             f"with expt sweep --resume {run.data.tags.get('expt.sweep_id', 'ID')}")
+                             f"with expt sweep --resume {run.data.tags.get(SWEEP_ID_TAG, 'ID')}")
         return final
     return run
 
@@ -132,9 +147,9 @@ def register(client: Any, ref: str, name: str, alias: str | None = None) -> Regi
         raise UsageError(f"{ref} is already a registered model; register a run (its id or runs:/ID/model)")
     run = get_run(client, model.run_id)
     _create_model(client, name)
-    tags = {k: v for k, v in {"expt.run_id": run.info.run_id, "expt.data": run.data.tags.get("expt.data"),
-                              "expt.model": run.data.tags.get("expt.model"),
-                              "expt.dataset_fingerprint": run.data.tags.get("expt.dataset_fingerprint")}.items()
+    tags = {k: v for k, v in {RUN_ID_TAG: run.info.run_id, DATA_TAG: run.data.tags.get(DATA_TAG),
+                              MODEL_TAG: run.data.tags.get(MODEL_TAG),
+                              FINGERPRINT_TAG: run.data.tags.get(FINGERPRINT_TAG)}.items()
             if v}
     version = client.create_model_version(name, model.uri, run_id=run.info.run_id, tags=tags)
     if alias:

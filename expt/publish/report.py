@@ -19,9 +19,44 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
+from expt.core.schema import RESERVED_TAG_PREFIXES
 from expt.publish.registry import children, get_run
+from expt.tracking.tags import (
+    BEST_TRIAL_TAG,
+    DATA_TAG,
+    ERROR_TAG,
+    FAMILY_TAG,
+    FINAL_RUN,
+    FINGERPRINT_TAG,
+    FOLD_TAG,
+    FOLDS_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    METRIC_TAG,
+    MODEL_TAG,
+    NOTE_TAG,
+    OUTER_FOLD_RUN,
+    OUTER_FOLD_TAG,
+    PARENT_TAG,
+    PYTHON_TAG,
+    RERUN_OF_TAG,
+    RESUMES_TAG,
+    RUN_TYPE_TAG,
+    SEED_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_RUN,
+    TOP_LEVEL_RUNS,
+    TRAIN_RUN,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+    TRUSTED_TAG,
+    USER_TAG,
+    VERSION_TAG,
+    WARM_START_TAG,
+    WORKERS_TAG,
+    package_tag,
+)
 
-TOP_LEVEL = ("train", "sweep")
 SHOWN_PACKAGES = ("scikit-learn", "numpy", "pandas", "torch", "mlflow", "optuna", "hydra-core")
 
 
@@ -35,8 +70,8 @@ class Written:
 def top_run(client: Any, run: Any) -> Any:
     """A fold, outer fold or trial leads to the train or sweep run above it."""
     seen = set()
-    while run.data.tags.get("expt.run_type") not in TOP_LEVEL:
-        parent = run.data.tags.get("mlflow.parentRunId")
+    while run.data.tags.get(RUN_TYPE_TAG) not in TOP_LEVEL_RUNS:
+        parent = run.data.tags.get(PARENT_TAG)
         if not parent or parent in seen:
             raise UsageError(f"run {run.info.run_id} was not made by expt train or expt sweep; report on one of those "
                              "(expt runs lists them)")
@@ -93,17 +128,17 @@ def collect(client: Any, run_id: str) -> dict[str, Any]:
         raise UsageError(f"run {rid} has no config.yaml artifact, which the report is made from; its artifacts are "
                          "missing or it was not made by expt train or expt sweep")
     config = yaml.safe_load(config_text) or {}
-    kind = run.data.tags["expt.run_type"]
+    kind = run.data.tags[RUN_TYPE_TAG]
     metric = _metric(run, config, kind)
     kids = children(client, run)
     report = {"kind": kind, "run_id": rid, "name": run.info.run_name, "status": run.info.status,
               "started": run.info.start_time, "ended": run.info.end_time, "metric": metric,
-              "config": mask_credentials(config_text), "user": run.data.tags.get("mlflow.user", "unknown"),
-              "description": run.data.tags.get("mlflow.note.content"), "user_tags": _user_tags(run),
+              "config": mask_credentials(config_text), "user": run.data.tags.get(USER_TAG, "unknown"),
+              "description": run.data.tags.get(NOTE_TAG), "user_tags": _user_tags(run),
               "data": config.get("data", {}), "record": _record(client, rid), "params": dict(run.data.params),
               "glance": _glance(run, config, metric, kind), "lineage": _lineage(run, kind),
               "plots": _images(client, rid), "uri": mask_credentials(client.tracking_uri)}
-    if kind == "train":
+    if kind == TRAIN_RUN:
         report["folds"] = _train_folds(kids, metric)
         report["metrics"] = _metric_summary(run, metric)
     else:
@@ -113,9 +148,9 @@ def collect(client: Any, run_id: str) -> dict[str, Any]:
 
 def _metric(run: Any, config: dict[str, Any], kind: str) -> str:
     task = config.get("data", {}).get("task")
-    named = run.data.tags.get("expt.metric") or config.get("learner", {}).get("metric", {}).get(task, "")
+    named = run.data.tags.get(METRIC_TAG) or config.get("learner", {}).get("metric", {}).get(task, "")
     metrics = run.data.metrics
-    prefix = "outer_" if kind == "sweep" else ""
+    prefix = "outer_" if kind == SWEEP_RUN else ""
     for candidate in (named, "roc_auc_ovr" if named == "roc_auc" else None):
         if candidate and f"{prefix}{candidate}_mean" in metrics:
             return candidate
@@ -124,37 +159,37 @@ def _metric(run: Any, config: dict[str, Any], kind: str) -> str:
 
 def _glance(run: Any, config: dict[str, Any], metric: str, kind: str) -> dict[str, Any]:
     m = run.data.metrics
-    key = f"outer_{metric}" if kind == "sweep" else metric
+    key = f"outer_{metric}" if kind == SWEEP_RUN else metric
     learner = config.get("learner", {})
     cv = learner.get("cv", {})
     search = config.get("search", {})
     protocol = (f"nested CV: {search.get('outer_folds')} outer x {search.get('inner_folds')} inner folds, "
-                f"{search.get('n_trials')} trials per search ({search.get('sampler')} sampler)" if kind == "sweep"
+                f"{search.get('n_trials')} trials per search ({search.get('sampler')} sampler)" if kind == SWEEP_RUN
                 else f"{cv.get('folds')}-fold CV" + (f" x{cv['repeats']}" if cv.get("repeats", 1) > 1 else ""))
-    return {"data": run.data.tags.get("expt.data"), "model": run.data.tags.get("expt.model"),
-            "family": run.data.tags.get("expt.family") or config.get("model", {}).get("family"),
+    return {"data": run.data.tags.get(DATA_TAG), "model": run.data.tags.get(MODEL_TAG),
+            "family": run.data.tags.get(FAMILY_TAG) or config.get("model", {}).get("family"),
             "task": config.get("data", {}).get("task"), "metric": metric, "estimate": m.get(f"{key}_mean"),
             "spread": m.get(f"{key}_std"), "inner": m.get(f"inner_best_{metric}_mean"), "protocol": protocol,
             "seed": config.get("seed")}
 
 
 def _user_tags(run: Any) -> dict[str, str]:
-    return {k: v for k, v in sorted(run.data.tags.items()) if not k.startswith(("expt.", "mlflow."))}
+    return {k: v for k, v in sorted(run.data.tags.items()) if not k.startswith(RESERVED_TAG_PREFIXES)}
 
 
 def _lineage(run: Any, kind: str) -> dict[str, Any]:
     tags = run.data.tags
-    trusted = [p for p in tags.get("expt.trusted_targets", "").split(",") if p]
+    trusted = [p for p in tags.get(TRUSTED_TAG, "").split(",") if p]
     command = f"expt rerun {run.info.run_id}" + "".join(f" --trust-target {p}" for p in trusted)
-    packages = {name: tags[f"expt.pkg.{name}"] for name in SHOWN_PACKAGES if f"expt.pkg.{name}" in tags}
-    out = {"git commit": tags.get("expt.git_commit", "none"), "uncommitted changes": tags.get("expt.git_dirty"),
-           "data fingerprint": tags.get("expt.dataset_fingerprint"), "expt": tags.get("expt.version"),
-           "python": tags.get("expt.python"), "seed": tags.get("expt.seed"), "packages": packages,
-           "rerun": command, "check": command + " --check", "rerun of": tags.get("expt.rerun_of")}
-    if kind == "sweep":
-        out.update({"sweep id": tags.get("expt.sweep_id"), "folds hash": tags.get("expt.folds_hash"),
-                    "workers": tags.get("expt.sweep.workers"), "resumes": tags.get("expt.sweep.resumes"),
-                    "warm start": tags.get("expt.sweep.warm_start")})
+    packages = {name: tags[package_tag(name)] for name in SHOWN_PACKAGES if package_tag(name) in tags}
+    out = {"git commit": tags.get(GIT_COMMIT_TAG, "none"), "uncommitted changes": tags.get(GIT_DIRTY_TAG),
+           "data fingerprint": tags.get(FINGERPRINT_TAG), "expt": tags.get(VERSION_TAG),
+           "python": tags.get(PYTHON_TAG), "seed": tags.get(SEED_TAG), "packages": packages,
+           "rerun": command, "check": command + " --check", "rerun of": tags.get(RERUN_OF_TAG)}
+    if kind == SWEEP_RUN:
+        out.update({"sweep id": tags.get(SWEEP_ID_TAG), "folds hash": tags.get(FOLDS_TAG),
+                    "workers": tags.get(WORKERS_TAG), "resumes": tags.get(RESUMES_TAG),
+                    "warm start": tags.get(WARM_START_TAG)})
     return {k: v for k, v in out.items() if v not in (None, "", {})}
 
 
@@ -167,38 +202,38 @@ def _metric_summary(run: Any, metric: str) -> list[dict[str, Any]]:
 
 def _train_folds(kids: list[Any], metric: str) -> list[dict[str, Any]]:
     rows = []
-    for run in sorted(kids, key=lambda r: int(r.data.tags.get("expt.fold", 0))):
+    for run in sorted(kids, key=lambda r: int(r.data.tags.get(FOLD_TAG, 0))):
         m = run.data.metrics
         scores = {k: v for k, v in m.items() if k not in ("fit_time", "score_time") and not k.startswith("train_")}
-        rows.append({"fold": int(run.data.tags.get("expt.fold", 0)), "status": run.info.status, "scores": scores,
+        rows.append({"fold": int(run.data.tags.get(FOLD_TAG, 0)), "status": run.info.status, "scores": scores,
                      f"train {metric}": m.get(f"train_{metric}"), "fit s": m.get("fit_time"),
                      "n train": run.data.params.get("n_train"), "n test": run.data.params.get("n_test"),
-                     "error": run.data.tags.get("expt.error")})
+                     "error": run.data.tags.get(ERROR_TAG)})
     return rows
 
 
 def _sweep(client: Any, run: Any, kids: list[Any], metric: str) -> dict[str, Any]:
     """The outer folds and final search, each search's history, and the outer folds' own plots."""
     units, plots, history = [], [], {}
-    order = sorted(kids, key=lambda r: (r.data.tags.get("expt.run_type") == "final",
-                                        int(r.data.tags.get("expt.outer_fold", 0))))
+    order = sorted(kids, key=lambda r: (r.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN,
+                                        int(r.data.tags.get(OUTER_FOLD_TAG, 0))))
     for unit in order:
-        if unit.data.tags.get("expt.run_type") not in ("outer_fold", "final"):
+        if unit.data.tags.get(RUN_TYPE_TAG) not in (OUTER_FOLD_RUN, FINAL_RUN):
             continue
         m, name = unit.data.metrics, unit.info.run_name
         trials = children(client, unit)
         units.append({"unit": name, "status": unit.info.status, "outer": m.get(f"outer_{metric}"),
-                      "inner best": m.get(f"inner_best_{metric}"), "best trial": unit.data.tags.get("expt.best_trial"),
+                      "inner best": m.get(f"inner_best_{metric}"), "best trial": unit.data.tags.get(BEST_TRIAL_TAG),
                       "trials": int(m.get("n_done", len(trials))), "pruned": int(m.get("n_pruned", 0)),
                       "failed": int(m.get("n_failed", 0)),
                       "best params": {k[5:]: v for k, v in sorted(unit.data.params.items()) if k.startswith("best.")},
                       "other metrics": {k[6:]: v for k, v in sorted(m.items())
                                         if k.startswith("outer_") and k != f"outer_{metric}"}})
-        history[name] = sorted(({"trial": int(t.data.tags.get("expt.trial_number", -1)),
-                                 "state": t.data.tags.get("expt.trial_state", t.info.status),
+        history[name] = sorted(({"trial": int(t.data.tags.get(TRIAL_NUMBER_TAG, -1)),
+                                 "state": t.data.tags.get(TRIAL_STATE_TAG, t.info.status),
                                  "score": t.data.metrics.get(f"inner_{metric}_mean"), "params": dict(t.data.params)}
                                 for t in trials), key=lambda t: t["trial"])
-        if unit.data.tags.get("expt.run_type") == "outer_fold":
+        if unit.data.tags.get(RUN_TYPE_TAG) == OUTER_FOLD_RUN:
             plots += _images(client, unit.info.run_id, prefix=f"{name}-", label=f"{name}: ")
     pooled = _images(client, run.info.run_id, prefix="pooled-", folder="outer_plots", label="all outer folds: ")
     return {"units": units, "history": history, "fold_plots": pooled + plots}

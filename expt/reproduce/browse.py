@@ -11,6 +11,26 @@ import datetime as dt
 from typing import Any
 
 from expt.core.errors import UsageError
+from expt.tracking.tags import (
+    DATA_TAG,
+    FINAL_RUN,
+    FINGERPRINT_TAG,
+    FOLD_RUN,
+    FOLDS_TAG,
+    GIT_COMMIT_TAG,
+    METRIC_TAG,
+    MODEL_TAG,
+    OUTER_FOLD_RUN,
+    PARENT_TAG,
+    RERUN_OF_TAG,
+    RUN_TYPE_TAG,
+    SEED_TAG,
+    SWEEP_ID_TAG,
+    TOP_LEVEL_RUNS,
+    TRIAL_STATE_TAG,
+    VERSION_TAG,
+    tag_filter,
+)
 
 SKIP_METRIC_PREFIXES = ("train_", "fit_time", "score_time", "n_")
 
@@ -21,7 +41,7 @@ def headline(run: Any) -> tuple[str | None, float | None, float | None]:
     skip = (*SKIP_METRIC_PREFIXES, "inner_best")
     means = sorted(k for k in metrics if k.endswith("_mean") and not k.startswith(skip))
     # A run logs several metrics; the one that selects (the ``expt.metric`` tag) comes first within each kind.
-    selecting = run.data.tags.get("expt.metric")
+    selecting = run.data.tags.get(METRIC_TAG)
     if selecting:
         means.sort(key=lambda k: k not in (f"{selecting}_mean", f"outer_{selecting}_mean", f"inner_{selecting}_mean"))
     for choose in (lambda k: k.startswith("outer_"), lambda k: not k.startswith(("outer_", "inner_")),
@@ -38,12 +58,12 @@ def summary(run: Any) -> dict[str, Any]:
     start = run.info.start_time
     end = run.info.end_time
     return {
-        "run_id": run.info.run_id, "name": run.info.run_name, "type": tags.get("expt.run_type", "-"),
-        "data": tags.get("expt.data", "-"), "model": tags.get("expt.model", "-"), "status": run.info.status,
+        "run_id": run.info.run_id, "name": run.info.run_name, "type": tags.get(RUN_TYPE_TAG, "-"),
+        "data": tags.get(DATA_TAG, "-"), "model": tags.get(MODEL_TAG, "-"), "status": run.info.status,
         "metric": metric, "value": value, "std": std,
         "started": dt.datetime.fromtimestamp(start / 1000).strftime("%Y-%m-%d %H:%M") if start else None,
         "duration_s": (end - start) / 1000 if start and end else None,
-        "sweep_id": tags.get("expt.sweep_id"), "rerun_of": tags.get("expt.rerun_of"),
+        "sweep_id": tags.get(SWEEP_ID_TAG), "rerun_of": tags.get(RERUN_OF_TAG),
     }
 
 
@@ -51,12 +71,11 @@ def list_runs(client: Any, *, experiment: str | None, data: str | None, model: s
               limit: int, all_types: bool = False) -> list[dict[str, Any]]:
     """Train and sweep runs (``all_types``: folds and trials too), best first when sorted by a metric."""
     experiments = _experiments(client, experiment)
-    clauses = [f"tags.`{key}` = '{_quote(value)}'" for key, value in (("expt.data", data), ("expt.model", model))
-               if value]
-    kinds = [None] if all_types else ["train", "sweep"]  # MLflow's filter has no IN for tags: one search each
+    clauses = [tag_filter(key, value) for key, value in ((DATA_TAG, data), (MODEL_TAG, model)) if value]
+    kinds = [None] if all_types else list(TOP_LEVEL_RUNS)  # MLflow's filter has no IN for tags: one search each
     runs = []
     for kind in kinds:
-        where = " and ".join(clauses + ([f"tags.`expt.run_type` = '{kind}'"] if kind else []))
+        where = " and ".join(clauses + ([tag_filter(RUN_TYPE_TAG, kind)] if kind else []))
         runs += client.search_runs(experiments, where, max_results=limit if not sort else 50_000,
                                    order_by=["attributes.start_time DESC"])
     runs.sort(key=lambda r: -(r.info.start_time or 0))
@@ -82,23 +101,19 @@ def _experiments(client: Any, name: str | None) -> list[str]:
     return [found.experiment_id]
 
 
-def _quote(value: str) -> str:
-    return value.replace("'", "\\'")
-
-
 def show_run(client: Any, run: Any) -> dict[str, Any]:
     """A run's config, metrics, fold scores and a summary of its children."""
-    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+    children = client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                                   max_results=10_000)
     kinds: dict[str, dict[str, int]] = {}
     for child in children:
-        kind = child.data.tags.get("expt.run_type", "-")
-        state = child.data.tags.get("expt.trial_state") or child.info.status
+        kind = child.data.tags.get(RUN_TYPE_TAG, "-")
+        state = child.data.tags.get(TRIAL_STATE_TAG) or child.info.status
         kinds.setdefault(kind, {})
         kinds[kind][state] = kinds[kind].get(state, 0) + 1
     folds = []
     for child in sorted(children, key=lambda c: c.info.run_name or ""):
-        if child.data.tags.get("expt.run_type") in ("fold", "outer_fold", "final"):
+        if child.data.tags.get(RUN_TYPE_TAG) in (FOLD_RUN, OUTER_FOLD_RUN, FINAL_RUN):
             scores = {k: v for k, v in child.data.metrics.items() if not k.startswith(SKIP_METRIC_PREFIXES)}
             folds.append({"name": child.info.run_name, "status": child.info.status, "scores": scores,
                           "run_id": child.info.run_id})
@@ -118,7 +133,7 @@ def compare_runs(a: Any, b: Any) -> dict[str, Any]:
         x, y = ma.get(key), mb.get(key)
         metrics.append({"key": key, "a": x, "b": y, "diff": (y - x) if x is not None and y is not None else None})
     tags = [{"key": k, "a": a.data.tags.get(k), "b": b.data.tags.get(k)} for k in
-            ("expt.data", "expt.model", "expt.dataset_fingerprint", "expt.folds_hash", "expt.git_commit",
-             "expt.seed", "expt.version")
+            (DATA_TAG, MODEL_TAG, FINGERPRINT_TAG, FOLDS_TAG, GIT_COMMIT_TAG,
+             SEED_TAG, VERSION_TAG)
             if a.data.tags.get(k) != b.data.tags.get(k)]
     return {"a": summary(a), "b": summary(b), "params": params, "metrics": metrics, "tags": tags}

@@ -21,8 +21,28 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import ConfigError, DataError, TrackingError, UsageError
-
-TOP_LEVEL = ("train", "sweep")
+from expt.tracking.tags import (
+    FINAL_RUN,
+    FINGERPRINT_TAG,
+    FOLDS_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    PARENT_TAG,
+    PYTHON_TAG,
+    RESUMES_TAG,
+    RUN_TYPE_TAG,
+    SPLIT_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_RUN,
+    TOP_LEVEL_RUNS,
+    TRAIN_RUN,
+    TRUSTED_TAG,
+    VERSION_TAG,
+    WARM_START_TAG,
+    WORKERS_TAG,
+    package_tag,
+    tag_filter,
+)
 
 
 def get_run(client: Any, run_id: str) -> Any:
@@ -40,8 +60,8 @@ def get_run(client: Any, run_id: str) -> Any:
 
 def top_run(client: Any, run: Any) -> Any:
     seen = set()
-    while run.data.tags.get("expt.run_type") not in TOP_LEVEL:
-        parent = run.data.tags.get("mlflow.parentRunId")
+    while run.data.tags.get(RUN_TYPE_TAG) not in TOP_LEVEL_RUNS:
+        parent = run.data.tags.get(PARENT_TAG)
         if not parent or parent in seen:
             raise UsageError(f"run {run.info.run_id} was not made by expt train or expt sweep; nothing to re-run")
         seen.add(parent)
@@ -84,18 +104,18 @@ def drift_report(run: Any, fingerprint: str, lock_then: str | None) -> list[Drif
 
     tags = run.data.tags
     commit, dirty = git_state()
-    rows = [Drift("git commit", tags.get("expt.git_commit", "?"), commit),
-            Drift("uncommitted changes", tags.get("expt.git_dirty", "?"), dirty),
-            Drift("dataset fingerprint", tags.get("expt.dataset_fingerprint", "?"), fingerprint),
-            Drift("expt", tags.get("expt.version", "?"), __version__),
-            Drift("python", tags.get("expt.python", "?"), _python())]
+    rows = [Drift("git commit", tags.get(GIT_COMMIT_TAG, "?"), commit),
+            Drift("uncommitted changes", tags.get(GIT_DIRTY_TAG, "?"), dirty),
+            Drift("dataset fingerprint", tags.get(FINGERPRINT_TAG, "?"), fingerprint),
+            Drift("expt", tags.get(VERSION_TAG, "?"), __version__),
+            Drift("python", tags.get(PYTHON_TAG, "?"), _python())]
     rows += _shape_drift(tags)
     for name in KEY_PACKAGES:
         try:
             now = metadata.version(name)
         except metadata.PackageNotFoundError:
             now = "-"
-        rows.append(Drift(name, tags.get(f"expt.pkg.{name}", "-"), now))
+        rows.append(Drift(name, tags.get(package_tag(name), "-"), now))
     if lock_then is not None:
         then, current = read_lock(lock_then), read_lock(environment_lock())
         changed = sorted(n for n in then.keys() | current.keys() if then.get(n) != current.get(n))
@@ -122,11 +142,9 @@ def _shape_drift(tags: dict[str, str]) -> list[Drift]:
     config may build at all.
     """
     from expt.core.build import trusted_prefixes
-    from expt.sweep.runner import RESUMES_TAG, WARM_START_TAG, WORKERS_TAG
-    from expt.tracking.environment import TRUSTED_TAG
 
     rows = []
-    if tags.get("expt.run_type") == "sweep":
+    if tags.get(RUN_TYPE_TAG) == SWEEP_RUN:
         rows += [Drift("sweep workers", tags.get(WORKERS_TAG, "?"), "1"),
                  Drift("warm-start input", tags.get(WARM_START_TAG, "?"), "none"),
                  Drift("resumes", tags.get(RESUMES_TAG, "?"), "0")]
@@ -144,7 +162,6 @@ def check_trust(run: Any) -> None:
     """A run made with --trust-target needs it again; say so before its config is read, not as a refused
     target deep in the build (or in a sweep's worker process)."""
     from expt.core.build import trusted_prefixes
-    from expt.tracking.environment import TRUSTED_TAG
 
     now = trusted_prefixes()
     needed = [p.strip() for p in run.data.tags.get(TRUSTED_TAG, "").split(",") if p.strip()]
@@ -192,7 +209,7 @@ def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allo
         path = Path(tmp) / "config.yaml"
         path.write_text(text)
         composed = compose([f"conf={path}", *overrides, *_tracking_defaults(overrides, uri)])
-    kind = run.data.tags["expt.run_type"]
+    kind = run.data.tags[RUN_TYPE_TAG]
     dataset = _dataset(composed, kind)
     report = drift_report(run, dataset.fingerprint, download_text(client, run, "environment.txt"))
     data_row = next(r for r in report if r.what == "dataset fingerprint")
@@ -210,7 +227,7 @@ def _tracking_defaults(overrides: list[str], uri: str) -> list[str]:
 def _dataset(composed: Any, kind: str) -> Any:
     from expt.core.prepare import prepare
 
-    return prepare(composed, train_folds=kind == "train").dataset  # a sweep's folds are not learner.cv.folds
+    return prepare(composed, train_folds=kind == TRAIN_RUN).dataset  # a sweep's folds are not learner.cv.folds
 
 
 @dataclass
@@ -240,8 +257,8 @@ def sweep_run_id(uri: str, sweep_id: str) -> str:
 
     client = new_client(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, f"tags.`expt.sweep_id` = '{sweep_id}' and tags.`expt.run_type` = 'sweep'",
-                               max_results=1)
+    where = f"{tag_filter(SWEEP_ID_TAG, sweep_id)} and {tag_filter(RUN_TYPE_TAG, SWEEP_RUN)}"
+    found = client.search_runs(experiments, where, max_results=1)
     if not found:
         raise TrackingError(f"the sweep {sweep_id} ran but its MLflow run is not in {uri}")
     return found[0].info.run_id
@@ -254,7 +271,7 @@ def logged_scores(client: Any, run: Any) -> dict[str, Any]:
     final search on all data, the outer score, the inner best and the best parameters (``best.*``).
     Timings, train-part scores and trial counts are left out: they are not what a seed fixes.
     """
-    kind = run.data.tags.get("expt.run_type")
+    kind = run.data.tags.get(RUN_TYPE_TAG)
     out: dict[str, Any] = {}
     for key, value in sorted(run.data.metrics.items()):
         if key.endswith(("_mean", "_std")) and not key.startswith(("fit_time", "train_")):
@@ -262,11 +279,11 @@ def logged_scores(client: Any, run: Any) -> dict[str, Any]:
     for child in sorted(_children(client, run), key=lambda r: _natural(r.info.run_name or "")):
         name = child.info.run_name
         for key, value in sorted(child.data.metrics.items()):
-            wanted = key.startswith(("outer_", "inner_best_")) if kind == "sweep" else \
+            wanted = key.startswith(("outer_", "inner_best_")) if kind == SWEEP_RUN else \
                 not key.startswith(("train_", "fit_", "score_"))
             if wanted:
                 out[f"{name} {key}"] = value
-        if kind == "sweep":
+        if kind == SWEEP_RUN:
             for key, value in sorted(child.data.params.items()):
                 if key.startswith("best."):
                     out[f"{name} {key}"] = value
@@ -280,7 +297,7 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 def _children(client: Any, run: Any) -> list[Any]:
-    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+    return client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                               max_results=1000)
 
 
@@ -305,7 +322,6 @@ def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, or
 def folds_matches(original: Any, new: Any) -> list[Match]:
     """The folds of both runs: how the rows were split (a run older than the tag: shuffled, as every run was)
     and, where the logged run has it, the fold manifest's hash. The same scores on other folds would be luck."""
-    from expt.tracking.environment import FOLDS_TAG, SPLIT_TAG
 
     then, now = original.data.tags, new.data.tags
     rows = [Match("folds", then.get(SPLIT_TAG, "shuffled"), now.get(SPLIT_TAG, "shuffled"))]
@@ -345,8 +361,8 @@ def _final_model(client: Any, run: Any) -> tuple[Any, str]:
     """The run's logged final model (a sweep's is on its ``final`` run) and, if it has one it cannot load, why."""
     import logging
 
-    if run.data.tags.get("expt.run_type") == "sweep":
-        run = next((c for c in _children(client, run) if c.data.tags.get("expt.run_type") == "final"), None)
+    if run.data.tags.get(RUN_TYPE_TAG) == SWEEP_RUN:
+        run = next((c for c in _children(client, run) if c.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN), None)
         if run is None:
             return None, "no final run"
     if not any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):

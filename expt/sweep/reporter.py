@@ -15,13 +15,37 @@ from expt.sweep.engine import Unit, UnitResult, counts
 from expt.sweep.plan import SweepPlan, display_params
 from expt.sweep.plots import importance_data
 from expt.sweep.storage import ERROR
+from expt.tracking.tags import (
+    BEST_TRIAL_TAG,
+    DATA_TAG,
+    ERROR_TAG,
+    FINAL_RUN,
+    FINGERPRINT_TAG,
+    FOLDS_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    METRIC_TAG,
+    MODEL_TAG,
+    OUTER_FOLD_RUN,
+    OUTER_FOLD_TAG,
+    RUN_TYPE_TAG,
+    SEARCH_TAG,
+    SEED_TAG,
+    SPLIT_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_RUN,
+    TRIAL_NUMBER_TAG,
+    TRIAL_RUN,
+    TRIAL_STATE_TAG,
+    VERSION_TAG,
+)
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 # A trial run carries what identifies its code, data and sweep; package and Python versions stay on
 # the sweep and fold runs above it. Each tag is a row MLflow writes per trial (25 tags: ~26 ms of
 # the sink's CPU per trial run; 13: ~20 ms).
-TRIAL_TAGS = ("expt.version", "expt.git_commit", "expt.git_dirty", "expt.dataset_fingerprint", "expt.seed",
-              "expt.sweep_id", "expt.data")
+TRIAL_TAGS = (VERSION_TAG, GIT_COMMIT_TAG, GIT_DIRTY_TAG, FINGERPRINT_TAG, SEED_TAG,
+              SWEEP_ID_TAG, DATA_TAG)
 
 
 def _seconds(moment: Any) -> float | None:
@@ -34,8 +58,8 @@ class Reporter:
     def __init__(self, queue: Any, plan: SweepPlan, sweep_id: str, base_tags: dict[str, str]) -> None:
         self.queue, self.plan, self.sweep_id = queue, plan, sweep_id
         self.metric = plan.prepared.metric
-        self.tags = {**base_tags, "expt.sweep_id": sweep_id, "expt.data": plan.prepared.dataset.name,
-                     "expt.model": plan.values["model"]["name"], "expt.search": plan.search["name"]}
+        self.tags = {**base_tags, SWEEP_ID_TAG: sweep_id, DATA_TAG: plan.prepared.dataset.name,
+                     MODEL_TAG: plan.values["model"]["name"], SEARCH_TAG: plan.search["name"]}
         self.trial_tags = {k: self.tags[k] for k in TRIAL_TAGS}
 
     def put(self, msg: dict[str, Any]) -> None:
@@ -46,16 +70,16 @@ class Reporter:
         """``shape``: what shaped the sweep beyond its config (workers, warm start, resumes, trusted prefixes),
         as known when this process joined; the closing process logs them again, complete."""
         from expt.tracking.client import user_metadata
-        from expt.tracking.environment import ENVIRONMENT, FOLDS_TAG, SPLIT_TAG, environment_lock
+        from expt.tracking.environment import ENVIRONMENT, environment_lock
 
         tracking = self.plan.values["tracking"]
         # Started now, not when the sink gets to it: the first trials (stamped with their own start) would
         # otherwise start before the sweep run, which the MLflow UI then lists after them.
         self.put({"key": "sweep", "name": tracking.get("run_name") or f"sweep-{self.sweep_id}", "status": "RUNNING",
                   "params": params, "start": time.time(),
-                  "tags": {**self.tags, "expt.run_type": "sweep", FOLDS_TAG: self.plan.manifest["hash"],
+                  "tags": {**self.tags, RUN_TYPE_TAG: SWEEP_RUN, FOLDS_TAG: self.plan.manifest["hash"],
                            SPLIT_TAG: self.plan.manifest.get("split", "shuffled"),
-                           "expt.metric": self.metric, **(shape or {}), **user_metadata(tracking)},
+                           METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking)},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
@@ -63,8 +87,8 @@ class Reporter:
     def open_unit(self, unit: Unit) -> None:
         name = "final" if unit.test is None else f"outer-fold-{unit.index}"
         self.put({"key": unit.key, "parent": "sweep", "name": name, "status": "RUNNING", "start": time.time(),
-                  "tags": {**self.tags, "expt.run_type": "final" if unit.test is None else "outer_fold",
-                           "expt.outer_fold": str(unit.index)}})
+                  "tags": {**self.tags, RUN_TYPE_TAG: FINAL_RUN if unit.test is None else OUTER_FOLD_RUN,
+                           OUTER_FOLD_TAG: str(unit.index)}})
 
     def trial(self, unit: Unit, frozen: Any) -> None:
         state = frozen.state.name
@@ -72,10 +96,10 @@ class Reporter:
         metrics = {"duration_s": frozen.duration.total_seconds()} if frozen.duration else {}
         if state == "COMPLETE":
             metrics[f"inner_{self.metric}_mean"] = float(frozen.value)
-        tags = {**self.trial_tags, "expt.run_type": "trial", "expt.outer_fold": str(unit.index),
-                "expt.trial_number": str(frozen.number), "expt.trial_state": state}
+        tags = {**self.trial_tags, RUN_TYPE_TAG: TRIAL_RUN, OUTER_FOLD_TAG: str(unit.index),
+                TRIAL_NUMBER_TAG: str(frozen.number), TRIAL_STATE_TAG: state}
         if frozen.user_attrs.get(ERROR):
-            tags["expt.error"] = str(frozen.user_attrs[ERROR])[:5000]
+            tags[ERROR_TAG] = str(frozen.user_attrs[ERROR])[:5000]
         self.put({"key": f"{unit.key}/trial-{frozen.number}", "parent": unit.key, "name": f"trial-{frozen.number}",
                   "tags": tags, "start": _seconds(frozen.datetime_start), "end": _seconds(frozen.datetime_complete),
                   "status": STATUS.get(state, "KILLED"), "params": display_params(frozen.params),
@@ -89,7 +113,7 @@ class Reporter:
             metrics[f"outer_{self.metric}"] = result.outer_score
         msg = {"key": unit.key, "parent": "sweep", "status": "FINISHED", "metrics": metrics,
                "params": {f"best.{k}": v for k, v in display_params(result.best_params).items()},
-               "tags": {"expt.best_trial": str(result.best_number)},
+               "tags": {BEST_TRIAL_TAG: str(result.best_number)},
                "steps": epoch_series(history_of(result.model), self.metric)}  # a torch refit's epochs
         if result.model is not None and unit.test is None and self.plan.values["tracking"]["log_model"]:
             fd, path = tempfile.mkstemp(prefix="expt-model-", suffix=".pkl")

@@ -17,6 +17,7 @@ from expt.core.errors import ExptError
 from expt.sweep.attach import Sweep, all_finalized, attach, fail_stale, make_engine, manifest_json, replay, summary
 from expt.sweep.plan import SweepPlan
 from expt.sweep.storage import default_storage, new_sweep_id
+from expt.tracking.tags import RESUMES_TAG, TRUSTED_TAG, WARM_START_TAG, WORKERS_TAG
 
 
 @dataclass
@@ -148,7 +149,6 @@ def _close(sweep: Sweep, reporter: Any, result: dict[str, Any]) -> None:
 # per process: no read-modify-write between processes); the closing process sums them up as tags on the sweep
 # run, which `expt rerun` lists as reasons a result may differ.
 SHAPE_ATTR = "expt.shape:"
-WORKERS_TAG, WARM_START_TAG, RESUMES_TAG = "expt.sweep.workers", "expt.sweep.warm_start", "expt.sweep.resumes"
 
 
 def warm_start_hash(configs: list[dict[str, Any]]) -> str:
@@ -182,7 +182,6 @@ def shape_tags(sweep: Sweep) -> dict[str, str]:
     """Every share recorded so far, as the sweep run's tags: workers per invocation in order ("1", "2", "1+1"
     for a run resumed once), the warm-start hashes ("none"), the number of resumes, the trusted prefixes."""
     from expt.sweep.storage import storage_of
-    from expt.tracking.environment import TRUSTED_TAG
 
     storage = storage_of(sweep.studies["final"])
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(sweep.sweep_id))

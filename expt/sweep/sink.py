@@ -22,6 +22,7 @@ from queue import Empty
 from typing import Any
 
 from expt.core.timeline import mark
+from expt.tracking.tags import BEST_TRIAL_TAG, EVALUATION_ERROR_TAG, KEY_TAG, RECORDS_TAG, SWEEP_ID_TAG, tag_filter
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 OUTER_PLOTS = "outer_plots"  # on the sweep run: the out-of-fold plots pooled over the outer folds
@@ -55,9 +56,9 @@ class Sink:
     def rescan(self) -> None:
         """Learn the runs the store holds for this sweep: at start (a resume), and before a closing replay
         (what other processes' sinks logged meanwhile)."""
-        filt = f"tags.`expt.sweep_id` = '{self.sweep_id}'"
+        filt = tag_filter(SWEEP_ID_TAG, self.sweep_id)
         for run in self.client.search_runs([self.tracker.experiment_id], filt, max_results=50_000):
-            key = run.data.tags.get("expt.key")
+            key = run.data.tags.get(KEY_TAG)
             if key:
                 self.runs[key] = (run.info.run_id, run.info.status)
 
@@ -104,7 +105,7 @@ class Sink:
             os.unlink(msg["model"])
             from expt.meta.model_features import n_parameters
 
-            self.final_size = (msg.get("tags", {}).get("expt.best_trial"), n_parameters(model))  # for its record
+            self.final_size = (msg.get("tags", {}).get(BEST_TRIAL_TAG), n_parameters(model))  # for its record
             self.tracker.log_sklearn_model(run_id, model, example, fmt)
             mark("sink: final model logged")
         if status in TERMINAL:
@@ -121,7 +122,7 @@ class Sink:
         made: list[str] = []
 
         def create() -> str:
-            made.append(self.tracker.start(msg["name"], {**msg.get("tags", {}), "expt.key": key}, parent_id=parent,
+            made.append(self.tracker.start(msg["name"], {**msg.get("tags", {}), KEY_TAG: key}, parent_id=parent,
                                            start_time=msg.get("start")))
             return made[0]
 
@@ -164,7 +165,7 @@ class Sink:
                 self.tracker.log_files(run_id, [files["predictions"]])
                 self.tracker.log_files(run_id, files["plots"], "plots")
         except Exception as exc:  # noqa: BLE001 - the sweep's results stand without its plots
-            self.tracker.log(run_id, tags={"expt.evaluation_error": f"{type(exc).__name__}: {exc}"[:500]})
+            self.tracker.log(run_id, tags={EVALUATION_ERROR_TAG: f"{type(exc).__name__}: {exc}"[:500]})
             return
         metrics = {f"outer_{k}": v for k, v in files["metrics"].items() if k != payload["metric"]}
         self.tracker.log(run_id, metrics=metrics)
@@ -212,7 +213,7 @@ class Sink:
                     if trial is not None and size is not None and str(r["source"].get("trial")) == trial
                     else r["model"]} for r in records]
         self.tracker.log_text(run_id, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), ARTIFACT)
-        self.tracker.log(run_id, tags={"expt.records": str(len(records))})
+        self.tracker.log(run_id, tags={RECORDS_TAG: str(len(records))})
         RecordStore(path).append(records)
 
     def close_open(self, status: str) -> None:

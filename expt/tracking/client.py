@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import TrackingError
+from expt.tracking.tags import NOTE_TAG, PARENT_TAG, RUN_TYPE_TAG, SWEEP_ID_TAG, SWEEP_RUN, USER_TAG, tag_filter
 from expt.tracking.uri import mask_credentials, new_client, normalize_uri, probe_server
 
 MAX_PARAM_LENGTH = 6000
 BATCH = {"params": 100, "metrics": 1000, "tags": 100}
-USER_TAG = "mlflow.user"  # MLflow's client leaves it to the caller: without it the UI shows "unknown"
-NOTE_TAG = "mlflow.note.content"  # the Description on a run's page in the MLflow UI
 
 
 def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = None) -> tuple[str, str | None]:
@@ -40,9 +39,9 @@ def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = N
     try:
         found = client.get_experiment_by_name(experiment)
         if found is not None and sweep_id is None:
-            newest = client.search_runs([found.experiment_id], "tags.`expt.run_type` = 'sweep'", max_results=1,
+            newest = client.search_runs([found.experiment_id], tag_filter(RUN_TYPE_TAG, SWEEP_RUN), max_results=1,
                                         order_by=["attributes.start_time DESC"])
-            sweep_id = newest[0].data.tags.get("expt.sweep_id") if newest else None
+            sweep_id = newest[0].data.tags.get(SWEEP_ID_TAG) if newest else None
     except Exception:  # noqa: BLE001 - the link is a convenience; the UI itself still starts
         found = None
     if found is None:
@@ -50,7 +49,7 @@ def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = N
     runs = f"{base_url}/#/experiments/{found.experiment_id}/runs"
     if sweep_id is None:
         return runs, None
-    where = quote(f"tags.`expt.sweep_id` = '{sweep_id}'", safe="")
+    where = quote(tag_filter(SWEEP_ID_TAG, sweep_id), safe="")
     return f"{runs}?searchFilter={where}&orderByKey={quote('attributes.start_time')}&orderByAsc=true", sweep_id
 
 
@@ -224,7 +223,7 @@ class Tracker:
               start_time: float | None = None) -> str:
         all_tags = {USER_TAG: current_user(), **tags}
         if parent_id is not None:
-            all_tags["mlflow.parentRunId"] = parent_id
+            all_tags[PARENT_TAG] = parent_id
         run = self.client.create_run(
             self.experiment_id, run_name=name, tags=all_tags,
             start_time=int((start_time or time.time()) * 1000),

@@ -9,10 +9,17 @@ from importlib import metadata
 from pathlib import Path
 
 from expt import __version__
+from expt.tracking.tags import (
+    FINGERPRINT_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    PYTHON_TAG,
+    SEED_TAG,
+    SOURCE_COMMIT_TAG,
+    VERSION_TAG,
+    package_tag,
+)
 
-TRUSTED_TAG = "expt.trusted_targets"  # the --trust-target prefixes a train run or sweep ran with
-SPLIT_TAG = "expt.split"  # how the rows were split: shuffled, grouped by COLUMN, time by COLUMN (expt.core.folds)
-FOLDS_TAG = "expt.folds_hash"  # the fold manifest's hash (test rows of every fold, and their kind)
 KEY_PACKAGES = ("scikit-learn", "numpy", "pandas", "mlflow", "optuna", "hydra-core", "torch")
 
 
@@ -20,18 +27,18 @@ def environment_tags(fingerprint: str, seed: int) -> dict[str, str]:
     """What a later re-run compares against: code, data, seed and package versions."""
     commit, dirty = git_state()
     tags = {
-        "expt.version": __version__,
-        "expt.git_commit": commit,
-        "expt.git_dirty": dirty,
-        "expt.dataset_fingerprint": fingerprint,
-        "expt.seed": str(seed),
-        "expt.python": platform.python_version(),
+        VERSION_TAG: __version__,
+        GIT_COMMIT_TAG: commit,
+        GIT_DIRTY_TAG: dirty,
+        FINGERPRINT_TAG: fingerprint,
+        SEED_TAG: str(seed),
+        PYTHON_TAG: platform.python_version(),
     }
     if commit != "none":
-        tags["mlflow.source.git.commit"] = commit
+        tags[SOURCE_COMMIT_TAG] = commit
     for name in KEY_PACKAGES:
         try:
-            tags[f"expt.pkg.{name}"] = metadata.version(name)
+            tags[package_tag(name)] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return tags

@@ -164,12 +164,13 @@ class WriterProcess:
             return
         try:
             from expt.tracking.client import Tracker
+            from expt.tracking.tags import PARENT_TAG, tag_filter
 
             tracker = Tracker(self.tracking["uri"], self.tracking["experiment"],
                               sqlite_wal=self.tracking["sqlite_wal"])
             for run_id in self.open_runs:
-                folds = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = "
-                                                   f"'{run_id}' and attributes.status = 'RUNNING'")
+                folds = tracker.client.search_runs([tracker.experiment_id], f"{tag_filter(PARENT_TAG, run_id)} and "
+                                                   "attributes.status = 'RUNNING'")
                 tracker.end_quietly([r.info.run_id for r in folds] + [run_id], "FAILED")
             tracker.checkpoint()
         except Exception:  # noqa: BLE001, S110 - the writer's death is the error to report

@@ -17,6 +17,17 @@ from expt.core.config import logged_yaml
 from expt.core.cv import CVResult, FoldResult, cross_validate
 from expt.core.prepare import Prepared
 from expt.core.timeline import mark
+from expt.tracking.tags import (
+    DATA_TAG,
+    FAMILY_TAG,
+    FOLDS_TAG,
+    METRIC_TAG,
+    MODEL_TAG,
+    RUN_TYPE_TAG,
+    SPLIT_TAG,
+    TRAIN_RUN,
+    TRUSTED_TAG,
+)
 from expt.tracking.uri import masked_config
 
 
@@ -144,16 +155,16 @@ def _abort(writer: Any, status: str) -> None:
 
 
 def _run_tags(prepared: Prepared, extra: dict[str, str] | None) -> dict[str, str]:
-    from expt.tracking.environment import FOLDS_TAG, SPLIT_TAG, TRUSTED_TAG, environment_tags
+    from expt.tracking.environment import environment_tags
 
     values, data = prepared.values, prepared.dataset
     folds = {}  # the folds (their kind and their hash): a rerun --check compares them, a grid pairs by them
     if prepared.folds is not None:
         folds = {SPLIT_TAG: prepared.folds.describe(),
                  FOLDS_TAG: prepared.folds.manifest_hash(prepared.splitter, data.X, data.y)}
-    return {**environment_tags(data.fingerprint, values["seed"]), "expt.run_type": "train", "expt.data": data.name,
-            "expt.model": values["model"]["name"], "expt.family": values["model"]["family"],
-            "expt.metric": prepared.metric,  # the selecting one of the metrics logged
+    return {**environment_tags(data.fingerprint, values["seed"]), RUN_TYPE_TAG: TRAIN_RUN, DATA_TAG: data.name,
+            MODEL_TAG: values["model"]["name"], FAMILY_TAG: values["model"]["family"],
+            METRIC_TAG: prepared.metric,  # the selecting one of the metrics logged
             TRUSTED_TAG: ",".join(trusted_prefixes()), **folds, **(extra or {})}  # a rerun must trust them again
 
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from expt.core.timeline import mark
+from expt.tracking.tags import ERROR_TAG, FOLD_RUN, FOLD_TAG, RECORDS_TAG, RUN_TYPE_TAG
 
 ENDS = ("end", "abort")  # the calls that end a run: each has one reply
 MODE_ENV = "EXPT_EVALUATION"  # side | inline: a writer process, or writes from the train process (tests, benchmarks)
@@ -48,14 +49,14 @@ class TrainWriter:
         from expt.models.hooks import epoch_series
 
         tracker = self.tracker
-        child_tags = {**tags, "expt.run_type": "fold", "expt.fold": str(fold.index)}
+        child_tags = {**tags, RUN_TYPE_TAG: FOLD_RUN, FOLD_TAG: str(fold.index)}
         child = tracker.start(f"fold-{fold.index}", child_tags, parent_id=self.run_id, start_time=fold.started)
         metrics = {"fit_time": fold.fit_time, "score_time": fold.score_time}
         if fold.error is None:
             metrics.update(fold.scores)
             metrics[metric] = fold.score
             metrics[f"train_{metric}"] = fold.train_score
-        extra = {"expt.error": fold.error[:5000]} if fold.error else {}
+        extra = {ERROR_TAG: fold.error[:5000]} if fold.error else {}
         try:
             tracker.log(child, metrics=metrics, params={"fold": fold.index, "n_train": fold.n_train,
                                                         "n_test": fold.n_test}, tags=extra,
@@ -91,7 +92,7 @@ class TrainWriter:
 
         record = with_source(record, self.run_id, self.tracker.experiment_id, self.tracker.uri)
         self.tracker.log_text(self.run_id, json.dumps(record, sort_keys=True) + "\n", ARTIFACT)
-        self.tracker.log(self.run_id, tags={"expt.records": "1"})
+        self.tracker.log(self.run_id, tags={RECORDS_TAG: "1"})
         try:
             RecordStore(path).append([record])
         except OSError as exc:
