@@ -8,7 +8,7 @@ them all).
 * hand-written: the rows expt trains on (its 90% training split) as tensors once, then
   per epoch ``randperm`` batches with zero_grad / forward / loss / backward / step. No
   validation, no scoring, no bookkeeping: the strict floor.
-* expt: the fold path ``expt train`` takes (``expt.cv._run_fold``): the Pipeline with its
+* expt: the fold path ``expt train`` takes (``expt.core.cv._run_fold``): the Pipeline with its
   preprocessing fitted on the fold's training part, the estimator converting the data to
   tensors once per fit, and each epoch the validation loss, the run's metric scored on the
   validation split (what is logged per epoch to MLflow), early-stopping bookkeeping and

@@ -19,7 +19,7 @@ installed packages) are measured and printed but left out of the comparison: the
 are paid once per process, and ``bench_startup.py`` covers import cost. After one
 warm-up of each side, the sides are timed in interleaved repetitions and their
 medians compared (the best run is shown too). To split expt's time into parts, the
-methods of ``expt.tracking.Tracker`` are wrapped with a timer ("MLflow calls").
+methods of ``expt.tracking.client.Tracker`` are wrapped with a timer ("MLflow calls").
 
 Reports only; it does not fail on a slow result. Run from the repo root:
 ``python benchmarks/bench_train_overhead.py`` (``make bench`` runs it).
@@ -40,7 +40,7 @@ REPEATS = 5
 SEED = 0
 FOLDS = 5
 TRACKER_CALLS = ("__init__", "start", "log", "log_text", "log_sklearn_model", "end")
-in_tracker = [0.0]  # seconds spent inside expt.tracking.Tracker methods (the MLflow client calls)
+in_tracker = [0.0]  # seconds spent inside expt.tracking.client.Tracker methods (the MLflow client calls)
 
 
 def quiet_like_the_cli() -> None:

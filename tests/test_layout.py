@@ -56,7 +56,7 @@ def _private(name: str) -> bool:
 
 
 def test_no_private_name_crosses_a_module_boundary() -> None:
-    """No ``from expt.x import _y``, and no ``module._y`` on an expt module bound by an import."""
+    """No ``from expt.<module> import _y``, and no ``module._y`` on an expt module bound by an import."""
     found = []
     for path in _modules():
         tree = ast.parse(path.read_text())

@@ -6,7 +6,7 @@ how it is spelled:
 
 * the target is an ASCII dotted path under an allowed prefix, resolved here by one
   ``import_module`` of its module part and one attribute of that module (Hydra's
-  ``_locate`` walks attribute after attribute, so ``expt.some_module.os.makedirs``
+  ``_locate`` walks attribute after attribute, so ``expt.<module>.os.makedirs``
   reached a function through a module that happened to import ``os``);
 * the attribute is a class defined under an allowed prefix (never a function, a
   module, or a class reached from elsewhere), and, for the default prefixes, one of

@@ -1,10 +1,11 @@
-"""Compose configs with Hydra and build objects from them.
+"""Compose configs with Hydra: the packaged groups, a user's config dir, recipes and overrides, into one config.
 
 Hydra is used only as a composition engine (its compose API), never as the app
-runner: the CLI stays a typer app and Optuna is driven directly. This module is the
-only place that instantiates anything from a config, and it checks every
-``_target_`` against an allow-list first, since a config may come from a logged
-run (untrusted input).
+runner: the CLI stays a typer app and Optuna is driven directly. Nothing is built
+here: :func:`expt.core.build.build` is the one door from config to object, and it
+checks every ``_target_`` first. Since a config may come from a logged run
+(untrusted input), composing refuses what composing alone could leak: resolvers
+that read the environment or files (:func:`check_resolvers`).
 """
 
 from __future__ import annotations

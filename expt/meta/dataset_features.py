@@ -29,7 +29,7 @@ CLIP = 1e6
 
 
 def dataset_features(dataset: Any, *, seed: int = 0, max_rows: int = MAX_ROWS) -> dict[str, float]:
-    """Meta-features of a loaded ``expt.data.Dataset``; deterministic for a seed.
+    """Meta-features of a loaded ``expt.core.data.Dataset``; deterministic for a seed.
 
     On one thread: OpenBLAS's two threads took 7.7 s for the eigenvalues of a 1,107-column
     correlation matrix on this 2-core machine, one thread 0.16 s.

@@ -35,7 +35,7 @@ def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, flo
                 config: Mapping[str, Any], metric: str, scores: list[float], evaluation: str, seed: int,
                 source: Mapping[str, Any], protocol: Mapping[str, Any] | None = None,
                 fit_seconds: float | None = None) -> dict[str, Any]:
-    """A record as the schema has it; ``dataset`` is an ``expt.data.Dataset``.
+    """A record as the schema has it; ``dataset`` is an ``expt.core.data.Dataset``.
 
     ``protocol`` says how the scores were measured ({"kind": "cv", "folds": 5, "repeats": 1} for train,
     {"kind": "inner", "folds": 3} for a sweep's final search; ``split``: ``grouped`` or ``time`` and ``split_by``,

@@ -2,7 +2,7 @@
 
 They used to be drawn in the sweep process after the last trial: 0.5 s on the
 critical path, most of it importing matplotlib. The sink imports matplotlib while
-the trials run (see ``expt.logsink.warm_up``) and draws them from what
+the trials run (see ``expt.sweep.sink.warm_up``) and draws them from what
 ``plot_data`` and ``importance_data`` collect. The importance plot needs only the
 final search, which runs first, so it is drawn while the outer folds run.
 """
