@@ -37,7 +37,7 @@ def test_rerun_reproduces_every_fold_score_and_is_tagged(store: str) -> None:
     result = run_cli("rerun", original.run_id, "--tracking-uri", store, "--check")
     assert result.exit_code == 0, result.output
     # mean, std, three folds, and the final model's predictions and class probabilities
-    assert "all 7 results match exactly" in result.output and "only the rerun" not in result.output
+    assert "all 9 results match exactly" in result.output and "only the rerun" not in result.output
     (new,) = [r for r in top_level(store) if r.info.run_id != original.run_id]
     assert new.data.tags["expt.rerun_of"] == original.run_id
     assert fold_scores(store, new.info.run_id) == fold_scores(store, original.run_id)
@@ -51,7 +51,7 @@ def test_rerun_compares_what_the_logged_run_has_and_lists_what_it_lacks(store: s
     result = run_cli("rerun", original.run_id, "learner.metrics=[accuracy,f1_macro]", "--tracking-uri", store,
                      "--check")
     assert result.exit_code == 0, result.output
-    assert "all 7 results match exactly" in result.output
+    assert "all 9 results match exactly" in result.output
     assert "results only the rerun logged, not compared: f1_macro_mean" in " ".join(result.output.split())
 
 
