@@ -36,7 +36,7 @@ def test_expand_uses_hydras_sweep_grammar() -> None:
                                       "data=iris model.estimator.C=1 seed=0", "data=iris model.estimator.C=2 seed=0"]
     assert cells[1].overrides == ("data=wine", "model.estimator.C=2", "learner=quick", "seed=0")
     assert cells[1].column == (("model.estimator.C", "2"), ("seed", "0"))
-    models = expand(["model=glob(*,exclude=[cnn,mlp,knn])"])
+    models = expand(["model=glob(*,exclude=[cnn,mlp,knn,catboost,lightgbm,xgboost])"])
     assert [c.key for c in models] == ["model=extra_trees", "model=hist_gradient_boosting",
                                        "model=logistic_regression", "model=random_forest", "model=ridge", "model=svm"]
     assert [c.key for c in expand(["+model.estimator.tol='1e-3',1e-4"])] == ["+model.estimator.tol='1e-3'",

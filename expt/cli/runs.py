@@ -59,6 +59,7 @@ def rerun(
         from expt.core.build import trusting
         from expt.core.errors import UsageError
         from expt.reproduce.rerun import compare_scores, plan_rerun
+        from expt.tracking.tags import RERUN_OF_TAG
         from expt.tracking.uri import open_client
 
         uri = resolve_uri(tracking_uri)
@@ -67,7 +68,7 @@ def rerun(
             plan = plan_rerun(client, run_id, split_args(list(ctx.args)), uri, allow_data_drift=allow_data_drift,
                               check=check)
             print_drift(plan)
-            tags = {"expt.rerun_of": plan.original.info.run_id}
+            tags = {RERUN_OF_TAG: plan.original.info.run_id}
             new_id, new_uri = _run_again(plan, tags)
         new_client = client if new_uri == client.tracking_uri else open_client(new_uri, missing=NO_STORE)
         matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client,
@@ -183,6 +184,7 @@ def ui(
         from expt.cli.common import check_name
         from expt.core.errors import UsageError
         from expt.tracking.client import runs_view
+        from expt.tracking.tags import RUN_TYPE_TAG, SWEEP_RUN, tag_filter
         from expt.tracking.uri import existing_store, mask_credentials
 
         check_name("--sweep", sweep)
@@ -197,7 +199,7 @@ def ui(
         typer.echo(f"MLflow UI for {uri} on http://{host}:{port} (Ctrl-C stops it)", err=True)
         typer.echo(f"open        {view}", err=True)
         if sweep_id is not None:
-            every = view.split("?")[0] + "?searchFilter=" + quote("tags.`expt.run_type` = 'sweep'", safe="")
+            every = view.split("?")[0] + "?searchFilter=" + quote(tag_filter(RUN_TYPE_TAG, SWEEP_RUN), safe="")
             typer.echo(f"            sweep {sweep_id} first, its outer folds and trials nested under it", err=True)
             typer.echo(f"sweeps      {every}", err=True)
         if open_it:
