@@ -29,6 +29,9 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(MODE_ENV, "inline")
+    # A store named by the environment is every command's default store: none leaks from one test into the next
+    # (mlflow.set_tracking_uri exports it), so a command without -u uses the store its test gave it.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture(scope="session")

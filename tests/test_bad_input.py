@@ -89,7 +89,8 @@ CASES = [
     Case("recipe: wrong type", ["train", "conf=wrong_type.yaml"], "learner.cv.folds must be a whole number"),
     Case("recipe: _target_ outside the allow-list", ["train", "conf=evil_target.yaml"],
          "'collections.OrderedDict' is not allowed (allowed prefixes: sklearn., expt., torch.nn., torch.optim., "
-         "optuna.samplers., optuna.pruners.); if you trust that code, pass --trust-target collections"),
+         "optuna.samplers., optuna.pruners., lightgbm., xgboost., catboost.); if you trust that code, pass "
+         "--trust-target collections"),
     Case("recipe: defaults not a list", ["train", "conf=bad_defaults.yaml"], "defaults must be a list of entries"),
     Case("recipe: missing file", ["train", "conf=nowhere.yaml"], "config file 'nowhere.yaml' not found"),
     # Overrides

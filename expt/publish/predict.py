@@ -87,21 +87,36 @@ def load(uri: str, tracking_uri: str) -> tuple[Any, Any]:
     import logging
 
     import mlflow
-    from mlflow.models import Model
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry's), which every expt command now
+    # takes as its default store: set only while the model is fetched, so the caller's process keeps its own.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="expt-predict-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        meta = Model.load(local)
-        schema = meta.get_input_schema()
-        if "sklearn" in meta.flavors:
-            import mlflow.sklearn
+    try:
+        with tempfile.TemporaryDirectory(prefix="expt-predict-") as tmp:
+            return _load_local(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-            return mlflow.sklearn.load_model(local), schema
-        return mlflow.pyfunc.load_model(local), schema
+
+def _load_local(local: str) -> tuple[Any, Any]:
+    import mlflow
+    from mlflow.models import Model
+
+    meta = Model.load(local)
+    schema = meta.get_input_schema()
+    if "sklearn" in meta.flavors:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(local), schema
+    return mlflow.pyfunc.load_model(local), schema
 
 
 def predict(uri: str, tracking_uri: str, data_path: str, *, proba: bool = False) -> tuple[Any, list[str]]:
