@@ -229,15 +229,20 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
     extras = [m for m in matches if m.extra]
     matches = [m for m in matches if not m.extra]
     for m in matches:
-        verdict = "[green]same[/]" if m.same else "[red]differs[/]" + (f" ({escape(m.note)})" if m.note else "")
+        verdict = ("[green]same[/]" if m.exact else "[green]same within the float tolerance[/]" if m.same
+                   else "[red]differs[/]" + (f" ({escape(m.note)})" if m.note else ""))
         table.add_row(escape(m.what), *_pair(m.then, m.now), verdict)
     console = Console()
     console.print(table)
     differ = [m for m in matches if not m.same]
     if not matches:
         console.print("nothing to compare: neither run logged a score or a model", highlight=False)
-    elif not differ:
+    elif not differ and all(m.exact for m in matches):
         console.print(f"all {len(matches)} results match exactly", highlight=False)
+    elif not differ:
+        close = [m.what for m in matches if not m.exact]
+        console.print(f"all {len(matches)} results match, {len(close)} of them within the float tolerance (relative "
+                      f"1e-9, another CPU's last bits): {', '.join(close)}", highlight=False, markup=False)
     else:
         console.print(f"{len(differ)} of {len(matches)} results differ: {', '.join(m.what for m in differ)}",
                       highlight=False, markup=False)

@@ -6,10 +6,14 @@ so the ``_target_`` allow-list applies before anything is built. Before running,
 run's code, data and environment are compared with now; a dataset whose fingerprint
 changed stops the rerun unless ``--allow-data-drift``, since its scores could not match.
 
-After running, everything the two runs logged that a seed fixes is compared exactly:
-fold scores, outer scores, every search's inner best and best parameters, and the
-final models' predictions on the dataset. Equal summaries over unequal parts, or equal
-scores from unequal models, would let ``--check`` pass on something that changed.
+After running, everything the two runs logged that a seed fixes is compared: fold scores,
+outer scores, every search's inner best and best parameters, and the final models'
+predictions on the dataset. Equal summaries over unequal parts, or equal scores from
+unequal models, would let ``--check`` pass on something that changed. Numbers are compared
+under the house's float rule (:mod:`expt.core.floats`: relative 1e-9), which tolerates the
+last-bit differences another CPU's BLAS makes and nothing a changed prediction makes (one
+row of a few hundred moves a score by ~1e-3); labels and parameters that are not numbers
+must be equal. What was equal only within the tolerance is said so.
 """
 
 from __future__ import annotations
@@ -239,17 +243,22 @@ class Match:
     now: Any
     note: str = ""  # how they differ, where the two values do not say it (predictions: the largest difference)
     extra: bool = False  # only the rerun has it (a metric added since): shown, not compared
+    tolerated: bool = False  # predictions whose hashes differ by last bits only (within the float rule)
 
     @property
     def same(self) -> bool:
-        return self.then is not None and self.now is not None and _equal(self.then, self.now)
+        return self.tolerated or (self.then is not None and self.now is not None and _equal(self.then, self.now))
+
+    @property
+    def exact(self) -> bool:
+        return self.same and not self.tolerated and self.then == self.now
 
 
 def _equal(a: Any, b: Any) -> bool:
-    """Exactly equal; a NaN (a failed fold's score) equals a NaN."""
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True
-    return bool(a == b)
+    """Equal under the float rule (:mod:`expt.core.floats`); a NaN (a failed fold's score) equals a NaN."""
+    from expt.core.floats import close
+
+    return close(a, b)
 
 
 def sweep_run_id(uri: str, sweep_id: str) -> str:
@@ -351,9 +360,11 @@ def compare_models(client_a: Any, run_a: Any, client_b: Any, run_b: Any, X: Any)
         pb, err_b = _predict(b, method, X)
         note = "; ".join(f"{side}: {why}" for side, why in (("logged", why_a or err_a), ("rerun", why_b or err_b))
                          if why)
+        tolerated = False
         if pa is not None and pb is not None and _digest(pa) != _digest(pb):
-            note = _difference(pa, pb)
-        rows.append(Match(what, None if pa is None else _digest(pa), None if pb is None else _digest(pb), note))
+            note, tolerated = _difference(pa, pb), _within_tolerance(pa, pb)
+        rows.append(Match(what, None if pa is None else _digest(pa), None if pb is None else _digest(pb), note,
+                          tolerated=tolerated))
     return rows
 
 
@@ -398,6 +409,18 @@ def _digest(values: Any) -> str:
     h.update(np.ascontiguousarray(arr).tobytes() if arr.dtype.kind in "biufc" else
              "\x1f".join(map(str, arr.ravel())).encode())
     return h.hexdigest()[:12]
+
+
+def _within_tolerance(a: Any, b: Any) -> bool:
+    """Numeric predictions of one shape equal under the float rule (another CPU's last bits): labels never are."""
+    import numpy as np
+
+    from expt.core.floats import ATOL, RTOL
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.kind not in "fc" or b.dtype.kind not in "fc":
+        return False
+    return bool(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
 
 
 def _difference(a: Any, b: Any) -> str:
