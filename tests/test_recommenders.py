@@ -210,13 +210,18 @@ def test_bootstrap_intervals_are_paired_over_groups_and_seeded() -> None:
     assert first["top1"]["low"] < first["top1"]["diff"] < first["top1"]["high"]
 
 
-def test_evaluation_is_deterministic_and_has_a_learning_curve() -> None:
-    rng = np.random.default_rng(0)
+def random_table(n: int, configs: str, seed: int):
+    """n datasets with random scores for each configuration and one random meta-feature."""
+    rng = np.random.default_rng(seed)
     records = []
-    for i in range(14):
-        scores = dict(zip("abcde", rng.uniform(.5, 1, 5).round(4).tolist(), strict=True))
+    for i in range(n):
+        scores = dict(zip(configs, rng.uniform(.5, 1, len(configs)).round(4).tolist(), strict=True))
         records += records_of(f"d{i}", scores, float(rng.normal()))
-    table = build_table(records, "classification")
+    return build_table(records, "classification")
+
+
+def test_evaluation_is_deterministic_and_has_a_learning_curve() -> None:
+    table = random_table(14, "abcde", seed=0)
     first = evaluate(table, seed=2, draws=300, curve_sizes=(5, 10), curve_seeds=2)
     again = evaluate(table, seed=2, draws=300, curve_sizes=(5, 10), curve_seeds=2)
     assert first == again
@@ -389,12 +394,7 @@ def test_ridge_leaves_thinly_evaluated_configurations_to_their_shrunk_mean() -> 
 
 def test_the_figures_on_some_groups_alone_are_those_groups_rows_of_the_full_evaluation() -> None:
     """Issue 24's confirmation: a method fixed before some groups existed is also reported on them alone."""
-    rng = np.random.default_rng(1)
-    records = []
-    for i in range(8):
-        scores = dict(zip("abcd", rng.uniform(.5, 1, 4).round(4).tolist(), strict=True))
-        records += records_of(f"d{i}", scores, float(rng.normal()))
-    table = build_table(records, "classification")
+    table = random_table(8, "abcd", seed=1)
     full = evaluate(table, seed=0, draws=200, curve=False, noise=False)
     part = evaluate(table, seed=0, draws=200, curve=False, noise=False, only={"d2", "d5", "d6"})
     assert full.subset == {} and part.rows == full.rows
