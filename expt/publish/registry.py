@@ -33,7 +33,6 @@ MODEL_PATH = "model"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}")
 ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,254}")
-NO_STORE = "run from the folder that holds mlruns.db, or pass --tracking-uri"
 
 
 @dataclass
