@@ -10,8 +10,10 @@ mismatch is one line naming the column, the row and the fix. Columns the model d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +92,30 @@ def load(uri: str, tracking_uri: str) -> tuple[Any, Any]:
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry's), which every expt command now
-    # takes as its default store: set only while the model is fetched, so the caller's process keeps its own.
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    with _store(tracking_uri), tempfile.TemporaryDirectory(prefix="expt-predict-") as tmp:
+        return _load_local(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+
+
+@contextlib.contextmanager
+def _store(uri: str) -> Iterator[None]:
+    """MLflow's tracking and registry URIs set to ``uri`` for the download only (``models:/`` aliases resolve
+    through the process-wide registry URI; download_artifacts' own ``registry_uri`` did not reach them), then
+    put back as they were, the variables they export included: left set, they sent a caller's later clients and
+    every later expt command in the process (whose default store is $MLFLOW_TRACKING_URI) to this store."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    before = getattr(tracking, "_tracking_uri", None), getattr(registry, "_registry_uri", None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
-        with tempfile.TemporaryDirectory(prefix="expt-predict-") as tmp:
-            return _load_local(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        yield
     finally:
-        for key, value in saved.items():
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+        for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
