@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import all_runs
+from helpers import all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BAD_INPUT_TRIED, EXPT
+from helpers import EXPT
 
 STORE = "tracking.uri=sqlite:///mlruns.db"
 GOOD_CSV = "a,b,y\n" + "".join(f"{i * 0.37 % 3:.2f},{i % 7},{'uv'[i % 2]}\n" for i in range(40))
@@ -251,8 +251,9 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_ends_in_one_line_and_writes_nothing(case: Case, earlier: Path, tmp_path: Path) -> None:
-    BAD_INPUT_TRIED.append(case.id)
+def test_bad_input_ends_in_one_line_and_writes_nothing(case: Case, earlier: Path, tmp_path: Path,
+                                                       tried_bad_input) -> None:
+    tried_bad_input(case.id)
     for item in earlier.iterdir():
         if item.is_file() and not item.name.startswith("mlruns.db-"):
             shutil.copy(item, tmp_path / item.name)
@@ -361,8 +362,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 @pytest.mark.parametrize(("case_id", "args", "expect"), PUBLISH_CASES, ids=[c[0] for c in PUBLISH_CASES])
 def test_publishing_bad_input_ends_in_one_line_and_writes_nothing(case_id: str, args: list[str], expect: str,
                                                                   published: tuple[Path, dict[str, str]],
-                                                                  tmp_path: Path) -> None:
-    BAD_INPUT_TRIED.append(case_id)
+                                                                  tmp_path: Path, tried_bad_input) -> None:
+    tried_bad_input(case_id)
     base, ids = published
     for item in base.iterdir():
         if item.is_file() and not item.name.startswith("mlruns.db-"):

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import all_runs, train
+from helpers import all_runs, train
 from sklearn.datasets import make_classification
 from sklearn.model_selection import KFold
 from typer.testing import CliRunner

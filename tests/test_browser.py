@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXPT, all_runs
+from helpers import EXPT, all_runs
 
 SECTIONS = {"glance": "At a glance", "config": "Configuration", "data": "Data", "model": "Model",
             "plots": "Evaluation plots", "lineage": "Lineage"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, OPTIONS_BY_GROUP, ROOT, all_runs, long_train_until_running
+from helpers import EXPT, OPTIONS_BY_GROUP, ROOT, all_runs, long_train_until_running
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -239,7 +239,7 @@ def run_cli_env(env: dict[str, str], *args: str):
 
 def test_the_store_comes_from_mlflow_tracking_uri_on_every_reading_command(store: str, tmp_path: Path) -> None:
     """runs, show, register and predict read $MLFLOW_TRACKING_URI through typer's envvar; -u still wins over it."""
-    from conftest import train
+    from helpers import train
 
     result = train(store, "data=iris", "model=logistic_regression", "learner=quick", "tracking.plots=false",
                    "tracking.records=null")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from expt.core.build import build, check_targets
 from expt.core.config import GROUPS, compose, conf_dir, logged_yaml, resolve_values

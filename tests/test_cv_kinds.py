@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, all_runs, train
+from helpers import EXPT, all_runs, train
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 

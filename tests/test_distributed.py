@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import EXPT, all_runs
+from helpers import EXPT, all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -100,7 +100,7 @@ def test_the_slurm_array_script_starts_a_worker_that_joins_the_sweep(store: str,
     """SLURM itself cannot run here: `srun` is a stand-in that runs its command, as srun does on a node."""
     import os
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPT
+from helpers import EXPT
 
 
 def group_members(pgid: int) -> list[str]:

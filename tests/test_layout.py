@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 LINT = str(Path(sys.executable).with_name("lint-imports"))
 LAYERS = "cli -> features -> tracking -> core -> models, never upwards"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import all_runs, train
+from helpers import all_runs, train
 
 from expt.core.build import trusting
 from expt.core.config import compose

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import EXPT, all_runs, train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import EXPT, all_runs, train
+from servers import free_port
 
 
 def _post(url: str, body: dict) -> dict:
@@ -34,7 +28,7 @@ def test_mlflow_ui_serves_the_run_tree(store: str, tmp_path: Path) -> None:
     from expt.tracking.uri import ui_command
 
     result = train(store, "data=iris", "model=knn", "learner=quick", "tracking.log_model=false")
-    port = _free_port()
+    port = free_port()
     command = ui_command(result.uri).split()[1:]
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     proc = subprocess.Popen([mlflow, *command, "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
@@ -107,7 +101,7 @@ def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, t
                      if r.data.tags.get("expt.run_type") == "sweep")
     name = sweep_run.info.run_name
     assert len(all_runs(f"sqlite:///{tmp_path}/mlruns.db")) == 1 + 5 + 5 * 25  # more than one page of 100
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as err:
         proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXPT
+from helpers import EXPT
 from servers import Postgres
 
 pytestmark = pytest.mark.pg

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import EXPT
+from helpers import EXPT
 from mlflow import MlflowClient
 
 from expt.sweep.storage import ERROR, RESULT, RETRY_ATTR, SURPLUS, WORKER_ATTR, open_storage

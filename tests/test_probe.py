@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPT, all_runs
+from helpers import EXPT, all_runs
 from typer.testing import CliRunner
 
 from expt.cli import app

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import all_runs
+from helpers import all_runs
 
 from expt.core.config import compose
 from expt.core.errors import DataError
@@ -94,7 +94,7 @@ def _hand(script: str, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_the_hand_written_baselines_find_what_expt_finds(store: str, tmp_path: Path) -> None:
-    from conftest import train
+    from helpers import train
 
     result = train(store, "data=breast_cancer", "model=logistic_regression")
     assert _hand("hand_train.py", "logistic_regression")["folds"] == pytest.approx(result.cv.scores, abs=1e-12)

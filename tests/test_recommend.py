@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, all_runs, train
+from helpers import EXPT, all_runs, train
 from typer.testing import CliRunner
 
 from expt.cli import app

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import train
+from helpers import train
 
 from expt.core.data import load_dataset
 from expt.meta.records import SCHEMA, RecordStore, make_record, read_records

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EXPT, all_runs, train
+from helpers import EXPT, all_runs, train
 
 from expt.core.errors import UsageError
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EXPT, all_runs, train
+from helpers import EXPT, all_runs, train
 from mlflow import MlflowClient
+from servers import free_port
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -193,9 +193,7 @@ def test_ui_serves_the_store(store: str, tmp_path: Path) -> None:
     import urllib.request
 
     train(store, "data=iris", "model=knn", "learner=quick")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([EXPT, "ui", "--tracking-uri", store, "--port", str(port)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, train
+from helpers import all_runs, train
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import EXPT, train
+from helpers import EXPT, train
 from servers import free_port, start_mlflow_server
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import EXPT
+from helpers import EXPT
 
 HEAVY = ("torch", "mlflow", "sklearn", "optuna", "pandas")
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPT
+from helpers import EXPT
 
 # A foreign MLflow client that opens the store over and over, as `mlflow ui` or a notebook polling it would.
 POLLER = """

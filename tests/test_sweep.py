@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import EXPT, all_runs
+from helpers import EXPT, all_runs
 from mlflow import MlflowClient
 
 from expt.core.config import compose

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import EXPT, all_runs, train
+from helpers import EXPT, all_runs, train
 from mlflow import MlflowClient
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_digits, make_classification

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import OPTIONS_BY_GROUP, all_runs, train
+from helpers import OPTIONS_BY_GROUP, all_runs, train
 
 from expt.core.config import compose, resolve_values
 from expt.core.cv import build_pipeline, cross_validate, make_splitter

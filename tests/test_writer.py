@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, long_train_until_running
+from helpers import all_runs, long_train_until_running
 from typer.testing import CliRunner
 
 from expt.cli import app

@@ -1,0 +1,59 @@
+"""Plain helpers the tests import by name (``from helpers import EXPT, all_runs, train``): paths, the store's runs,
+and `expt train` in-process or as a subprocess. The fixtures live in ``fixtures/`` and in servers.py and browsers.py,
+registered by conftest.py's ``pytest_plugins``: a test module never imports conftest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPT = str(Path(sys.executable).with_name("expt"))
+CONF = ROOT / "conf"
+GROUP_NAMES = ("data", "model", "learner", "tracking", "search")
+OPTIONS_BY_GROUP = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml") if not p.stem.startswith("_"))
+                    for g in GROUP_NAMES}
+
+
+def all_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, max_results=10_000) if experiments else []
+
+
+def long_train_until_running(store: str, cwd: Path, trees: int = 3000):
+    """``expt train`` of a random forest long enough that a signal sent now lands mid-run, as a subprocess,
+    returned once its parent run shows RUNNING in the store (polling is slow on a loaded machine)."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([EXPT, "train", "data=digits", "model=random_forest",
+                             f"model.estimator.n_estimators={trees}", "learner=repeated", f"tracking.uri={store}"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_a_terminal_sends_it)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(r.info.status == "RUNNING" for r in all_runs(store)):
+        time.sleep(0.3)
+    return proc
+
+
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """SIGINT back to its default in the child: a test suite started in the background (``cmd &`` in a script)
+    inherits SIGINT ignored, and so would the command, which then, as Unix programs should, ignores Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def train(store: str, *overrides: str):
+    """Compose, prepare and run `expt train` in this process against `store`."""
+    from expt.core.config import compose
+    from expt.core.prepare import prepare
+    from expt.train.run import run_train
+
+    records = f"tracking.records={Path(store.removeprefix('sqlite:///')).parent / 'records.jsonl'}"
+    explicit = any(o.startswith("tracking.records=") for o in overrides)
+    composed = compose([*([] if explicit else [records]), *overrides, f"tracking.uri={store}"])
+    return run_train(prepare(composed))
