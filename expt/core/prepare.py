@@ -17,13 +17,19 @@ from expt.core.errors import ConfigError
 from expt.core.folds import CV_DEFAULTS, Folds, check_folds, folds_of
 from expt.core.metrics import multiclass_name, resolve_metrics
 from expt.core.schema import DATA, check_records_path, check_user_metadata, fill_data_defaults, validate
+from expt.core.settings import Config, settings_of
 
 
 @dataclass
 class Prepared:
-    """Everything a run needs, checked."""
+    """Everything a run needs, checked.
+
+    ``config`` is what code reads; ``values`` is the same config as a plain dict, for what logs or hashes it as
+    composed (``config.yaml``, params, a sweep's stored config) and for :func:`expt.core.space.apply_params`.
+    """
 
     values: dict[str, Any]
+    config: Config
     choices: dict[str, str]
     dataset: Dataset
     pipeline: Any
@@ -85,8 +91,8 @@ def prepare(composed: Composed, *, train_folds: bool = True) -> Prepared:
     scorers = resolve_metrics(learner["metrics"], task=dataset.task, selection=metric, estimator=estimator,
                               n_classes=n_classes)
     pipeline = build_pipeline(estimator, dataset.numeric, dataset.categorical, learner["preprocessing"])
-    return Prepared(values, dict(composed.choices), dataset, pipeline, splitter, scorers[metric], metric, scorers,
-                    folds)
+    return Prepared(values, settings_of(values), dict(composed.choices), dataset, pipeline, splitter, scorers[metric],
+                    metric, scorers, folds)
 
 
 def one_seed(values: dict[str, Any]) -> int:
