@@ -46,12 +46,44 @@ def sweep_cmd(store: str, storage: str, sweep_id: str, *extra: str) -> list[str]
             "search.n_trials=6", f"tracking.uri={store}", "--storage", storage, "--sweep-id", sweep_id, *extra]
 
 
+# A k-NN whose fits wait, once, for the other invocation: a process that reaches its first fit (in its first trial)
+# leaves a file named by its pid in the folder EXPT_TEST_BARRIER names and goes on only once two processes have,
+# so neither can run all 18 trials before the other has started one, however late it starts on a loaded machine.
+# Past 240 s it goes on alone (the test then fails on the workers seen, not on a timeout).
+BARRIER_KNN = """
+import os, time
+from pathlib import Path
+
+from sklearn.neighbors import KNeighborsClassifier
+
+
+class BarrierKNN(KNeighborsClassifier):
+    def fit(self, X, y):
+        folder = Path(os.environ["EXPT_TEST_BARRIER"])
+        (folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 240
+        while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().fit(X, y)
+"""
+
+
 @pytest.mark.slow
 def test_two_invocations_join_one_sweep_with_one_run_tree_and_one_set_of_records(store: str, tmp_path: Path) -> None:
+    import os
+
+    from expt.sweep.coordination import worker_id
+
     storage = str(tmp_path / "optuna.journal")
-    procs = [subprocess.Popen(sweep_cmd(store, storage, "joined"), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    (tmp_path / "barrier_knn.py").write_text(BARRIER_KNN)
+    (tmp_path / "barrier").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "EXPT_TEST_BARRIER": str(tmp_path / "barrier")}
+    command = sweep_cmd(store, storage, "joined", "model.estimator._target_=barrier_knn.BarrierKNN",
+                        "--trust-target", "barrier_knn")
+    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     workers = set()
     for unit in UNITS:
@@ -59,7 +91,7 @@ def test_two_invocations_join_one_sweep_with_one_run_tree_and_one_set_of_records
         done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
         assert len(done) == 6
         workers |= {t.user_attrs[WORKER_ATTR] for t in done}
-    assert len(workers) == 2  # both processes ran trials
+    assert workers == {worker_id(p.pid) for p in procs}  # both invocations ran trials of the one sweep
     runs = all_runs(store)
     assert {r.info.status for r in runs} == {"FINISHED"}
     keys = collections.Counter(r.data.tags["expt.key"] for r in runs)
