@@ -50,7 +50,11 @@ def one_batch(tmp_path: Path, command: list[str], start: int) -> list[str]:
         procs.append((folder, uri, poller))
         if len(procs) == TRIES - start:
             break
-    time.sleep(1.0)  # the pollers' imports: their first open, and its migration, start about now
+    # Each poller's first open creates its store's file, then migrates it: start the commands once every file is
+    # there, not after a fixed sleep, since a poller's imports take seconds longer when another worker loads the cores.
+    deadline = time.monotonic() + 120
+    while not all((folder / "mlruns.db").exists() for folder, _, _ in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
     runs = [(subprocess.Popen([EXPT, *command, f"tracking.uri={uri}"], cwd=folder, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True), poller) for folder, uri, poller in procs]
     failures = []
