@@ -33,7 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.meta.recommend import Table
 
 STATIC_CHOICES = (2, 3)
 K_CHOICES = (5, 10, 20)
@@ -58,9 +63,9 @@ NO_ADAPTATION = Setting(STATIC_CHOICES[0], 0, "shape")
 class Adaptive:
     """The training rows the choice conditions on and the setting their inner leave-one-group-out chose."""
 
-    scores: Any  # rows x configurations (recorded mean scores)
-    regret: Any  # rows x configurations (normalized regret)
-    spread: Any  # per row: the score difference of regret 1
+    scores: np.ndarray  # rows x configurations (recorded mean scores)
+    regret: np.ndarray  # rows x configurations (normalized regret)
+    spread: np.ndarray  # per row: the score difference of regret 1
     setting: Setting = NO_ADAPTATION
     inner: dict[Setting, float] = field(default_factory=dict)  # inner criterion per setting tried
 
@@ -79,7 +84,7 @@ class Choice:
 # --- the choice, for many queries at once -------------------------------------------------------------------
 
 
-def similarity(fitted: Adaptive, probed: Any, measured: Any, kind: str) -> tuple[Any, Any]:
+def similarity(fitted: Adaptive, probed: np.ndarray, measured: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Distance of each query (landmarks ``probed``, Q x p, scored ``measured``) to each row; and which rows have
     every landmark (the others cannot be compared)."""
     import numpy as np
@@ -97,8 +102,8 @@ def similarity(fitted: Adaptive, probed: Any, measured: Any, kind: str) -> tuple
     return np.sqrt(((u - v) ** 2).mean(axis=2)) / spread[None, :], usable
 
 
-def choose_many(fitted: Adaptive, probed: Any, measured: Any, allowed: Any, usable: Any,
-                setting: Setting | None = None) -> tuple[Any, Any, Any, Any]:
+def choose_many(fitted: Adaptive, probed: np.ndarray, measured: np.ndarray, allowed: np.ndarray, usable: np.ndarray,
+                setting: Setting | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The next configuration per query (-1: none left), with its neighbours, their distances and the expected
     regret of the best so far once it is tried. ``usable``: rows each query may condition on (Q x rows)."""
     import numpy as np
@@ -131,7 +136,7 @@ def choose_many(fitted: Adaptive, probed: Any, measured: Any, allowed: Any, usab
     return np.where(ok, pick, -1), near, np.take_along_axis(dist, near, axis=1), np.where(ok, expected, np.nan)
 
 
-def _neighbours(dist: Any, usable: Any, k: int) -> tuple[Any, Any]:
+def _neighbours(dist: np.ndarray, usable: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest usable rows per query (all usable rows for k = 0), weight 1 each (0: not usable)."""
     import numpy as np
 
@@ -142,7 +147,7 @@ def _neighbours(dist: Any, usable: Any, k: int) -> tuple[Any, Any]:
     return near, w
 
 
-def greedy(fitted: Adaptive, allowed: Any, usable: Any, depth: int) -> Any:
+def greedy(fitted: Adaptive, allowed: np.ndarray, usable: np.ndarray, depth: int) -> np.ndarray:
     """The static greedy portfolio over each query's usable rows (the inner simulation's first picks)."""
     import numpy as np
 
@@ -163,8 +168,8 @@ def settings() -> list[Setting]:
     return [NO_ADAPTATION] + [Setting(s, k, sim) for s in STATIC_CHOICES for sim in SIMILARITIES for k in K_CHOICES]
 
 
-def fit_adaptive(scores: Any, regret: Any, spread: Any, groups: Any, noise: Any = None, *, seed: int = 0,
-                 thin: Any = None) -> Adaptive:
+def fit_adaptive(scores: np.ndarray, regret: np.ndarray, spread: np.ndarray, groups: np.ndarray,
+                 noise: np.ndarray | None = None, *, seed: int = 0, thin: np.ndarray | None = None) -> Adaptive:
     """Choose the setting on these rows: each dense row held out with its group, the probe simulated on it.
 
     ``noise``: per row, the sd of one configuration's CV score (:func:`expt.meta.noise.row_noise`); the held-out
@@ -194,7 +199,7 @@ def fit_adaptive(scores: Any, regret: Any, spread: Any, groups: Any, noise: Any 
     truth = regret[rows]
     depth = max(INNER_DEPTHS)
     results: dict[Setting, float] = {}
-    per_query: dict[Setting, Any] = {}
+    per_query: dict[Setting, np.ndarray] = {}
     for setting in settings():
         probed = first[:, :setting.static]
         while probed.shape[1] < depth:
@@ -215,15 +220,16 @@ def fit_adaptive(scores: Any, regret: Any, spread: Any, groups: Any, noise: Any 
 # --- the probe's call ---------------------------------------------------------------------------------------
 
 
-def next_candidate(table: Any, query: Any, measured: Mapping[int, float], allowed: Any = None, *,
-                   method: str | None = None, ranking: list[int] | None = None,
+def next_candidate(table: Table, query: np.ndarray, measured: Mapping[int, float],
+                   allowed: np.ndarray | None = None, *, method: str | None = None, ranking: list[int] | None = None,
                    fitted: Adaptive | None = None) -> int | None:
     """The configuration column to try next (never one measured, only allowed ones), or None when none is left."""
     return explain(table, query, measured, allowed, method=method, ranking=ranking, fitted=fitted).index
 
 
-def explain(table: Any, query: Any, measured: Mapping[int, float], allowed: Any = None, *, method: str | None = None,
-            ranking: list[int] | None = None, fitted: Adaptive | None = None) -> Choice:
+def explain(table: Table, query: np.ndarray, measured: Mapping[int, float], allowed: np.ndarray | None = None, *,
+            method: str | None = None, ranking: list[int] | None = None, fitted: Adaptive | None = None) -> Choice:
+
     """:func:`next_candidate` with what supports it. ``ranking`` (the recommender's order) and ``fitted`` (from
     :func:`fit_table`) may be passed in so that a probe computes them once, not once per candidate."""
     import numpy as np
@@ -254,7 +260,7 @@ def explain(table: Any, query: Any, measured: Mapping[int, float], allowed: Any 
     return Choice(int(pick[0]), "adaptive", setting, shown[: setting.k or 10], float(expected[0]))
 
 
-def fit_table(table: Any, *, seed: int = 0) -> Adaptive:
+def fit_table(table: Table, *, seed: int = 0) -> Adaptive:
     """:func:`fit_adaptive` on a whole table, its noise from the per-fold scores."""
     import numpy as np
 

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.core.data import Dataset
+    from expt.core.space import Param, SearchSpace
+    from expt.meta.rankers import Ranked
+    from expt.meta.recommend import Table
 
 SKLEARN_OPTIONS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 
@@ -45,7 +53,7 @@ def read_dataset_yaml(path_str: str) -> dict[str, Any]:
     return spec
 
 
-def load(path_str: str) -> tuple[dict[str, Any], Any]:
+def load(path_str: str) -> tuple[dict[str, Any], Dataset]:
     from expt.core.data import load_dataset
 
     spec = read_dataset_yaml(path_str)
@@ -65,8 +73,8 @@ class Recommendation:
     fit_seconds: float | None = None  # estimated seconds to fit once on all the query's rows (None: not on record)
 
 
-def recommend(table: Any, features: dict[str, float], *, method: str, top: int, allowed: Any = None,
-              n_rows: int | None = None) -> tuple[list[Recommendation], Any]:
+def recommend(table: Table, features: dict[str, float], *, method: str, top: int, allowed: np.ndarray | None = None,
+              n_rows: int | None = None) -> tuple[list[Recommendation], Ranked]:
     """The ``top`` configurations by ``method`` (a complementary set for the portfolio methods), with the evidence
     behind each; and the ranking (its chosen hyper-parameters)."""
     import numpy as np
@@ -93,7 +101,7 @@ def recommend(table: Any, features: dict[str, float], *, method: str, top: int, 
     return out, ranked
 
 
-def estimated_fit_seconds(table: Any, n_rows: int | None) -> Any:
+def estimated_fit_seconds(table: Table, n_rows: int | None) -> np.ndarray:
     """Per configuration: estimated seconds to fit it once on all ``n_rows`` rows of the query dataset.
 
     The rule, linear in rows: a record's mean seconds per fit x ``n_rows`` / the rows that fit trained on (its
@@ -116,8 +124,8 @@ def estimated_fit_seconds(table: Any, n_rows: int | None) -> Any:
     return out
 
 
-def constraints(table: Any, *, families: list[str] | None, max_fit_seconds: float | None,
-                n_rows: int | None) -> tuple[Any, list[str]]:
+def constraints(table: Table, *, families: list[str] | None, max_fit_seconds: float | None,
+                n_rows: int | None) -> tuple[np.ndarray, list[str]]:
     """Which configurations ``--family`` and ``--max-fit-seconds`` allow, and notes on what they did."""
     import numpy as np
 
@@ -173,14 +181,14 @@ def _defaults(option: str, task: str) -> dict[str, Any]:
     return _DEFAULTS[option, task]
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 PROVENANCE = "# expt-recommend: "  # a header line of a written config: for whom it was chosen, and on which records
 
 
-def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, method: str, dataset: Any,
+def write_config(rec: Recommendation, spec: dict[str, Any], out_dir: Path, *, method: str, dataset: Dataset,
                  self_included: bool) -> Path:
     """A recipe ``expt train conf=...`` runs as is: the dataset of the query and the recommended model.
 
@@ -243,11 +251,11 @@ def _data_option(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return option, values
 
 
-def is_recipe(loaded: Any) -> bool:
+def is_recipe(loaded: object) -> bool:
     return isinstance(loaded, dict) and "defaults" in loaded
 
 
-def warm_start_entries(files: list[Path], space: Any, model_option: str | None) -> list[dict[str, Any]]:
+def warm_start_entries(files: list[Path], space: SearchSpace, model_option: str | None) -> list[dict[str, Any]]:
     """Recommended configs (recipes) as ``{search parameter: value}`` for a sweep's space.
 
     A recipe of another model than the sweep's (or, for model selection, than its
@@ -262,7 +270,7 @@ def warm_start_entries(files: list[Path], space: Any, model_option: str | None) 
         loaded = yaml.safe_load(f.read_text()) or {}
         if not isinstance(loaded, dict) or "defaults" not in loaded:
             continue
-        option = next((d.get("override /model") for d in loaded["defaults"] if isinstance(d, dict)
+        option: Any = next((d.get("override /model") for d in loaded["defaults"] if isinstance(d, dict)  # YAML
                        and "override /model" in d), None)
         values = {"model": loaded.get("model", {}), "learner": loaded.get("learner", {})}
         entry: dict[str, Any] = {}
@@ -294,9 +302,11 @@ def _lookup(values: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _fits(param: Any, value: Any) -> bool:
+def _fits(param: Param, value: object) -> bool:
     if param.kind == "categorical":
         return value in param.choices
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    assert param.low is not None and param.high is not None  # set on every numeric parameter
     return param.low <= value <= param.high
+

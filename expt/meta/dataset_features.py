@@ -17,7 +17,13 @@ anyway. ``benchmarks/bench_metafeatures.py`` compares the two.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from expt.core.data import Dataset
 
 VERSION = 1  # bump when a feature's definition changes: records of different versions are not compared
 MAX_ROWS = 5_000
@@ -28,7 +34,7 @@ MAX_LEVELS = 10  # categorical levels one-hot encoded for the landmarkers; the r
 CLIP = 1e6
 
 
-def dataset_features(dataset: Any, *, seed: int = 0, max_rows: int = MAX_ROWS) -> dict[str, float]:
+def dataset_features(dataset: Dataset, *, seed: int = 0, max_rows: int = MAX_ROWS) -> dict[str, float]:
     """Meta-features of a loaded ``expt.core.data.Dataset``; deterministic for a seed.
 
     On one thread: OpenBLAS's two threads took 7.7 s for the eigenvalues of a 1,107-column
@@ -40,7 +46,7 @@ def dataset_features(dataset: Any, *, seed: int = 0, max_rows: int = MAX_ROWS) -
         return _dataset_features(dataset, seed, max_rows)
 
 
-def _dataset_features(dataset: Any, seed: int, max_rows: int) -> dict[str, float]:
+def _dataset_features(dataset: Dataset, seed: int, max_rows: int) -> dict[str, float]:
     import numpy as np
 
     X, y = _subsample(dataset.X, dataset.y, dataset.task, seed, max_rows)
@@ -58,7 +64,7 @@ def _dataset_features(dataset: Any, seed: int, max_rows: int) -> dict[str, float
             for k, v in out.items()}
 
 
-def _subsample(X: Any, y: Any, task: str, seed: int, max_rows: int) -> tuple[Any, Any]:
+def _subsample(X: pd.DataFrame, y: np.ndarray, task: str, seed: int, max_rows: int) -> tuple[pd.DataFrame, np.ndarray]:
     import numpy as np
 
     y = np.asarray(y)
@@ -68,7 +74,7 @@ def _subsample(X: Any, y: Any, task: str, seed: int, max_rows: int) -> tuple[Any
     return X.iloc[index], y[index]
 
 
-def _numeric_matrix(X: Any, numeric: list[str]) -> Any:
+def _numeric_matrix(X: pd.DataFrame, numeric: list[str]) -> np.ndarray:
     """Numeric columns, missing values imputed with the column median (0 for an all-missing column)."""
     import numpy as np
 
@@ -80,7 +86,7 @@ def _numeric_matrix(X: Any, numeric: list[str]) -> Any:
     return np.where(np.isnan(values), medians, values)
 
 
-def _categorical_codes(X: Any, categorical: list[str]) -> list[Any]:
+def _categorical_codes(X: pd.DataFrame, categorical: list[str]) -> list[np.ndarray]:
     """Per categorical column, codes of its most frequent levels (missing and rare levels share the last code)."""
     import numpy as np
 
@@ -95,7 +101,7 @@ def _categorical_codes(X: Any, categorical: list[str]) -> list[Any]:
     return out
 
 
-def _encoded_matrix(X: Any, numeric: Any, categorical: list[str]) -> Any:
+def _encoded_matrix(X: pd.DataFrame, numeric: np.ndarray, categorical: list[str]) -> np.ndarray:
     """Standardized numeric columns and one-hot categorical levels: the landmarkers' input."""
     import numpy as np
 
@@ -106,7 +112,7 @@ def _encoded_matrix(X: Any, numeric: Any, categorical: list[str]) -> Any:
     return matrix if matrix.shape[1] else np.zeros((len(X), 1))
 
 
-def _standardize(values: Any) -> Any:
+def _standardize(values: np.ndarray) -> np.ndarray:
     import numpy as np
 
     if values.shape[1] == 0:
@@ -115,13 +121,13 @@ def _standardize(values: Any) -> Any:
     return (values - values.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
-def _target_codes(y: Any) -> Any:
+def _target_codes(y: np.ndarray) -> np.ndarray:
     import numpy as np
 
     return np.unique(np.asarray(y).astype(str), return_inverse=True)[1]
 
 
-def _bin(values: Any, bins: int = BINS) -> Any:
+def _bin(values: np.ndarray, bins: int = BINS) -> np.ndarray:
     """Equal-frequency bins (ties share a bin), as integer codes."""
     import numpy as np
 
@@ -129,7 +135,7 @@ def _bin(values: Any, bins: int = BINS) -> Any:
     return np.searchsorted(edges, values, side="right")
 
 
-def _general(dataset: Any, X: Any) -> dict[str, float]:
+def _general(dataset: Dataset, X: pd.DataFrame) -> dict[str, float]:
     import numpy as np
 
     n_rows, n_features = dataset.X.shape
@@ -153,7 +159,7 @@ def _general(dataset: Any, X: Any) -> dict[str, float]:
     return out
 
 
-def _statistical(values: Any, seed: int) -> dict[str, float]:
+def _statistical(values: np.ndarray, seed: int) -> dict[str, float]:
     import numpy as np
 
     names = ("skew_abs_mean", "skew_abs_sd", "kurtosis_mean", "cor_abs_mean", "cor_abs_max", "outlier_ratio",
@@ -192,7 +198,7 @@ def _statistical(values: Any, seed: int) -> dict[str, float]:
     return out
 
 
-def _entropy(codes: Any) -> float:
+def _entropy(codes: np.ndarray) -> float:
     import numpy as np
 
     p = np.bincount(codes) / len(codes)
@@ -200,7 +206,7 @@ def _entropy(codes: Any) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _mutual_information(a: Any, b: Any) -> float:
+def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     import numpy as np
 
     joint = np.bincount(a * (b.max() + 1) + b, minlength=(a.max() + 1) * (b.max() + 1)).reshape(a.max() + 1, -1)
@@ -210,7 +216,7 @@ def _mutual_information(a: Any, b: Any) -> float:
     return float((p[nz] * np.log(p[nz] / (pa @ pb)[nz])).sum())
 
 
-def _information(X: Any, numeric: Any, categorical: list[str], target: Any) -> dict[str, float]:
+def _information(X: pd.DataFrame, numeric: np.ndarray, categorical: list[str], target: np.ndarray) -> dict[str, float]:
     """Entropies and mutual information with the (binned, for regression) target, per attribute."""
     import numpy as np
 
@@ -221,7 +227,7 @@ def _information(X: Any, numeric: Any, categorical: list[str], target: Any) -> d
                 "info.noise_signal_log": 0.0, "info.equiv_attributes_log": 0.0}
     entropies = np.array([_entropy(c) / math.log(max(c.max() + 1, 2)) for c in columns])
     mi = np.array([_mutual_information(c, target) for c in columns]) / h_target
-    raw_entropy = np.mean([_entropy(c) for c in columns])
+    raw_entropy = float(np.mean([_entropy(c) for c in columns]))
     mi_mean = float(mi.mean())
     return {
         "info.attr_entropy_mean": float(entropies.mean()),
@@ -232,7 +238,7 @@ def _information(X: Any, numeric: Any, categorical: list[str], target: Any) -> d
     }
 
 
-def _target_stats(y: Any, classification: bool) -> dict[str, float]:
+def _target_stats(y: np.ndarray, classification: bool) -> dict[str, float]:
     import numpy as np
 
     if classification:
@@ -246,7 +252,7 @@ def _target_stats(y: Any, classification: bool) -> dict[str, float]:
             "target.distinct_ratio": float(len(np.unique(values)) / len(values))}
 
 
-def _landmarkers(X: Any, y: Any, classification: bool, seed: int) -> dict[str, float]:
+def _landmarkers(X: np.ndarray, y: np.ndarray, classification: bool, seed: int) -> dict[str, float]:
     """Three-fold scores of cheap learners, as a share of the way from the trivial baseline to perfect.
 
     Classification: accuracy against the majority class (0 = majority, 1 = all right).
@@ -295,7 +301,7 @@ def _landmarkers(X: Any, y: Any, classification: bool, seed: int) -> dict[str, f
     return out
 
 
-def _sample_rows(y: Any, classification: bool, seed: int, n: int) -> Any:
+def _sample_rows(y: np.ndarray, classification: bool, seed: int, n: int) -> np.ndarray:
     """A seeded sample of ``n`` row positions, stratified by class where every class has two rows."""
     import numpy as np
     from sklearn.model_selection import train_test_split
@@ -305,7 +311,7 @@ def _sample_rows(y: Any, classification: bool, seed: int, n: int) -> Any:
     return index
 
 
-def _relative_score(y_train: Any, y_test: Any, predicted: Any, classification: bool) -> float:
+def _relative_score(y_train: np.ndarray, y_test: np.ndarray, predicted: np.ndarray, classification: bool) -> float:
     import numpy as np
 
     if classification:

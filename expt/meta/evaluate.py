@@ -27,11 +27,17 @@ table, and every recommender's first pick, scored in fresh noisy copies; and the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.meta.intervals import DRAWS, MEASURES, compare_all
 from expt.meta.rankers import DEFAULT_METHOD, METHODS, fit
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.meta.recommend import Table
 
 REFERENCES = ("single-best", "portfolio", "hindsight")
 CURVE_SIZES = (10, 25, 50)  # and all
@@ -56,9 +62,9 @@ class Evaluation:
     subset: dict[str, Any] = field(default_factory=dict)  # the same figures on some held-out groups alone (``only``)
 
 
-def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int = DRAWS, curve: bool = True,
+def evaluate(table: Table, *, rf_key: str | None = None, seed: int = 0, draws: int = DRAWS, curve: bool = True,
              curve_sizes: tuple[int, ...] = CURVE_SIZES, curve_seeds: int = CURVE_SEEDS, noise: bool = True,
-             default: str = DEFAULT_METHOD, only: Any = None) -> Evaluation:
+             default: str = DEFAULT_METHOD, only: Iterable[str] | None = None) -> Evaluation:
     """``only`` (group names): also the figures on those held-out groups alone (every fit still uses all the
     other groups), as the confirmation of a method fixed before those groups existed (issue 24)."""
     import numpy as np
@@ -114,7 +120,7 @@ def evaluate(table: Any, *, rf_key: str | None = None, seed: int = 0, draws: int
     return ev
 
 
-def _loss(scores: Any, picks: Any) -> float:
+def _loss(scores: np.ndarray, picks: np.ndarray | None) -> float:
     """Mean best_d - s_d(first pick) over rows, in the metric's units; for random choice (no picks) its expectation."""
     import numpy as np
 
@@ -127,8 +133,9 @@ def _loss(scores: Any, picks: Any) -> float:
         return float(np.mean(best[ok] - scores[np.flatnonzero(ok), first[ok]])) if ok.any() else float("nan")
 
 
-def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, size: int | None = None,
-          rng: Any = None, queries: Any = None) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
+def _logo(regret: np.ndarray, features: np.ndarray, groups: np.ndarray, methods: tuple[str, ...], *,
+          size: int | None = None, rng: np.random.Generator | None = None,
+          queries: np.ndarray | None = None) -> tuple[dict[str, Any], list[int], dict[str, Any]]:
     """Per evaluated row (among ``queries``), each method's measures, fitted without the row's group (on ``size``
     sampled groups); ``results["_picks"]``: each method's first DEPTH picks per row."""
     import numpy as np
@@ -137,9 +144,9 @@ def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, 
     evaluable = seen.sum(axis=1) >= 2
     if queries is not None:
         evaluable &= queries
-    out: dict[str, list[Any]] = {m: [] for m in methods}
-    all_picks: dict[str, list[Any]] = {m: [] for m in methods}
-    sb_picks: list[Any] = []
+    out: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    all_picks: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    sb_picks: list[np.ndarray] = []
     rows: list[int] = []
     chosen: dict[str, dict[str, dict[str, int]]] = {m: {} for m in methods}
     for g in dict.fromkeys(groups[evaluable]):  # first-seen order: deterministic
@@ -148,6 +155,8 @@ def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, 
         if size is not None:
             if size >= len(others):
                 continue
+            assert rng is not None  # passed with size
+
             others = list(rng.choice(np.array(others, dtype=object), size, replace=False))
         train = np.flatnonzero(np.isin(groups, others))
         if len(set(groups[train])) < 2:
@@ -171,7 +180,7 @@ def _logo(regret: Any, features: Any, groups: Any, methods: tuple[str, ...], *, 
     return results, rows, chosen
 
 
-def _measures(truth: Any, picks: Any) -> Any:
+def _measures(truth: np.ndarray, picks: np.ndarray) -> np.ndarray:
     """Per row: regret of the first pick, best of the first 3 and 5, and whether the first is the row's best."""
     import numpy as np
 
@@ -181,7 +190,7 @@ def _measures(truth: Any, picks: Any) -> Any:
                             (first == 0).astype(float)])
 
 
-def _random_expectation(truth: Any) -> Any:
+def _random_expectation(truth: np.ndarray) -> np.ndarray:
     """Exact expected measures of a uniformly random order of each row's configurations.
 
     The best of j drawn without replacement from n sorted regrets t_(1) <= ... <= t_(n) is t_(i)
@@ -203,8 +212,10 @@ def _random_expectation(truth: Any) -> Any:
     return np.array(out)
 
 
-def learning_curve(regret: Any, features: Any, groups: Any, *, sizes: tuple[int, ...] = CURVE_SIZES,
-                   seeds: int = CURVE_SEEDS, full: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def learning_curve(regret: np.ndarray, features: np.ndarray, groups: np.ndarray, *,
+                   sizes: tuple[int, ...] = CURVE_SIZES, seeds: int = CURVE_SEEDS,
+                   full: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+
     """Mean top-1 and best-of-3 regret of every method trained on ``size`` random groups (the held-out one never
     among them), averaged over seeds; and on all the other groups (``full``: those results, already made)."""
     import numpy as np

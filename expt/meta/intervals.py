@@ -5,21 +5,25 @@ simultaneous over a family of comparisons (max-|t|), shared by :mod:`expt.meta.e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MEASURES = ("top1", "best3", "best5", "hit1")
 DRAWS = 10_000
 
 
-def compare(values: Any, reference: Any, groups: Any, *, name: str, against: str, seed: int,
+def compare(values: np.ndarray, reference: np.ndarray, groups: np.ndarray, *, name: str, against: str, seed: int,
             draws: int = DRAWS, measures: tuple[str, ...] = MEASURES[:3]) -> dict[str, Any]:
     """Paired differences (values - reference) per measure, with a 95% bootstrap interval over groups."""
     return _compare(values, reference, groups, name=name, against=against, seed=seed, draws=draws,
                     measures=measures)[0]
 
 
-def _compare(values: Any, reference: Any, groups: Any, *, name: str, against: str, seed: int, draws: int,
-             measures: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+def _compare(values: np.ndarray, reference: np.ndarray, groups: np.ndarray, *, name: str, against: str, seed: int,
+             draws: int, measures: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray]:
+
     """:func:`compare`, and its bootstrap means (draws x measures): the same group draws for every call with the
     same groups and seed, which the simultaneous intervals need."""
     import numpy as np
@@ -41,7 +45,7 @@ def _compare(values: Any, reference: Any, groups: Any, *, name: str, against: st
     return out, means
 
 
-def compare_all(pairs: list[tuple[str, str]], results: dict[str, Any], groups: Any, *, seed: int,
+def compare_all(pairs: list[tuple[str, str]], results: dict[str, np.ndarray], groups: np.ndarray, *, seed: int,
                 draws: int = DRAWS, measures: tuple[str, ...] = MEASURES[:3]) -> list[dict[str, Any]]:
     """:func:`compare` for each (recommender, reference) pair, each difference also with its simultaneous 95%
     interval over all of them (``sim_low``, ``sim_high``; max-|t| bootstrap) and the family's size."""

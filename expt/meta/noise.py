@@ -24,10 +24,15 @@ scored in another), and the references and recommenders beside it are scored in 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.meta.recommend import Table
 
 
-def row_noise(table: Any, among: str = "upper") -> Any:
+def row_noise(table: Table, among: str = "upper") -> np.ndarray:
     """Per row: the sd of one configuration's CV mean score, from the per-fold scores; NaN where there are none.
 
     ``among``: "upper" (configurations scoring at or above the row's median) or "all". Only cells with the row's
@@ -39,9 +44,10 @@ def row_noise(table: Any, among: str = "upper") -> Any:
     with np.errstate(all="ignore"):
         median = np.nanmedian(table.scores, axis=1) if table.scores.size else np.zeros(n_rows)
     by_row: dict[int, list[tuple[float, ...]]] = {}
-    for (i, j), folds in table.fold_scores.items():
+    for (i, j), cell in table.fold_scores.items():
         if among == "all" or table.scores[i, j] >= median[i]:
-            by_row.setdefault(i, []).append(folds)
+            by_row.setdefault(i, []).append(cell)
+
     out = np.full(n_rows, np.nan)
     for i, cells in by_row.items():
         lengths = [len(c) for c in cells]
@@ -59,7 +65,7 @@ def row_noise(table: Any, among: str = "upper") -> Any:
     return out
 
 
-def difference_noise(table: Any, noise: Any = None) -> Any:
+def difference_noise(table: Table, noise: np.ndarray | None = None) -> np.ndarray:
     """Per row: the sd of a difference between two configurations' scores, in units of the row's spread."""
     import numpy as np
 
@@ -68,7 +74,7 @@ def difference_noise(table: Any, noise: Any = None) -> Any:
         return np.sqrt(2) * noise / np.where(table.spread > 1e-12, table.spread, np.nan)
 
 
-def copies(scores: Any, sd: Any, *, draws: int, seed: int) -> tuple[Any, Any]:
+def copies(scores: np.ndarray, sd: np.ndarray, *, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two independent sets of ``draws`` noisy copies of the rows: the user's (or oracle's) view, and the fresh
     copies picks are scored in. NaN stays NaN; a row without a noise estimate is copied exactly."""
     import numpy as np
@@ -80,7 +86,7 @@ def copies(scores: Any, sd: Any, *, draws: int, seed: int) -> tuple[Any, Any]:
     return view, fresh
 
 
-def fresh_regret(fresh: Any) -> Any:
+def fresh_regret(fresh: np.ndarray) -> np.ndarray:
     """Normalized regret within each fresh copy (its own best and median)."""
     from expt.meta.recommend import normalized_regret
 
@@ -88,7 +94,8 @@ def fresh_regret(fresh: Any) -> Any:
     return normalized_regret(fresh.reshape(d * r, c)).reshape(d, r, c)
 
 
-def best_of(view: Any, fresh: Any, regret: Any, candidates: Any, k: int) -> tuple[Any, Any]:
+def best_of(view: np.ndarray, fresh: np.ndarray, regret: np.ndarray, candidates: np.ndarray,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
     """The user's CV picks the best-looking of the first ``k`` candidates (its ``view``); that pick's regret and
     loss in score units (fresh best - fresh score) in the fresh copy. ``candidates``: draws x rows x depth, or
     rows x depth (the same in every draw); -1 or a configuration not evaluated on the row: not tried."""
@@ -106,7 +113,7 @@ def best_of(view: Any, fresh: Any, regret: Any, candidates: Any, k: int) -> tupl
     return t, loss
 
 
-def full_search(view: Any, fresh: Any, regret: Any) -> tuple[Any, Any]:
+def full_search(view: np.ndarray, fresh: np.ndarray, regret: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every configuration evaluated on the row tried, the best-looking kept: the oracle under noise."""
     import numpy as np
 
@@ -117,7 +124,7 @@ def full_search(view: Any, fresh: Any, regret: Any) -> tuple[Any, Any]:
     return t, loss
 
 
-def time_share(fit_seconds: Any, candidates: Any, k: int) -> Any:
+def time_share(fit_seconds: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     """Per row: fit time of the first ``k`` candidates over that of every configuration evaluated on the row (mean
     over draws where the candidates differ by draw); NaN where the row has no fit times."""
     import numpy as np

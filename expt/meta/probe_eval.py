@@ -18,7 +18,12 @@ them, the same copies for every strategy (paired):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.meta.recommend import Table
 
 COPIES = 50
 KS = (1, 3, 5)
@@ -26,7 +31,7 @@ PROBE_PAIRS = (("default", "single-best"), ("adaptive", "portfolio"), ("adaptive
                ("portfolio", "full search"), ("default", "full search"), ("adaptive", "full search"))
 
 
-def evaluate_noise(table: Any, rows: list[int], picks: dict[str, Any], *, default: str, seed: int,
+def evaluate_noise(table: Table, rows: list[int], picks: dict[str, np.ndarray], *, default: str, seed: int,
                    draws: int) -> dict[str, Any]:
     """The figures above for the evaluated ``rows`` (those with per-fold scores), as plain dicts for the renderer."""
     import numpy as np
@@ -48,8 +53,8 @@ def evaluate_noise(table: Any, rows: list[int], picks: dict[str, Any], *, defaul
     strategies = {"portfolio": ours.get("portfolio"), "default": ours[default], "adaptive": adaptive,
                   "single-best": ours.get("single-best")}
     oracle_t, oracle_loss = full_search(view, fresh, regret)
-    per_row: dict[str, Any] = {"full search": np.repeat(oracle_t.mean(axis=0)[:, None], len(KS), axis=1)}
-    probe: dict[str, dict[int, dict[str, float]]] = {"full search": {
+    per_row: dict[str, np.ndarray] = {"full search": np.repeat(oracle_t.mean(axis=0)[:, None], len(KS), axis=1)}
+    probe: dict[str, dict[int, dict[str, float | None]]] = {"full search": {
         k: {"t": float(oracle_t.mean()), "loss": float(oracle_loss.mean()), "time": 1.0} for k in KS}}
     for name, cand in strategies.items():
         if cand is None:
@@ -82,14 +87,16 @@ def evaluate_noise(table: Any, rows: list[int], picks: dict[str, Any], *, defaul
             "top1": top1, "probe": probe, "comparisons": comparisons, "chosen": chosen}
 
 
-def _best_of(view: Any, fresh: Any, regret: Any, cand: Any, k: int) -> tuple[Any, Any]:
+def _best_of(view: np.ndarray, fresh: np.ndarray, regret: np.ndarray, cand: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:
+
     from expt.meta.noise import best_of
 
     return best_of(view, fresh, regret, cand, k)
 
 
-def _adaptive_picks(table: Any, sub: Any, default_picks: Any, view: Any, sd: Any,
-                    seed: int) -> tuple[Any, dict[str, dict[str, int]]]:
+def _adaptive_picks(table: Table, sub: np.ndarray, default_picks: np.ndarray, view: np.ndarray, sd: np.ndarray,
+                    seed: int) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     """Per copy and row, the adaptive probe's first KS[-1] candidates, each outer fold's setting chosen on its
     training groups; and how often each value of the setting was chosen."""
     import numpy as np

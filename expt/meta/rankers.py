@@ -40,7 +40,12 @@ regret given that first pick; ties go to the simpler setting. Weights are normal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.meta.recommend import Table
 
 METHODS = ("ridge", "conditioned", "portfolio", "knn", "single-best")
 # Pre-registered on 2026-12-07 (see the README, "The default recommender, fixed in advance"), before the knowledge
@@ -75,7 +80,7 @@ class Ranked:
 # --- the shared machinery: weights and rankings for many queries at once ------------------------------
 
 
-def scale_features(features: Any) -> tuple[Any, Any]:
+def scale_features(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over the training rows (a constant feature: scale 1, so it stays 0).
 
     z-scores, not median/IQR: a feature that is 0 on most datasets (the two missing-value ratios) has an IQR near
@@ -89,7 +94,7 @@ def scale_features(features: Any) -> tuple[Any, Any]:
     return center, np.where(scale > 1e-9, scale, 1.0)
 
 
-def distances(a: Any, b: Any) -> Any:
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Root-mean-square distance between rows of a and rows of b, both already scaled."""
     import numpy as np
 
@@ -97,7 +102,7 @@ def distances(a: Any, b: Any) -> Any:
     return np.sqrt(np.clip(sa[:, None] + sb[None, :] - 2 * a @ b.T, 0, None) / max(a.shape[1], 1))
 
 
-def weights(dist: Any, usable: Any, k: int, lam: float) -> Any:
+def weights(dist: np.ndarray, usable: np.ndarray, k: int, lam: float) -> np.ndarray:
     """Row weights per query: (1 - lam) uniform + lam closeness 1/(d + 0.1) over the k nearest, at their ESS."""
     import numpy as np
 
@@ -119,7 +124,7 @@ def weights(dist: Any, usable: Any, k: int, lam: float) -> Any:
     return np.where(total > 0, w / np.maximum(total, 1e-12) * ess, 0.0)
 
 
-def shrunk_mean(regret: Any, w: Any) -> Any:
+def shrunk_mean(regret: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Expected regret per query and configuration: (sum w t + PRIOR_WEIGHT * PRIOR_REGRET) / (sum w + PRIOR_WEIGHT)."""
     import numpy as np
 
@@ -127,8 +132,9 @@ def shrunk_mean(regret: Any, w: Any) -> Any:
     return (w @ np.where(seen, regret, 0.0) + PRIOR_WEIGHT * PRIOR_REGRET) / (w @ seen + PRIOR_WEIGHT)
 
 
-def rank_many(regret: Any, w: Any, allowed: Any, depth: int, complementary: bool,
-              w_first: Any = None, first_own: Any = None) -> tuple[Any, Any, Any]:
+def rank_many(regret: np.ndarray, w: np.ndarray, allowed: np.ndarray, depth: int, complementary: bool,
+              w_first: np.ndarray | None = None,
+              first_own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``depth`` configurations per query (-1 past the allowed ones); their own estimates and the
     estimated regret of the best so far.
 
@@ -172,7 +178,7 @@ def rank_many(regret: Any, w: Any, allowed: Any, depth: int, complementary: bool
 # --- ridge: the first pick as a regression of regret on the meta-features -----------------------------
 
 
-def ridge_coefs(regret: Any, scaled: Any, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> Any:
+def ridge_coefs(regret: np.ndarray, scaled: np.ndarray, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> np.ndarray:
     """Per penalty and configuration, the coefficients (intercept first) of regret ~ scaled meta-features.
 
     One ridge regression per configuration, on the rows that evaluated it, penalty ``alpha`` x those rows on the
@@ -190,7 +196,7 @@ class _RidgeParts:
     group's rows are subtracted from them (``without``) instead of building every matrix again, which made the
     inner leave-one-group-out over 500 user datasets cost seconds."""
 
-    def __init__(self, regret: Any, scaled: Any) -> None:
+    def __init__(self, regret: np.ndarray, scaled: np.ndarray) -> None:
         import numpy as np
 
         n, d = scaled.shape
@@ -208,7 +214,7 @@ class _RidgeParts:
                 x = self.xa[rows]
                 self.parts.append((group, rows, x.T @ x, x.T @ regret[np.ix_(rows, group)]))
 
-    def coefs(self, alphas: tuple[float, ...], without: Any = None) -> Any:
+    def coefs(self, alphas: tuple[float, ...], without: np.ndarray | None = None) -> np.ndarray:
         """Coefficients per penalty; ``without``: a row mask left out of every regression."""
         import numpy as np
 
@@ -230,7 +236,7 @@ class _RidgeParts:
         return coef
 
 
-def ridge_expected(coef: Any, regret: Any, queries: Any) -> Any:
+def ridge_expected(coef: np.ndarray, regret: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Expected regret per query and configuration: the regression's prediction (clipped to [0, 1]) shrunk by the
     evidence prior as every estimate is, (n x prediction + PRIOR_WEIGHT x PRIOR_REGRET) / (n + PRIOR_WEIGHT) over
     the n rows behind it; the single best's shrunk mean where the configuration has no regression."""
@@ -244,7 +250,8 @@ def ridge_expected(coef: Any, regret: Any, queries: Any) -> Any:
     return np.where(np.isnan(coef).any(axis=0)[None, :], uniform, pred)
 
 
-def ridge_inner_scores(regret: Any, scaled: Any, groups: Any, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> Any:
+def ridge_inner_scores(regret: np.ndarray, scaled: np.ndarray, groups: np.ndarray,
+                       alphas: tuple[float, ...] = RIDGE_ALPHAS) -> np.ndarray:
     """Mean inner top-1 regret per penalty: each training group held out in turn, the regressions refitted on the
     others (at most ``INNER_QUERIES`` held-out rows, evenly spaced, as for the other methods)."""
     import numpy as np
@@ -291,8 +298,8 @@ def grid(method: str, n_groups: int, stage: str = "first") -> list[tuple[int, fl
     return [(0, 0.0)]
 
 
-def inner_scores(regret: Any, dist: Any, groups: Any, settings: list[tuple[int, float]], *,
-                 complementary: bool, first: tuple[int, float] | None = None) -> Any:
+def inner_scores(regret: np.ndarray, dist: np.ndarray, groups: np.ndarray, settings: list[tuple[int, float]], *,
+                 complementary: bool, first: tuple[int, float] | None = None) -> np.ndarray:
     """Mean inner top-1 regret (``first`` None) or best-of-3 regret (first pick by the ``first`` setting) per
     setting: each training row held out with its group, the other groups recommending."""
     import numpy as np
@@ -327,14 +334,14 @@ class Fitted:
     """
 
     method: str
-    regret: Any
-    scaled: Any
-    center: Any
-    scale: Any
+    regret: np.ndarray
+    scaled: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
     first: tuple[int, float] = (0, 0.0)
     rest: tuple[int, float] = (0, 0.0)
     alpha: float = float("inf")  # ridge's penalty; infinite: no regression, the single best first
-    coef: Any = None  # ridge's coefficients at that penalty (features + 1, configurations)
+    coef: np.ndarray | None = None  # ridge's coefficients at that penalty (features + 1, configurations)
 
     @property
     def params(self) -> dict[str, float]:
@@ -350,15 +357,16 @@ class Fitted:
             return {"k1": self.first[0], **named(self.rest)}
         return {}
 
-    def scaled_queries(self, queries: Any) -> Any:
+    def scaled_queries(self, queries: np.ndarray) -> np.ndarray:
         import numpy as np
 
         return np.clip((queries - self.center) / self.scale, -5, 5)
 
-    def query_distances(self, queries: Any) -> Any:
+    def query_distances(self, queries: np.ndarray) -> np.ndarray:
         return distances(self.scaled_queries(queries), self.scaled)
 
-    def rank(self, queries: Any, allowed: Any, depth: int) -> tuple[Any, Any, Any, Any]:
+    def rank(self, queries: np.ndarray, allowed: np.ndarray,
+             depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Picks, own estimates, best-so-far estimates and the first pick's weights, per query."""
         import numpy as np
 
@@ -372,7 +380,7 @@ class Fitted:
         return (*rank_many(self.regret, w, allowed, depth, COMPLEMENTARY[self.method], w1, first_own), w1)
 
 
-def fit(method: str, regret: Any, features: Any, groups: Any) -> Fitted:
+def fit(method: str, regret: np.ndarray, features: np.ndarray, groups: np.ndarray) -> Fitted:
     """Scale on the training rows, and choose the method's hyper-parameters by leave-one-group-out on them."""
     import numpy as np
 
@@ -401,7 +409,8 @@ def fit(method: str, regret: Any, features: Any, groups: Any) -> Fitted:
     return Fitted(method, regret, scaled, center, scale, first, rest)
 
 
-def rank(table: Any, query: Any, method: str, *, depth: int | None = None, allowed: Any = None) -> Ranked:
+def rank(table: Table, query: np.ndarray, method: str, *, depth: int | None = None,
+         allowed: np.ndarray | None = None) -> Ranked:
     """The ranking ``expt recommend`` shows: ``depth`` configurations (all by default) among ``allowed``."""
     import numpy as np
 

@@ -22,9 +22,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -35,14 +38,17 @@ class Table:
     metric: str
     datasets: list[dict[str, Any]]  # fingerprint, name, group, protocol, n_rows (the table's), fit_rows (one fit's)
     configs: list[dict[str, Any]]  # key, the record's model and runnable config
-    features: Any  # rows x meta-features, finite
+    features: np.ndarray  # rows x meta-features, finite
     feature_names: list[str]
-    scores: Any  # rows x configurations, NaN where not evaluated
-    fit_seconds: Any = None  # rows x configurations: mean seconds per fit (on the row's fit_rows), NaN: not on record
+    scores: np.ndarray  # rows x configurations, NaN where not evaluated
+    # rows x configurations: mean seconds per fit (on the row's fit_rows), NaN: not on record; None (all NaN)
+    # is filled in by __post_init__, so the field is an array whenever it is read
+    fit_seconds: np.ndarray = None  # type: ignore[assignment]
     fold_scores: dict[tuple[int, int], tuple[float, ...]] = field(default_factory=dict)  # (row, config): per-fold
-    regret: Any = field(init=False)
-    spread: Any = field(init=False)  # per row: the score difference that is regret 1 (best - median, or estimated)
-    thin: Any = field(init=False)  # per row: too few configurations for its own median (see table_regret)
+    regret: np.ndarray = field(init=False)
+    spread: np.ndarray = field(init=False)  # per row: the score difference of regret 1 (best - median, or estimated)
+
+    thin: np.ndarray = field(init=False)  # per row: too few configurations for its own median (see table_regret)
 
     def __post_init__(self) -> None:
         import numpy as np
@@ -56,7 +62,7 @@ class Table:
         return [d["group"] for d in self.datasets]
 
 
-def normalized_regret(scores: Any) -> Any:
+def normalized_regret(scores: np.ndarray) -> np.ndarray:
     """Per row: clip((best - s) / (best - median), 0, 1); NaN stays NaN."""
     import numpy as np
 
@@ -75,7 +81,7 @@ THIN_SHARE = 0.5  # a row with fewer configurations than this share of the fulle
 MIN_DENSE = 3  # dense rows needed to anchor thin ones; with fewer, every row is normalized on its own
 
 
-def table_regret(scores: Any) -> tuple[Any, Any, Any]:
+def table_regret(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalized regret per row, each row's spread (the score difference that is regret 1), and which rows are thin.
 
     A row that evaluated most of the portfolio (a dense row: at least THIN_SHARE of the fullest row's count) is
@@ -291,11 +297,13 @@ def build_table(records: Iterable[Mapping[str, Any]], task: str, *, metric: str 
         seconds[rows_of[rk], index[key]] = sum(values) / len(values)
     per_fold = {(rows_of[rk], index[key]): tuple(values) for (rk, key), values in folds.items() if values}
     datasets = [{k: v for k, v in rows[rk].items() if k != "features"} for rk in row_keys]
-    return Table(task, metric, datasets, [cols[k] for k in keys], np.nan_to_num(features), names, scores, seconds,
+    assert metric is not None  # a record matched it
+    return Table(task, metric, datasets,
+ [cols[k] for k in keys], np.nan_to_num(features), names, scores, seconds,
                  per_fold)
 
 
-def query_vector(table: Table, features: Mapping[str, float]) -> Any:
+def query_vector(table: Table, features: Mapping[str, float]) -> np.ndarray:
     import numpy as np
 
     return np.array([float(features.get(n, 0.0)) for n in table.feature_names])
