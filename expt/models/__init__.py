@@ -7,14 +7,12 @@ does) never imports torch.
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["BoostedClassifier", "BoostedRegressor", "CNNClassifier", "CNNRegressor", "MLPClassifier", "MLPRegressor",
            "TorchEstimator"]
 BOOSTING = ("BoostedClassifier", "BoostedRegressor")  # LightGBM, XGBoost and CatBoost boosters; no torch
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type:
     if name in BOOSTING:
         from expt.models import boosting
 

@@ -22,8 +22,9 @@ Library imports happen in ``fit``: this module is imported by the CV code for ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
@@ -31,6 +32,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from expt.models import hooks
+
+if TYPE_CHECKING:
+    import lightgbm
+    import pandas as pd
+    import xgboost
+    from numpy.typing import ArrayLike
+    from sklearn.utils import Tags
+
+# A booster (LightGBM, XGBoost or CatBoost estimator) is typed Any: the code branches on library_of(booster), not on
+# its class, and CatBoost ships no types.
 
 __all__ = ["BoostedClassifier", "BoostedRegressor", "library_of"]
 
@@ -71,13 +82,13 @@ class _Boosted(BaseEstimator):
         self.report_every = report_every
         self.categorical_columns = categorical_columns
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # every library routes missing values itself
         return tags
 
     # -- fit ---------------------------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> _Boosted:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> _Boosted:
         library = library_of(self.booster)
         self._check_params(library)
         X = np.asarray(X, dtype=np.float64)
@@ -94,8 +105,8 @@ class _Boosted(BaseEstimator):
             fit_params["cat_features"] = cats
         reporter = None
         if split is not None:
-            X, y, X_val, y_val = split
-            X_val = self._input(X_val)
+            X, y, X_split, y_val = split
+            X_val = self._input(X_split)
             reporter = _Reporter(self, current, X_val, y_val, library)
             fit_params.update(self._early_stopping(booster, library, X_val, y_val, reporter))
         booster.fit(self._input(X), y, **fit_params)
@@ -124,7 +135,7 @@ class _Boosted(BaseEstimator):
     def _encode(self, y: np.ndarray) -> np.ndarray:
         return y
 
-    def _split(self, X: np.ndarray, y: np.ndarray) -> tuple[Any, Any, Any, Any] | None:
+    def _split(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The validation split, carved from the rows ``fit`` was given (stratified for classes where it can be)."""
         if self.early_stopping_rounds is None:
             return None
@@ -138,12 +149,15 @@ class _Boosted(BaseEstimator):
         X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
         return X_fit, y_fit, X_val, y_val
 
-    def _early_stopping(self, booster: Any, library: str, X_val: Any, y_val: Any, reporter: Any) -> dict[str, Any]:
+    def _early_stopping(self, booster: Any, library: str, X_val: np.ndarray | pd.DataFrame, y_val: np.ndarray,
+                        reporter: _Reporter | None) -> dict[str, Any]:
+        assert self.early_stopping_rounds is not None  # a validation split is carved only with early stopping
         rounds = int(self.early_stopping_rounds)
         if library == "lightgbm":
             import lightgbm
 
-            callbacks = [lightgbm.early_stopping(rounds, first_metric_only=True, verbose=False)]
+            callbacks: list[Callable[[lightgbm.callback.CallbackEnv], None]] = [
+                lightgbm.early_stopping(rounds, first_metric_only=True, verbose=False)]
             if reporter is not None and reporter.active:
                 callbacks.append(reporter.lightgbm)
             import inspect
@@ -152,8 +166,8 @@ class _Boosted(BaseEstimator):
                 return {"eval_X": (X_val,), "eval_y": (y_val,), "callbacks": callbacks}
             return {"eval_set": [(X_val, y_val)], "callbacks": callbacks}
         if library == "xgboost":
-            callbacks = [reporter.xgboost_callback()] if reporter is not None and reporter.active else None
-            booster.set_params(early_stopping_rounds=rounds, callbacks=callbacks)
+            xgb_callbacks = [reporter.xgboost_callback()] if reporter is not None and reporter.active else None
+            booster.set_params(early_stopping_rounds=rounds, callbacks=xgb_callbacks)
             return {"eval_set": [(X_val, y_val)], "verbose": False}
         params: dict[str, Any] = {"eval_set": (X_val, y_val), "early_stopping_rounds": rounds, "use_best_model": True}
         if reporter is not None and reporter.active:
@@ -163,7 +177,7 @@ class _Boosted(BaseEstimator):
             params["callbacks"] = [reporter]
         return params
 
-    def _input(self, X: np.ndarray) -> Any:
+    def _input(self, X: np.ndarray) -> np.ndarray | pd.DataFrame:
         """CatBoost takes categorical columns as whole numbers (ordinal codes; -1 for unknown or missing)."""
         cats = self.categorical_columns if self.categorical == "native" else None
         if not cats or library_of(self.booster) != "catboost":
@@ -176,7 +190,7 @@ class _Boosted(BaseEstimator):
         return frame
 
     # -- predict -----------------------------------------------------------------------------------------------
-    def _raw(self, X: Any) -> np.ndarray:
+    def _raw(self, X: ArrayLike) -> np.ndarray | pd.DataFrame:
         check_is_fitted(self, "booster_")
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
@@ -201,11 +215,11 @@ class BoostedClassifier(ClassifierMixin, _Boosted):
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got 1 ({self.classes_[0]!r})")
         return codes.astype(np.int64)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         proba = np.asarray(self.booster_.predict_proba(self._raw(X)), dtype=np.float64)
         return proba.reshape(len(proba), -1)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -215,7 +229,7 @@ class BoostedRegressor(RegressorMixin, _Boosted):
     def _encode(self, y: np.ndarray) -> np.ndarray:
         return y.astype(np.float64)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         return np.asarray(self.booster_.predict(self._raw(X)), dtype=np.float64).ravel()
 
 
@@ -223,7 +237,7 @@ class _Reporter:
     """Scores the sweep's metric on the validation split every ``report_every`` rounds and hands it to the
     epoch hooks; a prune (Optuna's TrialPruned) stops the booster and is raised again once ``fit`` returns."""
 
-    def __init__(self, owner: _Boosted, current: hooks.EpochHooks, X_val: Any, y_val: np.ndarray,
+    def __init__(self, owner: _Boosted, current: hooks.EpochHooks, X_val: np.ndarray | pd.DataFrame, y_val: np.ndarray,
                  library: str) -> None:
         self.owner, self.hooks, self.library = owner, current, library
         self.X_val, self.y_val = X_val, y_val
@@ -236,6 +250,7 @@ class _Reporter:
     def _report(self, round_index: int, score: float) -> bool:
         """False once the trial is pruned (the booster stops)."""
         self.last_round = round_index
+        assert self.hooks.on_epoch is not None  # reporting only when active
         try:
             self.hooks.on_epoch(round_index, {"valid_score": float(score)})
         except Exception as exc:  # noqa: BLE001 - Optuna's TrialPruned, raised again after fit
@@ -247,6 +262,7 @@ class _Reporter:
         return (round_index + 1) % self.every == 0
 
     def _score(self, outputs: np.ndarray) -> float:
+        assert self.hooks.scorer is not None  # scoring only when active, and not for CatBoost
         y = self.y_val
         if isinstance(self.owner, ClassifierMixin):
             outputs = outputs.reshape(len(outputs), -1)
@@ -255,21 +271,23 @@ class _Reporter:
             return self.hooks.scorer(_Snapshot(self.owner.classes_, proba), self.X_val, y)
         return self.hooks.scorer(_Snapshot(None, outputs.ravel()), self.X_val, y)
 
-    def lightgbm(self, env: Any) -> None:
+    def lightgbm(self, env: lightgbm.callback.CallbackEnv) -> None:
         if self._due(env.iteration):
-            outputs = env.model.predict(self.X_val, num_iteration=env.iteration + 1)
+            model = cast("lightgbm.Booster", env.model)  # a CVBooster only under lightgbm.cv, never here
+            outputs = model.predict(self.X_val, num_iteration=env.iteration + 1)
             if not self._report(env.iteration, self._score(np.asarray(outputs))):
                 from lightgbm.callback import EarlyStopException
 
                 raise EarlyStopException(env.iteration, [])
 
-    def xgboost_callback(self) -> Any:
+    def xgboost_callback(self) -> xgboost.callback.TrainingCallback:
         import xgboost
 
         reporter = self
 
         class _Callback(xgboost.callback.TrainingCallback):
-            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            def after_iteration(self, model: xgboost.Booster, epoch: int,
+                                evals_log: xgboost.callback.TrainingCallback.EvalsLog) -> bool:
                 if not reporter._due(epoch):
                     return False
                 outputs = model.inplace_predict(reporter.X_val, iteration_range=(0, epoch + 1))
@@ -287,7 +305,7 @@ class _Reporter:
             self.metric = ("MultiClass", -1)
         return self.metric[0] if self.metric else None
 
-    def after_iteration(self, info: Any) -> bool:
+    def after_iteration(self, info: Any) -> bool:  # CatBoost's untyped callback info
         """CatBoost's callback: it sees metric values, not the model, so the sweep's metric is one CatBoost
         computes itself (:data:`CATBOOST_METRICS`); a metric it lacks is not reported per round."""
         if self.metric is None or not self._due(info.iteration - 1):
@@ -302,12 +320,12 @@ class _Reporter:
 class _Snapshot:
     """A booster as it stands after some rounds, as a scorer sees it: what it predicts for the validation split."""
 
-    def __init__(self, classes: Any, outputs: np.ndarray) -> None:
-        self.classes_, self._outputs = classes, outputs
-        if classes is None:
-            del self.classes_
+    def __init__(self, classes: np.ndarray | None, outputs: np.ndarray) -> None:
+        self._outputs = outputs
+        if classes is not None:  # a regressor's snapshot has no classes_
+            self.classes_ = classes
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
 
         if hasattr(self, "classes_"):
@@ -315,10 +333,10 @@ class _Snapshot:
                         classifier_tags=ClassifierTags())
         return Tags(estimator_type="regressor", target_tags=TargetTags(required=True), regressor_tags=RegressorTags())
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         return self._outputs
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         if hasattr(self, "classes_"):
             return self.classes_[np.argmax(self._outputs, axis=1)]
         return self._outputs

@@ -22,9 +22,9 @@ from __future__ import annotations
 import abc
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from torch import nn
 from expt.models import hooks
 from expt.models.nets import CNN, MLP
 from expt.models.validation import check_fit_data, check_predict_data, class_codes, image_shape, layer_sizes
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["CNNClassifier", "CNNRegressor", "MLPClassifier", "MLPRegressor", "TorchEstimator", "image_shape",
            "layer_sizes", "resolve_device"]  # image_shape: expt.core.prepare checks data.image_shape with it
@@ -60,7 +63,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def default_optimizer(params: Any) -> torch.optim.Optimizer:
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3)
 
 
@@ -91,13 +94,13 @@ class TorchEstimator(BaseEstimator, abc.ABC):
     def _loss(self) -> nn.Module: ...
 
     @abc.abstractmethod
-    def _encode_target(self, y: Any) -> np.ndarray: ...
+    def _encode_target(self, y: np.ndarray) -> np.ndarray: ...
 
     def _check_layout(self, n_features: int) -> None:
         """A network that reads the columns in a layout (the CNN's image) refuses a table that does not fit it."""
 
     # -- fitting
-    def fit(self, X: Any, y: Any) -> TorchEstimator:
+    def fit(self, X: ArrayLike, y: ArrayLike) -> TorchEstimator:
         self._validate_params()
         X_in = X
         X, y = check_fit_data(self, X, y)
@@ -111,7 +114,7 @@ class TorchEstimator(BaseEstimator, abc.ABC):
             self._train(X_in, X, y, target, device)
         return self
 
-    def _train(self, X_in: Any, X: np.ndarray, y: np.ndarray, target: np.ndarray, device: str) -> None:
+    def _train(self, X_in: ArrayLike, X: np.ndarray, y: np.ndarray, target: np.ndarray, device: str) -> None:
         train, valid = self._split(y)
         module = self._make_module(X.shape[1], self._n_outputs()).to(device)
         make_optimizer = self.optimizer or default_optimizer
@@ -155,8 +158,8 @@ class TorchEstimator(BaseEstimator, abc.ABC):
         self.n_epochs_ = len(self.history_)
         self.module_ = module.cpu().eval()
 
-    def _epoch(self, module: nn.Module, optimizer: Any, loss_fn: nn.Module, X: torch.Tensor, y: torch.Tensor,
-               generator: torch.Generator) -> float:
+    def _epoch(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, X: torch.Tensor,
+               y: torch.Tensor, generator: torch.Generator) -> float:
         module.train()
         total = torch.zeros((), device=X.device)
         order = torch.randperm(len(X), generator=generator).to(X.device)
@@ -190,7 +193,7 @@ class TorchEstimator(BaseEstimator, abc.ABC):
         return 1
 
     # -- prediction
-    def _forward(self, X: Any) -> np.ndarray:
+    def _forward(self, X: ArrayLike) -> np.ndarray:
         X = check_predict_data(self, X)  # before any fitted attribute is read: unfitted is a NotFittedError
         module = self.module_
         device = next(module.parameters()).device
@@ -266,7 +269,7 @@ class _CNNParams(TorchEstimator):
         _check_sizes(self, "channels")
 
 
-def _check_sizes(estimator: Any, param: str) -> None:
+def _check_sizes(estimator: TorchEstimator, param: str) -> None:
     """Layer sizes are checked with the other parameters, before any run exists."""
     from sklearn.utils._param_validation import InvalidParameterError
 
@@ -299,11 +302,11 @@ class _Classifier(ClassifierMixin):
         _, counts = np.unique(y, return_counts=True)
         return counts.min() >= 2 and n_valid >= len(counts) and len(y) - n_valid >= len(counts)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         logits = torch.from_numpy(self._forward(X))
         return torch.softmax(logits, dim=1).numpy()
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         scores = self._forward(X)  # checks X (and that there is a fit) before classes_ is read
         return self.classes_[scores.argmax(axis=1)]
 
@@ -319,7 +322,7 @@ class _Regressor(RegressorMixin):
     def _loss(self) -> nn.Module:
         return nn.MSELoss()
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         return self._forward(X)[:, 0].astype(np.float64) * self.y_scale_ + self.y_mean_
 
 

@@ -12,7 +12,14 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
+
+    Scorer = Callable[[BaseEstimator, ArrayLike, ArrayLike], float]  # (estimator, X, y) -> the run's metric
+
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,7 @@ class EpochHooks:
     ``on_epoch(epoch, row)`` sees each epoch's history row and may raise (Optuna's TrialPruned); a booster
     calls it every few boosting rounds. ``metric`` names what ``scorer`` scores (CatBoost computes it itself)."""
 
-    scorer: Callable[[Any, Any, Any], float] | None = None
+    scorer: Scorer | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     metric: str | None = None
 
@@ -35,7 +42,7 @@ def current() -> EpochHooks:
 
 
 @contextlib.contextmanager
-def epoch_hooks(scorer: Callable[[Any, Any, Any], float] | None = None,
+def epoch_hooks(scorer: Scorer | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 metric: str | None = None) -> Iterator[EpochHooks]:
     hooks = EpochHooks(scorer, on_epoch, metric)
@@ -46,7 +53,7 @@ def epoch_hooks(scorer: Callable[[Any, Any, Any], float] | None = None,
         _HOOKS.reset(token)
 
 
-def history_of(model: Any) -> list[dict[str, float]] | None:
+def history_of(model: BaseEstimator) -> list[dict[str, float]] | None:
     """The per-epoch history of a fitted torch estimator, bare or as a Pipeline's last step."""
     steps = getattr(model, "steps", None)
     final = steps[-1][1] if steps else model

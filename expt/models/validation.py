@@ -14,10 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
 
 
-def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
+def check_fit_data(estimator: BaseEstimator, X: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """X as a writeable float32 table (what the network reads, and torch can share), y as one column.
 
     Two rows at least: training takes batches of two or more (batch norm needs them), and
@@ -31,7 +36,7 @@ def check_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, Any]:
                          y_numeric=is_regressor(estimator), multi_output=False, force_writeable=True)
 
 
-def check_predict_data(estimator: Any, X: Any) -> Any:
+def check_predict_data(estimator: BaseEstimator, X: ArrayLike) -> np.ndarray:
     """X for a fitted estimator: fitted first, then the same column count (and names, if any) as in fit."""
     import numpy as np
     from sklearn.utils.validation import check_is_fitted, validate_data
@@ -40,7 +45,7 @@ def check_predict_data(estimator: Any, X: Any) -> Any:
     return validate_data(estimator, X, accept_sparse=False, dtype=np.float32, reset=False, force_writeable=True)
 
 
-def class_codes(estimator: Any, y: Any) -> tuple[Any, Any]:
+def class_codes(estimator: BaseEstimator, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The classes and each row's class index; a continuous or multi-label y is refused by its kind."""
     import numpy as np
     from sklearn.utils.multiclass import type_of_target
@@ -60,7 +65,8 @@ def layer_sizes(value: Sequence[int] | str | int, name: str) -> list[int]:
     try:
         if isinstance(value, str):
             sizes = [int(part) for part in value.replace(",", "-").split("-") if part.strip()]
-        elif isinstance(value, Integral):
+        elif isinstance(value, int | Integral):  # int: what the checker narrows on; Integral: numpy's too
+
             sizes = [int(value)]
         else:
             sizes = [int(v) for v in value]
