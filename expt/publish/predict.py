@@ -15,15 +15,21 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.types import Schema
+    from sklearn.base import BaseEstimator
 
 NUMERIC = ("double", "float", "long", "integer")
 READERS = {".csv": ",", ".tsv": "\t", ".txt": ","}
 
 
-def read_table(path: str) -> Any:
+def read_table(path: str) -> pd.DataFrame:
     """A CSV, TSV or Parquet file as a DataFrame; what cannot be read is one line."""
     import pandas as pd
 
@@ -46,7 +52,7 @@ def read_table(path: str) -> Any:
         raise DataError(f"cannot read data file {path!r} ({first[:160]}); check its format") from None
 
 
-def check_columns(table: Any, schema: Any, path: str) -> tuple[Any, list[str]]:
+def check_columns(table: pd.DataFrame, schema: Schema, path: str) -> tuple[pd.DataFrame, list[str]]:
     """The table's columns in the signature's order and types; the columns left out. Raises on a missing or
     mistyped column, naming the first."""
     import pandas as pd
@@ -58,7 +64,7 @@ def check_columns(table: Any, schema: Any, path: str) -> tuple[Any, list[str]]:
         raise DataError(f"data file {path!r} lacks column{'s' if len(missing) > 1 else ''} {shown} that the model "
                         f"takes (its signature: {len(names)} columns); add {'them' if len(missing) > 1 else 'it'} "
                         "with the names the model was trained on")
-    out = {}
+    out: dict[str | int, pd.Series] = {}
     for name, kind in zip(names, types, strict=True):
         column = table[name]
         if kind in NUMERIC:
@@ -78,14 +84,15 @@ def check_columns(table: Any, schema: Any, path: str) -> tuple[Any, list[str]]:
     return pd.DataFrame(out, index=table.index), ignored
 
 
-def _is_number(column: Any) -> bool:
+def _is_number(column: pd.Series) -> bool:
     import pandas as pd
 
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
-def load(uri: str, tracking_uri: str) -> tuple[Any, Any]:
-    """The model object (scikit-learn flavor when it has one) and its input schema."""
+def load(uri: str, tracking_uri: str) -> tuple[Any, Schema | None]:
+    """The model object (scikit-learn flavor when it has one, else a PyFuncModel: used by duck typing, so Any) and
+    its input schema."""
     import logging
 
     import mlflow
@@ -113,8 +120,8 @@ def _store(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+        mlflow.set_tracking_uri(before[0])  # type: ignore[arg-type]  # None unsets it (MLflow's own reset)
+        mlflow.set_registry_uri(before[1])  # type: ignore[arg-type]
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -122,7 +129,7 @@ def _store(uri: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _load_local(local: str) -> tuple[Any, Any]:
+def _load_local(local: str) -> tuple[BaseEstimator | PyFuncModel, Schema | None]:
     import mlflow
     from mlflow.models import Model
 
@@ -135,7 +142,7 @@ def _load_local(local: str) -> tuple[Any, Any]:
     return mlflow.pyfunc.load_model(local), schema
 
 
-def predict(uri: str, tracking_uri: str, data_path: str, *, proba: bool = False) -> tuple[Any, list[str]]:
+def predict(uri: str, tracking_uri: str, data_path: str, *, proba: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Predictions (and with ``proba`` class probabilities) for every row of the file; the columns ignored."""
     import numpy as np
     import pandas as pd
@@ -168,7 +175,7 @@ def check_out(out: str) -> Path:
     return target
 
 
-def write_csv(table: Any, out: str) -> None:
+def write_csv(table: pd.DataFrame, out: str) -> None:
     """Whole or not at all: into a temporary file beside ``out``, then renamed over it."""
     target = check_out(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)

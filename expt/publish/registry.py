@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from expt.core.errors import TrackingError, UsageError
 from expt.tracking.tags import (
@@ -29,6 +29,10 @@ from expt.tracking.tags import (
     tag_filter,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 MODEL_PATH = "model"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,199}")
@@ -44,7 +48,7 @@ class ModelRef:
     label: str
 
 
-def get_run(client: Any, run_id: str) -> Any:
+def get_run(client: MlflowClient, run_id: str) -> Run:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -55,18 +59,18 @@ def get_run(client: Any, run_id: str) -> Any:
         raise TrackingError(f"cannot read run {run_id!r}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _shown(client: Any) -> str:
+def _shown(client: MlflowClient) -> str:
     from expt.tracking.uri import mask_credentials
 
     return mask_credentials(client.tracking_uri)
 
 
-def children(client: Any, run: Any) -> list[Any]:
+def children(client: MlflowClient, run: Run) -> list[Run]:
     return client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                               max_results=5000)
 
 
-def model_run(client: Any, run: Any) -> Any:
+def model_run(client: MlflowClient, run: Run) -> Run:
     """The run that holds the model a run stands for: a train run itself, a sweep's ``final`` run; a fold or
     trial leads to the train or sweep run above it."""
     kind = run.data.tags.get(RUN_TYPE_TAG)
@@ -82,11 +86,11 @@ def model_run(client: Any, run: Any) -> Any:
     return run
 
 
-def has_model(client: Any, run_id: str) -> bool:
+def has_model(client: MlflowClient, run_id: str) -> bool:
     return any(a.path == MODEL_PATH for a in client.list_artifacts(run_id))
 
 
-def resolve_model(client: Any, ref: str) -> ModelRef:
+def resolve_model(client: MlflowClient, ref: str) -> ModelRef:
     """A ``--model`` value, checked: the run or registry entry exists and holds a model."""
     ref = ref.strip()
     if ref.startswith("models:/"):
@@ -107,7 +111,7 @@ def resolve_model(client: Any, ref: str) -> ModelRef:
     return ModelRef(f"runs:/{run.info.run_id}/{MODEL_PATH}", run.info.run_id, ref)
 
 
-def _registered(client: Any, ref: str) -> ModelRef:
+def _registered(client: MlflowClient, ref: str) -> ModelRef:
     from mlflow.exceptions import MlflowException
 
     rest = ref[len("models:/"):]
@@ -132,7 +136,7 @@ class Registered:
     run_id: str
 
 
-def register(client: Any, ref: str, name: str, alias: str | None = None) -> Registered:
+def register(client: MlflowClient, ref: str, name: str, alias: str | None = None) -> Registered:
     """A new version of registered model ``name`` from a run's model (created if new), and ``alias`` on it."""
     if not MODEL_NAME.fullmatch(name or ""):
         raise UsageError(f"--name {name!r} is not a model name (letters, digits, '_', '-', '.', space; up to 200); "
@@ -156,7 +160,7 @@ def register(client: Any, ref: str, name: str, alias: str | None = None) -> Regi
     return Registered(name, str(version.version), alias, model.uri, run.info.run_id)
 
 
-def _create_model(client: Any, name: str) -> None:
+def _create_model(client: MlflowClient, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:

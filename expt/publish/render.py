@@ -31,7 +31,7 @@ nav a{margin-right:12px}.failed{color:#b3261e}
 """
 
 
-def fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: object, digits: int = 4) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -142,7 +142,7 @@ def trial_rows(trials: list[dict[str, Any]]) -> tuple[list[list[str]], int]:
 # --------------------------------------------------------------------------- HTML
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -194,10 +194,10 @@ def _html_section(data: dict[str, Any], key: str) -> str:
                          f"{_table(['trial', 'state', 'inner score', 'parameters'], rows)}{note}")
         return "".join(parts)
     lineage = data["lineage"]
-    rows = [(k, v) for k, v in lineage.items() if k not in ("packages", "rerun", "check")]
-    rows += [(f"package {k}", v) for k, v in lineage.get("packages", {}).items()]
+    pairs = [(k, v) for k, v in lineage.items() if k not in ("packages", "rerun", "check")]
+    pairs += [(f"package {k}", v) for k, v in lineage.get("packages", {}).items()]
     return f"<p>Reproduce it: <code>{_e(lineage['rerun'])}</code> (add <code>--check</code> to compare every " \
-           f"score and the model's predictions exactly).</p>{_pairs(rows)}"
+           f"score and the model's predictions exactly).</p>{_pairs(pairs)}"
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -212,7 +212,7 @@ def render_html(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _md(value: Any) -> str:
+def _md(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
 from expt.core.schema import RESERVED_TAG_PREFIXES
@@ -57,6 +57,10 @@ from expt.tracking.tags import (
     package_tag,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 SHOWN_PACKAGES = ("scikit-learn", "numpy", "pandas", "torch", "mlflow", "optuna", "hydra-core")
 
 
@@ -67,7 +71,7 @@ class Written:
     logged: str | None
 
 
-def top_run(client: Any, run: Any) -> Any:
+def top_run(client: MlflowClient, run: Run) -> Run:
     """A fold, outer fold or trial leads to the train or sweep run above it."""
     seen = set()
     while run.data.tags.get(RUN_TYPE_TAG) not in TOP_LEVEL_RUNS:
@@ -80,7 +84,7 @@ def top_run(client: Any, run: Any) -> Any:
     return run
 
 
-def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
+def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="expt-report-") as tmp:
         try:
             return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
@@ -88,7 +92,8 @@ def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
             return None
 
 
-def _images(client: Any, run_id: str, prefix: str = "", folder: str = "plots", label: str = "") -> list[dict[str, str]]:
+def _images(client: MlflowClient, run_id: str, prefix: str = "", folder: str = "plots",
+            label: str = "") -> list[dict[str, str]]:
     """The run's ``plots/*.png`` (or another folder's) as data URIs, in name order; ``label`` starts the captions."""
     try:
         listed = [a.path for a in client.list_artifacts(run_id, folder) if a.path.endswith(".png")]
@@ -105,7 +110,7 @@ def _images(client: Any, run_id: str, prefix: str = "", folder: str = "plots", l
     return out
 
 
-def _record(client: Any, run_id: str) -> dict[str, Any] | None:
+def _record(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     text = _artifact_text(client, run_id, "records.jsonl")
     if not text:
         return None
@@ -114,7 +119,7 @@ def _record(client: Any, run_id: str) -> dict[str, Any] | None:
     return max(records, key=lambda r: float("-inf") if r.get("score") is None else r["score"]) if records else None
 
 
-def collect(client: Any, run_id: str) -> dict[str, Any]:
+def collect(client: MlflowClient, run_id: str) -> dict[str, Any]:
     """Everything the report shows, as plain data (also what the tests read)."""
     import yaml
 
@@ -146,7 +151,7 @@ def collect(client: Any, run_id: str) -> dict[str, Any]:
     return report
 
 
-def _metric(run: Any, config: dict[str, Any], kind: str) -> str:
+def _metric(run: Run, config: dict[str, Any], kind: str) -> str:
     task = config.get("data", {}).get("task")
     named = run.data.tags.get(METRIC_TAG) or config.get("learner", {}).get("metric", {}).get(task, "")
     metrics = run.data.metrics
@@ -157,7 +162,7 @@ def _metric(run: Any, config: dict[str, Any], kind: str) -> str:
     return named or next((k[len(prefix):-5] for k in metrics if k.startswith(prefix) and k.endswith("_mean")), "?")
 
 
-def _glance(run: Any, config: dict[str, Any], metric: str, kind: str) -> dict[str, Any]:
+def _glance(run: Run, config: dict[str, Any], metric: str, kind: str) -> dict[str, Any]:
     m = run.data.metrics
     key = f"outer_{metric}" if kind == SWEEP_RUN else metric
     learner = config.get("learner", {})
@@ -173,11 +178,11 @@ def _glance(run: Any, config: dict[str, Any], metric: str, kind: str) -> dict[st
             "seed": config.get("seed")}
 
 
-def _user_tags(run: Any) -> dict[str, str]:
+def _user_tags(run: Run) -> dict[str, str]:
     return {k: v for k, v in sorted(run.data.tags.items()) if not k.startswith(RESERVED_TAG_PREFIXES)}
 
 
-def _lineage(run: Any, kind: str) -> dict[str, Any]:
+def _lineage(run: Run, kind: str) -> dict[str, Any]:
     tags = run.data.tags
     trusted = [p for p in tags.get(TRUSTED_TAG, "").split(",") if p]
     command = f"expt rerun {run.info.run_id}" + "".join(f" --trust-target {p}" for p in trusted)
@@ -193,14 +198,14 @@ def _lineage(run: Any, kind: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v not in (None, "", {})}
 
 
-def _metric_summary(run: Any, metric: str) -> list[dict[str, Any]]:
+def _metric_summary(run: Run, metric: str) -> list[dict[str, Any]]:
     m = run.data.metrics
     names = sorted({k[:-5] for k in m if k.endswith("_mean") and f"{k[:-5]}_std" in m and not k.startswith(
         ("train_", "fit_time", "outer_", "inner_"))}, key=lambda n: (n != metric, n))
     return [{"metric": n, "mean": m[f"{n}_mean"], "std": m[f"{n}_std"], "selects": n == metric} for n in names]
 
 
-def _train_folds(kids: list[Any], metric: str) -> list[dict[str, Any]]:
+def _train_folds(kids: list[Run], metric: str) -> list[dict[str, Any]]:
     rows = []
     for run in sorted(kids, key=lambda r: int(r.data.tags.get(FOLD_TAG, 0))):
         m = run.data.metrics
@@ -212,7 +217,7 @@ def _train_folds(kids: list[Any], metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _sweep(client: Any, run: Any, kids: list[Any], metric: str) -> dict[str, Any]:
+def _sweep(client: MlflowClient, run: Run, kids: list[Run], metric: str) -> dict[str, Any]:
     """The outer folds and final search, each search's history, and the outer folds' own plots."""
     units, plots, history = [], [], {}
     order = sorted(kids, key=lambda r: (r.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN,
@@ -239,7 +244,7 @@ def _sweep(client: Any, run: Any, kids: list[Any], metric: str) -> dict[str, Any
     return {"units": units, "history": history, "fold_plots": pooled + plots}
 
 
-def write_report(client: Any, run_id: str, out: Path | None, *, log: bool = True) -> Written:
+def write_report(client: MlflowClient, run_id: str, out: Path | None, *, log: bool = True) -> Written:
     """Collect, render, write both files atomically, then log them with the run."""
     from expt.publish.render import render_html, render_markdown
 

@@ -8,7 +8,7 @@ draws the tables.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
 from expt.tracking.tags import (
@@ -32,10 +32,14 @@ from expt.tracking.tags import (
     tag_filter,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 SKIP_METRIC_PREFIXES = ("train_", "fit_time", "score_time", "n_")
 
 
-def headline(run: Any) -> tuple[str | None, float | None, float | None]:
+def headline(run: Run) -> tuple[str | None, float | None, float | None]:
     """The score a run is known by: a sweep's outer mean (unbiased), a train run's CV mean, a trial's inner mean."""
     metrics = run.data.metrics
     skip = (*SKIP_METRIC_PREFIXES, "inner_best")
@@ -52,7 +56,7 @@ def headline(run: Any) -> tuple[str | None, float | None, float | None]:
     return None, None, None
 
 
-def summary(run: Any) -> dict[str, Any]:
+def summary(run: Run) -> dict[str, Any]:
     tags = run.data.tags
     metric, value, std = headline(run)
     start = run.info.start_time
@@ -67,13 +71,13 @@ def summary(run: Any) -> dict[str, Any]:
     }
 
 
-def list_runs(client: Any, *, experiment: str | None, data: str | None, model: str | None, sort: str | None,
+def list_runs(client: MlflowClient, *, experiment: str | None, data: str | None, model: str | None, sort: str | None,
               limit: int, all_types: bool = False) -> list[dict[str, Any]]:
     """Train and sweep runs (``all_types``: folds and trials too), best first when sorted by a metric."""
     experiments = _experiments(client, experiment)
     clauses = [tag_filter(key, value) for key, value in ((DATA_TAG, data), (MODEL_TAG, model)) if value]
     kinds = [None] if all_types else list(TOP_LEVEL_RUNS)  # MLflow's filter has no IN for tags: one search each
-    runs = []
+    runs: list[Run] = []
     for kind in kinds:
         where = " and ".join(clauses + ([tag_filter(RUN_TYPE_TAG, kind)] if kind else []))
         runs += client.search_runs(experiments, where, max_results=limit if not sort else 50_000,
@@ -91,7 +95,7 @@ def list_runs(client: Any, *, experiment: str | None, data: str | None, model: s
     return rows[:limit]
 
 
-def _experiments(client: Any, name: str | None) -> list[str]:
+def _experiments(client: MlflowClient, name: str | None) -> list[str]:
     if name is None:
         return [e.experiment_id for e in client.search_experiments()]
     found = client.get_experiment_by_name(name)
@@ -101,7 +105,7 @@ def _experiments(client: Any, name: str | None) -> list[str]:
     return [found.experiment_id]
 
 
-def show_run(client: Any, run: Any) -> dict[str, Any]:
+def show_run(client: MlflowClient, run: Run) -> dict[str, Any]:
     """A run's config, metrics, fold scores and a summary of its children."""
     children = client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                                   max_results=10_000)
@@ -122,7 +126,7 @@ def show_run(client: Any, run: Any) -> dict[str, Any]:
         "children": kinds, "folds": folds, "experiment_id": run.info.experiment_id}
 
 
-def compare_runs(a: Any, b: Any) -> dict[str, Any]:
+def compare_runs(a: Run, b: Run) -> dict[str, Any]:
     """The params that differ and every metric side by side, with the difference."""
     pa, pb = a.data.params, b.data.params
     params = [{"key": k, "a": pa.get(k), "b": pb.get(k)} for k in sorted(pa.keys() | pb.keys())

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from expt.core.errors import ConfigError, DataError, TrackingError, UsageError
 from expt.tracking.tags import (
@@ -48,8 +48,21 @@ from expt.tracking.tags import (
     tag_filter,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
 
-def get_run(client: Any, run_id: str) -> Any:
+    from expt.core.config import Composed
+    from expt.core.data import Dataset
+
+    Value = float | str  # a logged metric or a logged parameter
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
     """The run, or one line saying it is not there; a fold or trial leads to the train or sweep run above it."""
     from mlflow.exceptions import MlflowException
 
@@ -62,7 +75,7 @@ def get_run(client: Any, run_id: str) -> Any:
     return run
 
 
-def top_run(client: Any, run: Any) -> Any:
+def top_run(client: MlflowClient, run: Run) -> Run:
     seen = set()
     while run.data.tags.get(RUN_TYPE_TAG) not in TOP_LEVEL_RUNS:
         parent = run.data.tags.get(PARENT_TAG)
@@ -80,7 +93,7 @@ def _quiet_downloads() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def download_text(client: Any, run: Any, path: str) -> str | None:
+def download_text(client: MlflowClient, run: Run, path: str) -> str | None:
     _quiet_downloads()
     with tempfile.TemporaryDirectory(prefix="expt-rerun-") as tmp:
         try:
@@ -101,7 +114,7 @@ class Drift:
         return self.then != self.now
 
 
-def drift_report(run: Any, fingerprint: str, lock_then: str | None) -> list[Drift]:
+def drift_report(run: Run, fingerprint: str, lock_then: str | None) -> list[Drift]:
     """Code, data and environment of the logged run against this machine now."""
     from expt import __version__
     from expt.tracking.environment import KEY_PACKAGES, environment_lock, git_state, read_lock
@@ -162,7 +175,7 @@ def _prefixes(items: list[str]) -> str:
     return ",".join(sorted({p.strip() for p in items if p.strip()})) or "none"
 
 
-def check_trust(run: Any) -> None:
+def check_trust(run: Run) -> None:
     """A run made with --trust-target needs it again; say so before its config is read, not as a refused
     target deep in the build (or in a sweep's worker process)."""
     from expt.core.build import trusted_prefixes
@@ -185,14 +198,14 @@ def _covers(trusted: str, needed: str) -> bool:
 
 @dataclass
 class Rerun:
-    original: Any  # the logged run
+    original: Run  # the logged run
     kind: str  # train | sweep
-    composed: Any
+    composed: Composed
     drift: list[Drift]
-    dataset: Any = None  # the data as the rerun loads it: the final models predict on it
+    dataset: Dataset | None = None  # the data as the rerun loads it: the final models predict on it
 
 
-def plan_rerun(client: Any, run_id: str, overrides: list[str], uri: str, *, allow_data_drift: bool,
+def plan_rerun(client: MlflowClient, run_id: str, overrides: list[str], uri: str, *, allow_data_drift: bool,
                check: bool = False) -> Rerun:
     """Everything before running: the run, its config composed and checked, the drift report.
 
@@ -228,7 +241,7 @@ def _tracking_defaults(overrides: list[str], uri: str) -> list[str]:
     return [] if any(o.startswith("tracking.uri=") for o in overrides) else [f"tracking.uri={uri}"]
 
 
-def _dataset(composed: Any, kind: str) -> Any:
+def _dataset(composed: Composed, kind: str) -> Dataset:
     from expt.core.prepare import prepare
 
     return prepare(composed, train_folds=kind == TRAIN_RUN).dataset  # a sweep's folds are not learner.cv.folds
@@ -239,8 +252,8 @@ class Match:
     """One thing both runs logged: a score, a best parameter, or the final model's predictions (a hash)."""
 
     what: str
-    then: Any  # None: the run has none
-    now: Any
+    then: Value | None  # None: the run has none
+    now: Value | None
     note: str = ""  # how they differ, where the two values do not say it (predictions: the largest difference)
     extra: bool = False  # only the rerun has it (a metric added since): shown, not compared
     tolerated: bool = False  # predictions whose hashes differ by last bits only (within the float rule)
@@ -254,7 +267,7 @@ class Match:
         return self.same and not self.tolerated and self.then == self.now
 
 
-def _equal(a: Any, b: Any) -> bool:
+def _equal(a: Value, b: Value) -> bool:
     """Equal under the float rule (:mod:`expt.core.floats`); a NaN (a failed fold's score) equals a NaN."""
     from expt.core.floats import close
 
@@ -273,7 +286,7 @@ def sweep_run_id(uri: str, sweep_id: str) -> str:
     return found[0].info.run_id
 
 
-def logged_scores(client: Any, run: Any) -> dict[str, Any]:
+def logged_scores(client: MlflowClient, run: Run) -> dict[str, Value]:
     """Every score and search result a train or sweep run logged, by a name that reads in a table.
 
     Train: the CV summary and each fold's score. Sweep: the outer summary; for each outer fold and the
@@ -281,7 +294,7 @@ def logged_scores(client: Any, run: Any) -> dict[str, Any]:
     Timings, train-part scores and trial counts are left out: they are not what a seed fixes.
     """
     kind = run.data.tags.get(RUN_TYPE_TAG)
-    out: dict[str, Any] = {}
+    out: dict[str, Value] = {}
     for key, value in sorted(run.data.metrics.items()):
         if key.endswith(("_mean", "_std")) and not key.startswith(("fit_time", "train_")):
             out[key] = value
@@ -293,9 +306,9 @@ def logged_scores(client: Any, run: Any) -> dict[str, Any]:
             if wanted:
                 out[f"{name} {key}"] = value
         if kind == SWEEP_RUN:
-            for key, value in sorted(child.data.params.items()):
+            for key, param in sorted(child.data.params.items()):
                 if key.startswith("best."):
-                    out[f"{name} {key}"] = value
+                    out[f"{name} {key}"] = param
     return out
 
 
@@ -305,13 +318,13 @@ def _natural(name: str) -> tuple[str, int]:
     return (head, int(tail)) if tail.isdigit() else (name, -1 if name != "final" else 1 << 30)
 
 
-def _children(client: Any, run: Any) -> list[Any]:
+def _children(client: MlflowClient, run: Run) -> list[Run]:
     return client.search_runs([run.info.experiment_id], tag_filter(PARENT_TAG, run.info.run_id),
                               max_results=1000)
 
 
-def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, original_client: Any = None,
-                   X: Any = None) -> list[Match]:
+def compare_scores(client: MlflowClient, original: Run, new_run_id: str, kind: str, *,
+                   original_client: MlflowClient | None = None, X: pd.DataFrame | None = None) -> list[Match]:
     """Everything :func:`logged_scores` finds, logged vs new, compared exactly; with ``X``, the final models'
     predictions on it too. The new run is read through ``client``, the logged one through ``original_client``
     (a rerun may log to another store)."""
@@ -328,7 +341,7 @@ def compare_scores(client: Any, original: Any, new_run_id: str, kind: str, *, or
     return rows
 
 
-def folds_matches(original: Any, new: Any) -> list[Match]:
+def folds_matches(original: Run, new: Run) -> list[Match]:
     """The folds of both runs: how the rows were split (a run older than the tag: shuffled, as every run was)
     and, where the logged run has it, the fold manifest's hash. The same scores on other folds would be luck."""
 
@@ -339,7 +352,8 @@ def folds_matches(original: Any, new: Any) -> list[Match]:
     return rows
 
 
-def compare_models(client_a: Any, run_a: Any, client_b: Any, run_b: Any, X: Any) -> list[Match]:
+def compare_models(client_a: MlflowClient, run_a: Run, client_b: MlflowClient, run_b: Run,
+                   X: pd.DataFrame) -> list[Match]:
     """The final models' predictions on the dataset: a hash of each, and how far apart they are when they differ.
 
     Equal scores do not make equal models (accuracy is blind to most changes of a model), and the model is
@@ -368,14 +382,15 @@ def compare_models(client_a: Any, run_a: Any, client_b: Any, run_b: Any, X: Any)
     return rows
 
 
-def _final_model(client: Any, run: Any) -> tuple[Any, str]:
+def _final_model(client: MlflowClient, run: Run) -> tuple[BaseEstimator | None, str]:
     """The run's logged final model (a sweep's is on its ``final`` run) and, if it has one it cannot load, why."""
     import logging
 
     if run.data.tags.get(RUN_TYPE_TAG) == SWEEP_RUN:
-        run = next((c for c in _children(client, run) if c.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN), None)
-        if run is None:
+        final = next((c for c in _children(client, run) if c.data.tags.get(RUN_TYPE_TAG) == FINAL_RUN), None)
+        if final is None:
             return None, "no final run"
+        run = final
     if not any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
         return None, ""
     import mlflow.sklearn
@@ -389,7 +404,7 @@ def _final_model(client: Any, run: Any) -> tuple[Any, str]:
         return None, f"cannot load its model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
 
 
-def _predict(model: Any, method: str, X: Any) -> tuple[Any, str]:
+def _predict(model: BaseEstimator | None, method: str, X: pd.DataFrame) -> tuple[np.ndarray | None, str]:
     if model is None:
         return None, ""
     try:
@@ -398,7 +413,7 @@ def _predict(model: Any, method: str, X: Any) -> tuple[Any, str]:
         return None, f"{method} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
 
 
-def _digest(values: Any) -> str:
+def _digest(values: ArrayLike) -> str:
     """A content hash of predictions: dtype, shape and every value (labels as text when they are not numbers)."""
     import hashlib
 
@@ -411,7 +426,7 @@ def _digest(values: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def _within_tolerance(a: Any, b: Any) -> bool:
+def _within_tolerance(a: ArrayLike, b: ArrayLike) -> bool:
     """Numeric predictions of one shape equal under the float rule (another CPU's last bits): labels never are."""
     import numpy as np
 
@@ -423,7 +438,7 @@ def _within_tolerance(a: Any, b: Any) -> bool:
     return bool(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True))
 
 
-def _difference(a: Any, b: Any) -> str:
+def _difference(a: ArrayLike, b: ArrayLike) -> str:
     import numpy as np
 
     a, b = np.asarray(a), np.asarray(b)

@@ -13,11 +13,17 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import TrackingError
 from expt.tracking.tags import NOTE_TAG, PARENT_TAG, RUN_TYPE_TAG, SWEEP_ID_TAG, SWEEP_RUN, USER_TAG, tag_filter
 from expt.tracking.uri import mask_credentials, new_client, normalize_uri, probe_server
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 MAX_PARAM_LENGTH = 6000
 BATCH = {"params": 100, "metrics": 1000, "tags": 100}
@@ -105,7 +111,7 @@ def sqlite_write_ahead(uri: str) -> None:
     path = os.path.realpath(uri[len(prefix):])
     _WAL_STORES.add(uri)
 
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         if not type(dbapi_connection).__module__.startswith("sqlite3"):
             return
         cursor = dbapi_connection.cursor()
@@ -265,7 +271,8 @@ class Tracker:
         for local in files:
             self.client.log_artifact(run_id, local, artifact_dir)
 
-    def log_sklearn_model(self, run_id: str, model: Any, X_example: Any, fmt: str = "cloudpickle") -> None:
+    def log_sklearn_model(self, run_id: str, model: BaseEstimator, X_example: pd.DataFrame,
+                          fmt: str = "cloudpickle") -> None:
         """Save with an explicit requirement list and log as artifacts of the run.
 
         ``save_model`` + ``log_artifacts`` keeps the explicit run id; naming the pip

@@ -7,9 +7,14 @@ torch and expt-runner, whose classes it is) or a skops file (which needs skops) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from expt.core.errors import TrackingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from sklearn.base import BaseEstimator
 
 # Top-level modules of a model's classes -> the distribution that serves them (beyond scikit-learn).
 DISTRIBUTIONS = {"expt": "expt-runner", "torch": "torch", "sklearn": None, "numpy": None, "builtins": None,
@@ -20,7 +25,7 @@ CPU_BUILDS = {"xgboost": "xgboost-cpu"}
 SKOPS_TRUSTED = ("numpy.", "scipy.", "sklearn.")
 
 
-def model_signature(model: Any, X: Any) -> tuple[Any, Any]:
+def model_signature(model: BaseEstimator, X: pd.DataFrame) -> tuple[pd.DataFrame, ModelSignature]:
     """The input example and signature a model is logged with.
 
     Integer columns are declared ``double``: new data read from a CSV turns an integer column with
@@ -36,7 +41,7 @@ def model_signature(model: Any, X: Any) -> tuple[Any, Any]:
     return example, infer_signature(example, model.predict(example))
 
 
-def skops_types(model: Any) -> list[str]:
+def skops_types(model: BaseEstimator) -> list[str]:
     """The types a skops file of this model holds beyond skops' defaults, which loading must be told to trust.
 
     skops refuses a type it was not told to trust, even ``numpy.dtype`` and a forest's trees: without the
@@ -53,7 +58,7 @@ def skops_types(model: Any) -> list[str]:
     return found
 
 
-def model_requirements(model: Any, fmt: str) -> list[str]:
+def model_requirements(model: BaseEstimator, fmt: str) -> list[str]:
     """Every distribution loading the model needs: scikit-learn, the serialization format's (cloudpickle or
     skops), and those of the classes inside it (torch and expt-runner for expt's torch estimators, a user's
     package for a class under --trust-target), pinned to the installed versions."""
@@ -74,7 +79,7 @@ def model_requirements(model: Any, fmt: str) -> list[str]:
     return reqs
 
 
-def _modules(obj: Any, seen: set[int] | None = None) -> set[str]:
+def _modules(obj: object, seen: set[int] | None = None) -> set[str]:
     """The modules of the classes in a fitted pipeline: its steps, their parameters, partials' functions."""
     import functools
 
