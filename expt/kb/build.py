@@ -39,6 +39,7 @@ import argparse
 import gzip
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,7 @@ class Progress:
     """What the build prints as its workers report: a line per job (its table, its configurations' seconds) and
     a line per pair that failed."""
 
-    def __init__(self, jobs: list[dict[str, Any]], on_dataset_done: Any = None) -> None:
+    def __init__(self, jobs: list[dict[str, Any]], on_dataset_done: Callable[[str], None] | None = None) -> None:
         self.names = {job["key"]: job["entry"]["name"] for job in jobs}
         self.left: dict[str, int] = {}
         for name in self.names.values():
@@ -227,7 +228,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
         r["id"] = f"kb/{r['dataset']['fingerprint']}/{r['model']['config_key']}"
         r["source"] = {"kind": "kb", **({"config": r["source"]["config"]} if r["source"].get("config") else {})}
         if (groups or {}).get(r["dataset"]["name"]):
-            r["dataset"]["group"] = groups[r["dataset"]["name"]]
+            r["dataset"]["group"] = (groups or {})[r["dataset"]["name"]]
     records.sort(key=lambda r: (r["dataset"]["name"], r["model"]["config_key"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
@@ -236,7 +237,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     return len(records)
 
 
-def _same_protocol(recorded: Any, protocol: Protocol) -> bool:
+def _same_protocol(recorded: object, protocol: Protocol) -> bool:
     if not isinstance(recorded, dict):
         return False
     return (recorded.get("kind") == "cv" and recorded.get("folds") == protocol.folds
@@ -269,9 +270,10 @@ def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: l
     for p in runnable:
         keys.setdefault(p.entry["name"], set()).add(pair_key(p.entry, p.config, protocol))
     shelf = Shelf(args.shards, args.build, keys, commit=args.commit) if args.shards is not None else None
-    for name in keys if shelf is not None else ():  # datasets finished before the shards existed
-        if not any(job["entry"]["name"] == name for job in jobs):
-            shelf.finish(name)
+    if shelf is not None:
+        for name in keys:  # datasets finished before the shards existed
+            if not any(job["entry"]["name"] == name for job in jobs):
+                shelf.finish(name)
     print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV "
           f"x{protocol.repeats} on at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x "
           f"{max(1, cores() // workers)} thread(s), building in {args.build}\n{len(pairs)} pairs: "

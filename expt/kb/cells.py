@@ -13,11 +13,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.kb.protocol import TASKS, Protocol, data_spec, pair_digest, pair_key
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from expt.core.data import Dataset
 
 
 def read_done(build_dir: Path) -> set[str]:
@@ -28,7 +34,7 @@ def read_done(build_dir: Path) -> set[str]:
 # --- the data a cell sees ------------------------------------------------------------------------------
 
 
-def sample_rows(y: Any, classification: bool, n: int, seed: int, min_per_class: int) -> Any:
+def sample_rows(y: np.ndarray, classification: bool, n: int, seed: int, min_per_class: int) -> np.ndarray:
     """``n`` sorted row positions, seeded: stratified by class (each class keeps its share, and at least
     ``min_per_class`` rows where it has them), uniform for regression."""
     import numpy as np
@@ -53,7 +59,7 @@ class Table:
     """A dataset ready for its cells: the whole table (identity, meta-features) and the rows the cells see."""
 
     entry: dict[str, Any]
-    dataset: Any  # expt.core.data.Dataset, the whole table
+    dataset: Dataset  # the whole table
     path: Path  # the rows the cells see, as Parquet
     n_used: int
     features: dict[str, float] | None = None
@@ -98,7 +104,7 @@ def load_table(entry: dict[str, Any], build_dir: Path, protocol: Protocol, *, fe
     return table
 
 
-def _features(dataset: Any, path: Path, seed: int) -> dict[str, float]:
+def _features(dataset: Dataset, path: Path, seed: int) -> dict[str, float]:
     """The whole table's meta-features (a query's are the whole table's too), computed once per build."""
     from expt.meta.records import features_of
 
@@ -109,7 +115,7 @@ def _features(dataset: Any, path: Path, seed: int) -> dict[str, float]:
     return out
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Two workers may write the same file: each writes its own temporary file and renames it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
@@ -119,7 +125,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 # --- cells -----------------------------------------------------------------------------------------
 
 
-def runs_on(config: dict[str, Any], model_tasks: Any, task: str) -> bool:
+def runs_on(config: dict[str, Any], model_tasks: Collection[str], task: str) -> bool:
     return task in model_tasks and task in config.get("tasks", TASKS)
 
 

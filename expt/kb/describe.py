@@ -89,7 +89,8 @@ def describe(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
     from expt.grid.workers import cap_threads
 
     warnings.filterwarnings("ignore")
-    rows, failed = [], []
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="expt-kb-check-") as scratch, cap_threads(1):
         for i, entry in enumerate(datasets, 1):
             try:

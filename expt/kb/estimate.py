@@ -21,6 +21,7 @@ from expt.kb.protocol import ROOT, Protocol
 ESTIMATE = ROOT / "recipes" / "kb" / "estimate.json"
 BUCKETS = (500, 1500)  # the estimate's strata by rows a cell sees: <=500, 501-1500, >1500
 MANY_CLASSES = 10  # the estimate times every cell of a table with this many classes on >1500 rows
+Stratum = tuple[str, str]  # (model family, rows bucket)
 
 
 def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], protocol: Protocol, n_cells: int,
@@ -49,7 +50,7 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
     certain = {name for name, t in tables.items() if t.dataset.task == "classification" and t.n_used > 1500
                and (t.dataset.n_classes or 0) >= MANY_CLASSES}
     labels = [f"<={BUCKETS[0]}", f"{BUCKETS[0] + 1}-{BUCKETS[1]}", f">{BUCKETS[1]}"]
-    strata: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    strata: dict[Stratum, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for e, c in cells:
         if e["name"] not in certain:
             key = (c["name"].split("_")[0], labels[sum(sizes[e["name"]] > b for b in BUCKETS)])
@@ -93,11 +94,11 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
         rows_out.append({"family": k[0], "bucket": k[1], "cells": N_h, "sampled": n_h, "mean": round(mean, 3),
                          "sd": round(sd, 3)})
     for name in sorted(certain):
-        times = [t["seconds"] for t in timed if t["stratum"] == ["certain", name]]
-        cell_total += sum(times)
+        whole = [t["seconds"] for t in timed if t["stratum"] == ["certain", name]]
+        cell_total += sum(whole)
         rows_out.append({"family": f"all of {name}", "bucket": f"{sizes[name]} rows, "
-                         f"{tables[name].dataset.n_classes} classes", "cells": len(times), "sampled": len(times),
-                         "mean": round(float(np.mean(times)), 3), "sd": round(float(np.std(times)), 3)})
+                         f"{tables[name].dataset.n_classes} classes", "cells": len(whole), "sampled": len(whole),
+                         "mean": round(float(np.mean(whole)), 3), "sd": round(float(np.std(whole)), 3)})
     slices = max(1, -(-len(portfolio) // CHUNK))
     per_dataset, reload = float(np.mean(list(first.values()))), float(np.mean(list(again.values())))
     overhead = len(datasets) * (per_dataset + (slices - 1) * reload)
@@ -126,7 +127,8 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
     return result
 
 
-def _allocate(strata: dict[Any, list[Any]], sizes: dict[str, int], n_cells: int) -> dict[Any, int]:
+def _allocate(strata: dict[Stratum, list[tuple[dict[str, Any], dict[str, Any]]]], sizes: dict[str, int],
+              n_cells: int) -> dict[Stratum, int]:
     """Cells to time per stratum: two at least (each stratum's spread is its own), the rest in proportion to the
     stratum's cells x rows (where the time goes), by largest remainders."""
     keys = sorted(strata)
