@@ -104,7 +104,7 @@ def _run_app() -> int:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # typer's click: UsageError, BadParameter, NoSuchOption, ...
         if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()  # `expt` alone prints the help
+            exc.show()  # type: ignore[attr-defined]  # a click UsageError (typer's private copy): `expt` alone prints help
             return 2
         ctx = getattr(exc, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""

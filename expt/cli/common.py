@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 class Group:
@@ -19,10 +25,10 @@ class Group:
     """
 
     def __init__(self) -> None:
-        self.commands: list[tuple[Any, dict[str, Any]]] = []
+        self.commands: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
-    def command(self, **kwargs: Any) -> Any:
-        def add(function: Any) -> Any:
+    def command(self, **kwargs: Any) -> Callable[[Command], Command]:  # kwargs: typer's, passed on as they are
+        def add(function: Command) -> Command:
             self.commands.append((function, kwargs))
             return function
 
@@ -66,7 +72,7 @@ TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", envvar=
                                                  "sqlite:///mlruns.db in this folder).")]
 
 
-def out_option(help: str) -> Any:
+def out_option(help: str) -> Any:  # Any: what typer.Option returns, an option's default
     """``-o/--out``, the same two flags on every command that writes a file; what it writes is the command's own."""
     return typer.Option("--out", "-o", help=help)
 
@@ -77,7 +83,7 @@ def resolve_uri(tracking_uri: str | None) -> str:
     return tracking_uri or DEFAULT_TRACKING_URI
 
 
-def open_store(tracking_uri: str | None, *, registry: bool = False) -> Any:
+def open_store(tracking_uri: str | None, *, registry: bool = False) -> MlflowClient:
     """An MlflowClient on a store that must already exist: reading runs never creates an empty store by mistake.
 
     ``registry`` points the model registry at the same store (register, predict, report read models from it).

@@ -4,7 +4,12 @@ copies, the probe simulated, and the simultaneous intervals."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from expt.meta.evaluate import Evaluation
 
 EVALUATION_NAMES = {"ridge": "ridge first pick, then portfolio", "conditioned": "conditioned portfolio",
                     "portfolio": "static greedy portfolio",
@@ -13,7 +18,7 @@ EVALUATION_NAMES = {"ridge": "ridge first pick, then portfolio", "conditioned": 
                     "hindsight": "(hindsight: single best, d included)"}
 
 
-def print_evaluation(evaluations: list[Any], default: str) -> None:
+def print_evaluation(evaluations: list[Evaluation], default: str) -> None:
     from rich.console import Console
 
     console = Console(width=max(Console().width, 132))
@@ -34,7 +39,7 @@ def print_evaluation(evaluations: list[Any], default: str) -> None:
         console.print(f"chosen by the inner leave-one-group-out (value×outer folds): {chosen}", highlight=False)
 
 
-def _evaluation_table(ev: Any, default: str) -> Any:
+def _evaluation_table(ev: Evaluation, default: str) -> Table:
     from rich.table import Table
 
     out = Table(title=f"leave-one-group-out · {ev.task} · {ev.n_datasets} datasets in {ev.n_groups} groups, "
@@ -49,7 +54,7 @@ def _evaluation_table(ev: Any, default: str) -> Any:
     return out
 
 
-def _comparison_table(ev: Any) -> Any:
+def _comparison_table(ev: Evaluation) -> Table:
     from rich.table import Table
 
     out = Table(title=f"paired differences in t_d (negative: better), 95% bootstrap intervals over groups "
@@ -62,7 +67,7 @@ def _comparison_table(ev: Any) -> Any:
     return out
 
 
-def _curve_table(ev: Any) -> Any:
+def _curve_table(ev: Evaluation) -> Table:
     from rich.table import Table
 
     sizes = sorted({(p["all"], p["size"]) for p in ev.curve})
@@ -84,7 +89,7 @@ NAMES = {"oracle under noise": "oracle under noise",
          "rf_defaults": "random forest defaults", "hindsight": "(hindsight: single best, d included)"}
 
 
-def noise_tables(ev: Any, default: str) -> list[Any]:
+def noise_tables(ev: Evaluation, default: str) -> list[Table]:
     """The tables, or none where the records have no per-fold scores."""
     out = [_simultaneous_table(ev)] if ev.comparisons and "sim_low" in ev.comparisons[0]["top1"] else []
     if not ev.noise or not ev.noise.get("n"):
@@ -97,7 +102,7 @@ def _interval(cell: dict[str, float], simultaneous: bool = False) -> str:
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
-def _simultaneous_table(ev: Any) -> Any:
+def _simultaneous_table(ev: Evaluation) -> Table:
     from rich.table import Table
 
     c0 = ev.comparisons[0]
@@ -116,7 +121,7 @@ def _label(name: str, default: str) -> str:
     return NAMES.get(name, EVALUATION_NAMES.get(name, name)) + (" ← default" if name == default else "")
 
 
-def _top1_table(ev: Any, default: str) -> Any:
+def _top1_table(ev: Evaluation, default: str) -> Table:
     from rich.table import Table
 
     n = ev.noise
@@ -137,7 +142,7 @@ def _top1_table(ev: Any, default: str) -> Any:
     return out
 
 
-def _probe_table(ev: Any, default: str) -> Any:
+def _probe_table(ev: Evaluation, default: str) -> Table:
     from rich.table import Table
 
     n = ev.noise
@@ -157,7 +162,7 @@ def _probe_table(ev: Any, default: str) -> Any:
     return out
 
 
-def _probe_comparisons(ev: Any, default: str) -> Any:
+def _probe_comparisons(ev: Evaluation, default: str) -> Table:
     from rich.table import Table
 
     cs = ev.noise["comparisons"]

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from mlflow import MlflowClient
+    from rich.table import Table
+
+    from expt.core.cv import FoldResult
+    from expt.grid.plan import GridPlan, PlannedCell
+    from expt.grid.stats import Comparison
 
 
-def print_cells(plan: Any) -> None:
+def print_cells(plan: GridPlan) -> None:
     """The cells a grid would run, and those it would skip with why; runs nothing."""
     from rich.console import Console
     from rich.table import Table
@@ -43,14 +53,14 @@ class GridProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def start(self, plan: Any, todo: list[Any]) -> None:
+    def start(self, plan: GridPlan | None, todo: Sequence[object]) -> None:  # a probe has no plan
         self.progress.update(self.task, total=len(todo), completed=0)
 
-    def cell_started(self, cell: Any) -> None:
+    def cell_started(self, cell: PlannedCell) -> None:
         self.running[cell.cell.key] = cell.cell.key
         self._show()
 
-    def fold(self, fold: Any) -> None:
+    def fold(self, fold: FoldResult) -> None:
         self.progress.refresh()
 
     def cell_done(self, key: str, ok: bool) -> None:
@@ -62,7 +72,7 @@ class GridProgress:
         self.progress.update(self.task, now=" | ".join(self.running.values()))
 
 
-def _cell(out: Any, row: str, column: str) -> str:
+def _cell(out: Comparison, row: str, column: str) -> str:
     cell = out.cells.get((row, column))
     if cell is None:
         return ""
@@ -75,7 +85,7 @@ def _cell(out: Any, row: str, column: str) -> str:
     return text if p is None or math.isnan(p) else f"{text} [dim](p={p:.2g})[/]"
 
 
-def grid_table(out: Any, title: str) -> Any:
+def grid_table(out: Comparison, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -92,7 +102,7 @@ def grid_table(out: Any, title: str) -> Any:
     return table
 
 
-def print_grid(out: Any, spec: dict[str, Any], run_id: str, uri: str, *, ran: int | None = None,
+def print_grid(out: Comparison, spec: dict[str, Any], run_id: str, uri: str, *, ran: int | None = None,
                failed: list[tuple[str, str]] | None = None) -> None:
     """The table (mean ± std per dataset and model, ★ the best, p against it), average ranks, the tests in words,
     the pairs of a two-model grid, cells that did not run, and where it is all logged."""
@@ -126,7 +136,8 @@ def print_grid(out: Any, spec: dict[str, Any], run_id: str, uri: str, *, ran: in
     say(f"browse    {ui_command(uri)}")
 
 
-def compare_grid(open_client: Any, grid: str | None, runs: tuple[str | None, str | None], json_out: bool) -> None:
+def compare_grid(open_client: Callable[[], MlflowClient], grid: str | None, runs: tuple[str | None, str | None],
+                 json_out: bool) -> None:
     """``expt compare --grid ID``: the comparison again, computed from what MLflow holds (``--json``: as data).
     ``open_client`` opens the store once the arguments are known to be right."""
     from expt.core.errors import UsageError

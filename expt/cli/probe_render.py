@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from expt.cli.grid_render import GridProgress
+    from expt.kb.probe import ProbeOptions, ProbeOutcome
 
 NOT_WITH_PROBE = {"top": "--top (--probe K says how many)", "method": "--method (each candidate is picked given the "
                   "scores so far)", "evaluate": "--evaluate"}
@@ -54,7 +58,7 @@ def probe_command(ctx: typer.Context) -> None:
     print_probe(outcome, p["json_out"])
 
 
-def _options(p: dict[str, Any], overrides: list[str]) -> Any:
+def _options(p: dict[str, Any], overrides: list[str]) -> ProbeOptions:
     """The options as the state file keeps them: paths absolute, so that ``--resume`` needs no folder but this."""
     from expt.kb.probe import ProbeOptions
 
@@ -79,14 +83,14 @@ class ProbeProgress:
         self.bar = GridProgress()
         self.bar.progress.columns = (TextColumn("probe"), *self.bar.progress.columns[1:])
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> GridProgress:
         return self.bar.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)
 
 
-def print_probe(outcome: Any, json_out: bool) -> None:
+def print_probe(outcome: ProbeOutcome, json_out: bool) -> None:
     if json_out:
         import json
 

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.cv import FoldResult
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rich.console import JustifyMethod
+
+    from expt.core.data import Dataset
+    from expt.core.prepare import Prepared
+    from expt.meta.advise import Recommendation
+    from expt.meta.recommend import Table as RecordTable
+    from expt.reproduce.rerun import Match, Rerun, Value
+    from expt.sweep.attach import Sweep
+    from expt.train.run import TrainResult
 
 
 class TrainProgress:
     """A transient fold progress bar on stderr, so stdout carries only the results."""
 
-    def __init__(self, prepared: Any) -> None:
+    def __init__(self, prepared: Prepared) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -36,11 +49,11 @@ class TrainProgress:
         self.progress.update(self.task, advance=1, last=f"{self.metric} {fold.score:.4f}")
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | int | None) -> str:  # int: isinstance below tells them apart
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def print_train_result(result: Any) -> None:
+def print_train_result(result: TrainResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -72,7 +85,7 @@ def print_train_result(result: Any) -> None:
 class SweepProgress:
     """One bar per outer fold and the final search, with best-so-far; read from the storage."""
 
-    def __init__(self, sweep: Any) -> None:
+    def __init__(self, sweep: Sweep) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -108,7 +121,7 @@ class SweepProgress:
         self.progress.update(self.overall, completed=total)
 
 
-def print_sweep_result(sweep: Any, result: dict) -> None:
+def print_sweep_result(sweep: Sweep, result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -127,6 +140,7 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
         from expt.sweep.engine import result_of
 
         res, c = result_of(sweep.studies[unit.key]), result["counts"][unit.key]
+        assert res is not None  # the sweep finished every unit before its result is printed
         params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in display_params(res["best_params"]).items())
         outer = _fmt(res["outer_score"])
         table.add_row(unit.key, _fmt(res["inner_best"]), outer, f"{c.done}/{c.pruned}/{c.failed}", params)
@@ -147,11 +161,11 @@ def print_sweep_result(sweep: Any, result: dict) -> None:
     console.print(f"browse      {ui_command(result['uri'])}", soft_wrap=True, highlight=False)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def print_metafeatures(dataset: Any, features: dict[str, float]) -> None:
+def print_metafeatures(dataset: Dataset, features: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -166,7 +180,8 @@ def print_metafeatures(dataset: Any, features: dict[str, float]) -> None:
     Console().print(table)
 
 
-def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: Any, written: list[Any],
+def print_recommendations(recs: list[Recommendation], *, dataset: Dataset, method: str, table: RecordTable,
+                          written: list[Path],
                           params: dict[str, float] | None = None, notes: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -202,7 +217,7 @@ def print_recommendations(recs: list[Any], *, dataset: Any, method: str, table: 
         console.print(f"wrote {path}   run it: expt train conf={path}", soft_wrap=True, highlight=False)
 
 
-def print_drift(plan: Any) -> None:
+def print_drift(plan: Rerun) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -216,7 +231,7 @@ def print_drift(plan: Any) -> None:
     Console(stderr=True).print(table)
 
 
-def print_matches(matches: list[Any], original: str, new: str) -> None:
+def print_matches(matches: list[Match], original: str, new: str) -> None:
     """Every compared result, then what differed again on its own, so a long table does not hide it."""
     from rich.console import Console
     from rich.markup import escape
@@ -224,7 +239,8 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
 
     table = Table(title=f"results: logged run {original} vs rerun {new}", title_justify="left")
     table.add_column("result", no_wrap=True)  # whole: it is what the summary line names
-    for col, just in (("logged", "right"), ("rerun", "right"), ("", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("logged", "right"), ("rerun", "right"), ("", "left"))
+    for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     extras = [m for m in matches if m.extra]
     matches = [m for m in matches if not m.extra]
@@ -252,7 +268,7 @@ def print_matches(matches: list[Any], original: str, new: str) -> None:
                       highlight=False, markup=False)
 
 
-def _pair(then: Any, now: Any) -> tuple[str, str]:
+def _pair(then: Value | None, now: Value | None) -> tuple[str, str]:
     """Two scores to 4 places, or to as many as it takes to see that they differ (the check is exact, so a
     difference in the 12th place is one); parameters and hashes as they are."""
     from rich.markup import escape
@@ -263,18 +279,20 @@ def _pair(then: Any, now: Any) -> tuple[str, str]:
             if a != b:
                 return a, b
         return repr(then), repr(now)
-    return tuple("—" if v is None else _fmt(v) if isinstance(v, float) else escape(str(v))  # type: ignore[return-value]
-                 for v in (then, now))
+    a, b = ("—" if v is None else _fmt(v) if isinstance(v, float) else escape(str(v)) for v in (then, now))
+    return a, b
 
 
-def print_runs(rows: list[dict], uri: str) -> None:
+def print_runs(rows: list[dict[str, Any]], uri: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"runs in {uri}", title_justify="left")
     table.add_column("run id", no_wrap=True)  # whole: show, compare and rerun take it
-    for col, just in (("type", "left"), ("data", "left"), ("model", "left"), ("metric", "left"), ("score", "right"),
-                      ("status", "left"), ("started", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("type", "left"), ("data", "left"), ("model", "left"),
+                                                      ("metric", "left"), ("score", "right"), ("status", "left"),
+                                                      ("started", "left"))
+    for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     for row in rows:
         score = "-" if row["value"] is None else f"{row['value']:.4f}" + (
@@ -286,7 +304,7 @@ def print_runs(rows: list[dict], uri: str) -> None:
         Console().print("no runs match; `expt train` and `expt sweep` make them", highlight=False)
 
 
-def print_show(shown: dict) -> None:
+def print_show(shown: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -316,7 +334,7 @@ def print_show(shown: dict) -> None:
         console.print(table)
 
 
-def print_compare(diff: dict) -> None:
+def print_compare(diff: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -335,7 +353,9 @@ def print_compare(diff: dict) -> None:
     if not diff["params"]:
         console.print("the two configs are the same", highlight=False)
     table = Table(title="metrics", title_justify="left")
-    for col, just in (("metric", "left"), ("A", "right"), ("B", "right"), ("B - A", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("metric", "left"), ("A", "right"), ("B", "right"),
+                                                      ("B - A", "right"))
+    for col, just in columns:
         table.add_column(col, justify=just)
     for row in diff["metrics"]:
         table.add_row(row["key"], _fmt(row["a"]), _fmt(row["b"]),

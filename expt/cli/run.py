@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -18,6 +18,11 @@ from expt.cli.common import (
     split_args,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from expt.core.config import Composed
 
 group = Group()
 
@@ -140,7 +145,7 @@ def sweep(
         print_sweep_result(result_sweep, result)
 
 
-def _compose_one(overrides: list[str], config_dir: object, kind: str = "train") -> object:
+def _compose_one(overrides: list[str], config_dir: Path | None, kind: str = "train") -> Composed:
     """One run's config; an override that lists several values gets the hint that -m runs them all."""
     from expt.core.config import compose
     from expt.core.errors import ConfigError
@@ -158,7 +163,8 @@ def _compose_one(overrides: list[str], config_dir: object, kind: str = "train") 
 
 
 def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int, resume: str | None,
-          config_dir: object, trust_target: list[str] | None, one_sweep: dict[str, str | None] | None = None) -> None:
+          config_dir: Path | None, trust_target: list[str] | None,
+          one_sweep: dict[str, str | None] | None = None) -> None:
     """``-m``: plan every cell (nothing runs if any is wrong), then run the grid and print its comparison."""
     from expt.core.errors import RunFailedError, UsageError
 
@@ -207,7 +213,7 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
                              f"expt {kind} -m --resume {outcome.grid_id}")
 
 
-def _print_cfg(composed: object, resolve: bool) -> None:
+def _print_cfg(composed: Composed, resolve: bool) -> None:
     """The composed config as a recipe that ``conf=`` runs as is: the group options as its defaults list, then
     the values (interpolations kept unless --resolve). Values alone would merge onto the default options (a knn
     config onto random_forest's parameters)."""
@@ -216,9 +222,9 @@ def _print_cfg(composed: object, resolve: bool) -> None:
     from expt.core.config import logged_yaml, resolve_values
     from expt.tracking.uri import masked_config
 
-    cfg = composed.cfg  # type: ignore[attr-defined]
-    values = resolve_values(cfg) if resolve else OmegaConf.to_container(cfg, resolve=False)
-    typer.echo(logged_yaml(masked_config(values), composed.choices), nl=False)  # type: ignore[attr-defined]
+    cfg = composed.cfg
+    values = resolve_values(cfg) if resolve else cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=False))
+    typer.echo(logged_yaml(masked_config(values), composed.choices), nl=False)
 
 
 def _sweep_status(sweep_id: str, storage: str | None, as_json: bool) -> None:

@@ -6,7 +6,7 @@ Like every command, they import the heavy libraries inside.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from expt.cli.common import (
     split_args,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from expt.reproduce.rerun import Rerun
 
 group = Group()
 
@@ -71,6 +74,7 @@ def rerun(
             tags = {RERUN_OF_TAG: plan.original.info.run_id}
             new_id, new_uri = _run_again(plan, tags)
         new_client = client if new_uri == client.tracking_uri else open_client(new_uri, missing=NO_STORE)
+        assert plan.dataset is not None  # plan_rerun loads it
         matches = compare_scores(new_client, plan.original, new_id, plan.kind, original_client=client,
                                  X=plan.dataset.X)
         print_matches(matches, plan.original.info.run_id, new_id)
@@ -83,9 +87,9 @@ def rerun(
         raise typer.Exit(1)
 
 
-def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
-    composed = plan.composed  # type: ignore[attr-defined]
-    if plan.kind == "train":  # type: ignore[attr-defined]
+def _run_again(plan: Rerun, tags: dict[str, str]) -> tuple[str, str]:
+    composed = plan.composed
+    if plan.kind == "train":
         from expt.cli.render import TrainProgress, print_train_result
         from expt.core.prepare import prepare
         from expt.train.run import run_train
@@ -99,9 +103,9 @@ def _run_again(plan: object, tags: dict[str, str]) -> tuple[str, str]:
     from expt.reproduce.rerun import sweep_run_id
     from expt.sweep.runner import SweepOptions, run_sweep
 
-    swept, result = run_sweep(composed, SweepOptions(tags=tags), progress_factory=SweepProgress)
-    print_sweep_result(swept, result)
-    return sweep_run_id(result["uri"], swept.sweep_id), result["uri"]
+    swept, outcome = run_sweep(composed, SweepOptions(tags=tags), progress_factory=SweepProgress)
+    print_sweep_result(swept, outcome)
+    return sweep_run_id(outcome["uri"], swept.sweep_id), outcome["uri"]
 
 
 @group.command()
