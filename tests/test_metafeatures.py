@@ -70,11 +70,18 @@ def test_bundled_datasets_differ_where_they_should() -> None:
 
 
 def test_a_configuration_is_identified_by_what_it_learns_not_how_it_runs() -> None:
-    base = {"model": {"name": "svm", "family": "svm", "estimator": {"_target_": "sklearn.svm.SVC", "C": 1.0}},
-            "learner": {"preprocessing": {"scale": "standard"}}}
-    again = {**base, "model": {**base["model"], "estimator": {**base["model"]["estimator"], "random_state": 7,
-                                                              "n_jobs": 2}}}
-    other = {**base, "model": {**base["model"], "estimator": {**base["model"]["estimator"], "C": 10.0}}}
+    from dataclasses import replace
+
+    from expt.core.config import compose, resolve_values
+    from expt.core.settings import Config, Model, settings_of
+
+    config = settings_of(resolve_values(compose(["model=svm", "data.task=classification"]).cfg))
+
+    def svm(**params: object) -> Config:
+        return replace(config, model=Model("svm", "svm", ("classification",), {"_target_": "sklearn.svm.SVC",
+                                                                              **params}))
+
+    base, again, other = svm(C=1.0), svm(C=1.0, random_state=7, n_jobs=2), svm(C=10.0)
     assert model_features(base)["config_key"] == model_features(again)["config_key"]
     assert model_features(base)["config_key"] != model_features(other)["config_key"]
     assert model_features(base)["params"] == {"C": 1.0}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expt.core.errors import ConfigError
+from expt.core.settings import Search
 
 KINDS = ("float", "int", "categorical")
 FAMILY_SEP = "/"
@@ -82,11 +83,11 @@ def parse_param(name: str, spec: Any, where: str) -> Param:
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
-def parse_space(search: Mapping[str, Any]) -> SearchSpace:
+def parse_space(search: Search) -> SearchSpace:
     """Check and parse ``search.space`` (and ``search.families``) before any study exists."""
-    space, families = search.get("space") or {}, search.get("families") or {}
+    space, families = search.space or {}, search.families or {}
     if not space:
-        raise ConfigError(f"search {search.get('name')!r} has an empty space; add parameters under search.space")
+        raise ConfigError(f"search {search.name!r} has an empty space; add parameters under search.space")
     params = [parse_param(name, spec, "search.space") for name, spec in space.items()]
     parsed = {fam: [parse_param(n, s, f"search.families.{fam}") for n, s in (ps or {}).items()]
               for fam, ps in families.items()}

@@ -8,7 +8,10 @@ model's size, by a rule documented per kind of model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from expt.core.settings import Config, settings_of
 
 # Estimator arguments that change how a model runs, not what it learns: left out of a configuration's identity.
 RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "device",
@@ -16,23 +19,26 @@ RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "
                   "thread_count", "random_seed", "verbosity", "allow_writing_files", "report_every")
 
 
-def model_features(values: dict[str, Any], pipeline: Any = None) -> dict[str, Any]:
+def model_features(config: Config | Mapping[str, Any], pipeline: Any = None) -> dict[str, Any]:
     """Family, resolved hyperparameters, preprocessing and pipeline steps of a configuration.
 
-    ``values`` is the resolved config (``model`` and ``learner`` sections); ``pipeline``
-    the built scikit-learn pipeline, for its steps, and when fitted for its size (``n_parameters``).
+    ``config`` is the typed config (``prepared.config``), or the resolved values it is built from
+    (:func:`expt.core.settings.settings_of`); ``pipeline`` the built scikit-learn pipeline, for its steps, and
+    when fitted for its size (``n_parameters``).
     """
-    model = values["model"]
-    estimator = {k: v for k, v in model["estimator"].items() if not k.startswith("_")}
+    if not isinstance(config, Config):
+        config = settings_of(config)
+    model = config.model
+    estimator = {k: v for k, v in model.estimator.items() if not k.startswith("_")}
     params = {k: v for k, v in sorted(estimator.items()) if k not in RUNTIME_PARAMS}
     if isinstance(params.get("booster"), dict):  # LightGBM, XGBoost, CatBoost: what the booster learns with
         params["booster"] = {k: v for k, v in sorted(params["booster"].items())
                              if not k.startswith("_") and k not in RUNTIME_PARAMS}
-    preprocessing = dict(sorted(values["learner"]["preprocessing"].items()))
+    preprocessing = dict(sorted(config.learner.preprocessing.as_dict().items()))
     out = {
-        "name": model["name"],
-        "family": model.get("family", model["name"]),
-        "target": model["estimator"].get("_target_"),
+        "name": model.name,
+        "family": model.family,
+        "target": model.estimator.get("_target_"),
         "params": params,
         "preprocessing": preprocessing,
         "steps": _steps(pipeline) if pipeline is not None else [],

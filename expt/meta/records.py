@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
+from expt.core.settings import Config, settings_of
 from expt.tracking.tags import RECORDS_TAG
 
 SCHEMA = 1
@@ -259,10 +260,15 @@ def features_of(dataset: Any, seed: int) -> dict[str, float]:
     return _FEATURES[key]
 
 
-def runnable_config(values: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
-    """What a recommendation needs to write a config ``expt train`` runs: the model option and its values."""
-    return {"model_option": choices.get("model", values["model"]["name"]), "model": values["model"],
-            "preprocessing": values["learner"]["preprocessing"]}
+def runnable_config(config: Config | Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
+    """What a recommendation needs to write a config ``expt train`` runs: the model option and its values.
+
+    ``config`` is the typed config, or the resolved values it is built from (:func:`expt.core.settings.settings_of`).
+    """
+    if not isinstance(config, Config):
+        config = settings_of(config)
+    return {"model_option": choices.get("model", config.model.name), "model": config.model.as_dict(),
+            "preprocessing": config.learner.preprocessing.as_dict()}
 
 
 def fitted_model(cv: Any) -> Any:
@@ -283,16 +289,15 @@ def train_record(prepared: Any, cv: Any, model: Any = None) -> dict[str, Any]:
 
     from expt.meta.model_features import model_features
 
-    values = prepared.values
-    folds, repeats = values["learner"]["cv"]["folds"], values["learner"]["cv"]["repeats"]
+    config = prepared.config
+    folds, repeats = config.learner.cv.folds, config.learner.cv.repeats
     fits = [f.fit_time for f in cv.folds if f.error is None]
     fitted = model if model is not None else fitted_model(cv)
     return make_record(
-        record_id="train/", dataset=prepared.dataset, meta_features=features_of(prepared.dataset,
-                                                                                        values["seed"]),
-        model=model_features(values, fitted if fitted is not None else prepared.pipeline),
-        config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=cv.scores,
-        seed=values["seed"],
+        record_id="train/", dataset=prepared.dataset, meta_features=features_of(prepared.dataset, config.seed),
+        model=model_features(config, fitted if fitted is not None else prepared.pipeline),
+        config=runnable_config(config, prepared.choices), metric=prepared.metric, scores=cv.scores,
+        seed=config.seed,
         evaluation=f"{folds}-fold CV" + (f" x{repeats}" if repeats > 1 else "") + split_text(prepared.folds),
         protocol={"kind": "cv", "folds": folds, "repeats": repeats, **split_protocol(prepared.folds)},
         fit_seconds=float(np.mean(fits)) if fits else None,
@@ -332,21 +337,20 @@ def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
     """
     from optuna.trial import TrialState
 
-    from expt.core.space import apply_params
     from expt.meta.model_features import model_features
     from expt.tracking.uri import mask_credentials
 
     plan = sweep.plan
-    inner = plan.search["inner_folds"]
+    inner = plan.settings.inner_folds
     out = []
     for trial in sweep.studies["final"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        values = apply_params(plan.values, trial.params, plan.family_models)
+        config = plan.config_for(trial.params)
         choices = {**sweep.choices, "model": trial.params.get("model", sweep.choices.get("model"))}
         size = trial.user_attrs.get("n_parameters")
         out.append(make_record(
             record_id=f"sweep/{sweep.sweep_id}/final/{trial.number}", dataset=plan.prepared.dataset,
-            meta_features={}, model={**model_features(values), "n_parameters": int(size) if size is not None else None},
-            config=runnable_config(values, choices),
+            meta_features={}, model={**model_features(config), "n_parameters": int(size) if size is not None else None},
+            config=runnable_config(config, choices),
             metric=plan.prepared.metric, scores=trial.user_attrs.get("inner_scores", [trial.value]), seed=plan.seed,
             evaluation=f"{inner}-fold CV{split_text(plan.prepared.folds)} (final search of a sweep)",
             protocol={"kind": "inner", "folds": inner, **split_protocol(plan.prepared.folds)},

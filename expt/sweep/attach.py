@@ -102,7 +102,7 @@ def _sampler(plan: SweepPlan, unit: Unit, worker: int, n_seen: int) -> Any:
     """Seeded per unit, per worker and per restart, so no two processes propose the same points."""
     from expt.core.space import make_sampler
 
-    return make_sampler(plan.search["sampler"], plan.seed * 1_000_003 + unit.index * 1009 + worker * 101 + n_seen)
+    return make_sampler(plan.settings.sampler, plan.seed * 1_000_003 + unit.index * 1009 + worker * 101 + n_seen)
 
 
 def _pruner(plan: SweepPlan) -> Any:
@@ -110,8 +110,8 @@ def _pruner(plan: SweepPlan) -> Any:
 
     epochs = plan.epochs_per_fold
     if epochs is None:
-        return make_pruner(plan.search["pruner"], plan.search["inner_folds"])
-    return make_pruner(plan.search["pruner"], plan.search["inner_folds"] * epochs, warmup=min(5, epochs // 4))
+        return make_pruner(plan.settings.pruner, plan.settings.inner_folds)
+    return make_pruner(plan.settings.pruner, plan.settings.inner_folds * epochs, warmup=min(5, epochs // 4))
 
 
 def _config_text(composed: Composed, plan: SweepPlan) -> str:
@@ -144,8 +144,8 @@ def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | N
         if on_progress is not None:
             on_progress()
 
-    return Engine(units=plan.units, studies=sweep.studies, n_trials=plan.search["n_trials"],
-                  max_failure_rate=plan.search["max_failure_rate"], objective=plan.objective, refit=plan.refit,
+    return Engine(units=plan.units, studies=sweep.studies, n_trials=plan.settings.n_trials,
+                  max_failure_rate=plan.settings.max_failure_rate, objective=plan.objective, refit=plan.refit,
                   on_trial=on_trial, on_unit=on_unit, keep_going=keep_going)
 
 
@@ -171,7 +171,7 @@ def replay(sweep: Sweep, reporter: Any) -> None:
             # The final model may have died with the process before the sink logged it; refitting is
             # deterministic, and the sink drops it again if the final run already ended with it.
             model = None
-            if unit.test is None and sweep.plan.values["tracking"]["log_model"]:
+            if unit.test is None and sweep.plan.config.tracking.log_model:
                 model, _ = sweep.plan.refit(stored["best_params"], unit)
             reporter.unit_done(unit, UnitResult(unit.key, stored["outer_score"], stored["inner_best"],
                                                 stored["best_params"], stored["best_number"], model), study)

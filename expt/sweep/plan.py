@@ -16,6 +16,7 @@ from expt.core.cv import build_pipeline
 from expt.core.errors import ConfigError
 from expt.core.folds import check_folds
 from expt.core.prepare import Prepared, check_estimator_task, prepare
+from expt.core.settings import Config, Search, settings_of
 from expt.core.space import FAMILY_SEP, Param, SearchSpace, apply_params, check_paths, parse_space
 from expt.sweep.engine import Unit
 
@@ -23,7 +24,6 @@ from expt.sweep.engine import Unit
 @dataclass
 class SweepPlan:
     prepared: Prepared
-    search: dict[str, Any]
     space: SearchSpace
     family_models: dict[str, Any]
     units: list[Unit]
@@ -31,18 +31,41 @@ class SweepPlan:
 
     @property
     def values(self) -> dict[str, Any]:
+        """The config as a plain dict: for what logs or stores it as composed."""
         return self.prepared.values
 
     @property
+    def config(self) -> Config:
+        return self.prepared.config
+
+    @property
+    def settings(self) -> Search:
+        """The search group, typed (a sweep's config always has one: :func:`make_plan` checks)."""
+        assert self.config.search is not None
+        return self.config.search
+
+    @property
+    def search(self) -> dict[str, Any]:
+        """The search group as a dict, for :mod:`expt.cli.render` until it reads :attr:`settings`."""
+        from dataclasses import asdict
+
+        return asdict(self.settings)
+
+    @property
     def seed(self) -> int:
-        return int(self.values["seed"])
+        return self.config.seed
+
+    def config_for(self, params: dict[str, Any]) -> Config:
+        """The config a trial evaluates: this one with the trial's parameters set (its family's model, in a
+        model_selection search)."""
+        return settings_of(apply_params(self.values, params, self.family_models))
 
     def pipeline_for(self, params: dict[str, Any]) -> Any:
-        values = apply_params(self.values, params, self.family_models)
-        estimator = build(values["model"]["estimator"], where="model.estimator")
+        config = self.config_for(params)
+        estimator = build(config.model.estimator, where="model.estimator")
         check_estimator_task(estimator, self.prepared.dataset.task)
         data = self.prepared.dataset
-        return build_pipeline(estimator, data.numeric, data.categorical, values["learner"]["preprocessing"])
+        return build_pipeline(estimator, data.numeric, data.categorical, config.learner.preprocessing.as_dict())
 
     @property
     def epochs_per_fold(self) -> int | None:
@@ -52,7 +75,7 @@ class SweepPlan:
         Only in a one-family search: in model_selection, an early epoch's score would be
         compared with other families' whole-fold scores, so there every model reports per fold.
         """
-        estimator = self.values["model"]["estimator"]
+        estimator = self.config.model.estimator
         if self.family_models or not str(estimator.get("_target_", "")).startswith("expt.models."):
             return None
         if isinstance(estimator.get("booster"), dict):
@@ -85,7 +108,7 @@ class SweepPlan:
         epochs = self.epochs_per_fold
         # Without a pruner nothing reads an inner fold's intermediate value (the inner scores are the attribute
         # below), and each report is a write to the storage: 3 of a trial's 9 journal appends, each fsynced.
-        reports = self.search["pruner"] != "none"
+        reports = self.settings.pruner != "none"
 
         def prune(step: int, where: str) -> None:
             if trial.should_prune():
@@ -96,7 +119,7 @@ class SweepPlan:
         for fold, (train, test) in enumerate(inner.split(X, y)):
             with self._epoch_reports(trial, fold, epochs, prune):
                 model = clone(pipeline).fit(X.iloc[train], y[train])
-            if fold == 0 and unit.test is None and self.values["tracking"]["records"]:  # for the trial's record
+            if fold == 0 and unit.test is None and self.config.tracking.records:  # for the trial's record
                 from expt.meta.model_features import n_parameters
 
                 trial.set_user_attr("n_parameters", n_parameters(model))
@@ -111,7 +134,7 @@ class SweepPlan:
         """The inner folds of a unit's training part: shuffled, grouped or time-ordered as the outer ones are
         (grouped by the groups there; in time order there)."""
         assert self.prepared.folds is not None
-        return self.prepared.folds.splitter(self.search["inner_folds"], rows=unit.train, shuffle=True,
+        return self.prepared.folds.splitter(self.settings.inner_folds, rows=unit.train, shuffle=True,
                                             key="search.inner_folds")
 
     def _epoch_reports(self, trial: Any, fold: int, epochs: int | None, prune: Any) -> Any:
@@ -146,7 +169,8 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
         raise ConfigError(f"no search space for model {composed.choices.get('model')!r}; choose one with search=NAME")
     prepared = prepare(composed, train_folds=False)
     values, data = prepared.values, prepared.dataset
-    search = values["search"]
+    search = prepared.config.search
+    assert search is not None  # "search" in composed.cfg, and prepare validated it
     space = parse_space(search)
     model_param = next((p for p in space.params if p.name == "model"), None)
     if model_param is not None:
@@ -165,11 +189,11 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
     check_paths(space, values, family_models)
     folds = prepared.folds
     assert folds is not None
-    outer = folds.splitter(search["outer_folds"], shuffle=True, key="search.outer_folds")
+    outer = folds.splitter(search.outer_folds, shuffle=True, key="search.outer_folds")
     check_folds(folds, outer, data.y, key="search.outer_folds")
     units = [Unit(f"fold-{k}", k, train, test) for k, (train, test) in enumerate(outer.split(data.X, data.y))]
     units.append(Unit("final", len(units), np.arange(data.n_rows), None))
-    plan = SweepPlan(prepared, search, space, family_models, units, {})
+    plan = SweepPlan(prepared, space, family_models, units, {})
     for unit in units:
         where = f" in outer fold {unit.index}'s training part" if unit.test is not None else ""
         check_folds(folds, plan.inner_splitter(unit), data.y[unit.train], key="search.inner_folds", where=where)

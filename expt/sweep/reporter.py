@@ -59,7 +59,7 @@ class Reporter:
         self.queue, self.plan, self.sweep_id = queue, plan, sweep_id
         self.metric = plan.prepared.metric
         self.tags = {**base_tags, SWEEP_ID_TAG: sweep_id, DATA_TAG: plan.prepared.dataset.name,
-                     MODEL_TAG: plan.values["model"]["name"], SEARCH_TAG: plan.search["name"]}
+                     MODEL_TAG: plan.config.model.name, SEARCH_TAG: plan.settings.name}
         self.trial_tags = {k: self.tags[k] for k in TRIAL_TAGS}
 
     def put(self, msg: dict[str, Any]) -> None:
@@ -72,16 +72,16 @@ class Reporter:
         from expt.tracking.client import user_metadata
         from expt.tracking.environment import ENVIRONMENT, environment_lock
 
-        tracking = self.plan.values["tracking"]
+        tracking = self.plan.config.tracking
         # Started now, not when the sink gets to it: the first trials (stamped with their own start) would
         # otherwise start before the sweep run, which the MLflow UI then lists after them.
-        self.put({"key": "sweep", "name": tracking.get("run_name") or f"sweep-{self.sweep_id}", "status": "RUNNING",
+        self.put({"key": "sweep", "name": tracking.run_name or f"sweep-{self.sweep_id}", "status": "RUNNING",
                   "params": params, "start": time.time(),
                   "tags": {**self.tags, RUN_TYPE_TAG: SWEEP_RUN, FOLDS_TAG: self.plan.manifest["hash"],
                            SPLIT_TAG: self.plan.manifest.get("split", "shuffled"),
-                           METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking)},
+                           METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking.as_dict())},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
-        if self.plan.values["tracking"]["records"]:  # the sink computes its meta-features while trials run
+        if tracking.records:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
 
     def open_unit(self, unit: Unit) -> None:
@@ -115,13 +115,13 @@ class Reporter:
                "params": {f"best.{k}": v for k, v in display_params(result.best_params).items()},
                "tags": {BEST_TRIAL_TAG: str(result.best_number)},
                "steps": epoch_series(history_of(result.model), self.metric)}  # a torch refit's epochs
-        if result.model is not None and unit.test is None and self.plan.values["tracking"]["log_model"]:
+        if result.model is not None and unit.test is None and self.plan.config.tracking.log_model:
             fd, path = tempfile.mkstemp(prefix="expt-model-", suffix=".pkl")
             with os.fdopen(fd, "wb") as fh:
                 example = self.plan.prepared.dataset.X.head(5)
-                pickle.dump((result.model, example, self.plan.values["tracking"]["model_format"]), fh)
+                pickle.dump((result.model, example, self.plan.config.tracking.model_format), fh)
             msg["model"] = path
-        if result.model is not None and unit.test is not None and self.plan.values["tracking"].get("plots", True):
+        if result.model is not None and unit.test is not None and self.plan.config.tracking.plots:
             msg["evaluation"] = self._evaluation_file(unit, result.model)
         self.put(msg)
         if unit.test is None:  # the final search runs first: its importance plot is drawn while the folds run
@@ -148,8 +148,9 @@ class Reporter:
         msg = {"key": "sweep", "status": status, "metrics": metrics, "plots": plots, "update": True}
         if tags:
             msg["tags"] = tags
-        if records:
-            msg["records"], msg["records_path"] = records, str(Path(self.plan.values["tracking"]["records"]).resolve())
+        path = self.plan.config.tracking.records
+        if records and path is not None:  # a sweep makes records only where tracking.records names their file
+            msg["records"], msg["records_path"] = records, str(Path(path).resolve())
         self.put(msg)
 
 

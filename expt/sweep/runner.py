@@ -75,10 +75,10 @@ def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factor
     stale = fail_stale(sweep) if options.resume else reap(sweep)
     enqueued = enqueue_warm_start(sweep, warm) if warm else 0
     record_shape(sweep, options, warm if enqueued else None)
-    tracking = plan.values["tracking"]
-    uri = with_credentials(tracking["uri"], str(composed.cfg.tracking.uri) if composed is not None else None)
+    tracking = plan.config.tracking
+    uri = with_credentials(tracking.uri, str(composed.cfg.tracking.uri) if composed is not None else None)
     probe_server(uri)
-    sink.configure(uri, tracking["experiment"], sweep_id, tracking["sqlite_wal"], storage_url)
+    sink.configure(uri, tracking.experiment, sweep_id, tracking.sqlite_wal, storage_url)
     try:  # from here on the sink logs: any failure must stop it (a live sink would hold the exit)
         base_tags = {**environment_tags(plan.prepared.dataset.fingerprint, plan.seed), **(options.tags or {})}
         reporter = Reporter(sink.queue, plan, sweep_id, base_tags)
@@ -136,8 +136,8 @@ def _close(sweep: Sweep, reporter: Any, result: dict[str, Any]) -> None:
     from expt.sweep.plots import plot_data
 
     plan = sweep.plan
-    tracking, metric = plan.values["tracking"], plan.prepared.metric
-    records = sweep_records(sweep, tracking["uri"]) if tracking["records"] else []
+    tracking, metric = plan.config.tracking, plan.prepared.metric
+    records = sweep_records(sweep, tracking.uri) if tracking.records else []
     reporter.close_sweep({f"outer_{metric}_mean": result["outer_mean"], f"outer_{metric}_std": result["outer_std"],
                           f"inner_best_{metric}_mean": result["inner_mean"]}, plot_data(sweep, result), records,
                          tags=shape_tags(sweep))  # every process that took part has recorded its share by now
@@ -251,8 +251,8 @@ def _run_with_workers(sweep: Sweep, reporter: Any, n: int, sink: Any, progress: 
     errors = ctx.Queue()
     procs: list[Any] = []
     startup = time.process_time()  # what this process spent to get here: what a worker's start-up costs
-    budget = sweep.plan.search["n_trials"] * len(sweep.plan.units)
-    done_before = sum(min(counts(study).done, sweep.plan.search["n_trials"]) for study in sweep.studies.values())
+    budget = sweep.plan.settings.n_trials * len(sweep.plan.units)
+    done_before = sum(min(counts(study).done, sweep.plan.settings.n_trials) for study in sweep.studies.values())
     began, mine = time.monotonic(), [0]
 
     def start_workers() -> None:
