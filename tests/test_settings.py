@@ -1,10 +1,12 @@
-"""The typed config: a prepared config reads as frozen dataclasses with the schema's keys."""
+"""The typed config: a prepared config reads as frozen dataclasses with the schema's keys, and only core reads
+config values by string."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,34 @@ def test_the_logged_config_is_the_values_not_the_dataclasses(prepared: Prepared)
     text = logged_yaml(prepared.values, prepared.choices)
     assert "!!python" not in text and "tuple" not in text
     assert "  C: 3\n" in text
+
+
+# A config value read by its key outside core: ``prepared.values["tracking"]``, ``plan.values["seed"]``,
+# ``plan.search["n_trials"]``. Outside core, code reads ``prepared.config.tracking.log_model``.
+STRING_KEYED = re.compile(r"""values\[\s*['"](?:seed|data|model|learner|search|tracking)['"]\s*\]"""
+                          r"""|\.values\[\s*['"]|\.values\.get\(\s*['"]|\.search\[\s*['"]""")
+# Reads not yet moved to the typed config, in a file another change owns; the count may only go down.
+PENDING = {"expt/cli/render.py": 5}
+
+
+def test_no_module_outside_core_reads_config_values_by_string() -> None:
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "expt").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("expt/core/"):
+            continue
+        hits = [f"{rel}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                if STRING_KEYED.search(line)]
+        if hits:
+            found[rel] = hits
+    over = {rel: hits for rel, hits in found.items() if len(hits) > PENDING.get(rel, 0)}
+    assert not over, "read the typed config (prepared.config, plan.config, plan.settings) instead:\n" + "\n".join(
+        h for hits in over.values() for h in hits)
+
+
+def test_the_pattern_catches_what_it_is_for() -> None:
+    for line in ('tracking = plan.values["tracking"]', "name = prepared.values['model']['name']",
+                 'seed = values["seed"]', 'n = sweep.plan.search["n_trials"]', 'x = self.values.get("search")'):
+        assert STRING_KEYED.search(line), line
+    for line in ('model = record["model"]', "seed = prepared.config.seed", 'head["seed"]'):
+        assert not STRING_KEYED.search(line), line

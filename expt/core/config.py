@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,13 @@ def logged_yaml(values: Mapping[str, Any], choices: Mapping[str, str]) -> str:
     doc = {"defaults": [{f"override /{g}": choices[g]} for g in GROUPS if g in choices]}
     doc.update(values)
     return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def with_tracking_uri(values: Mapping[str, Any], rewrite: Callable[[str], str]) -> dict[str, Any]:
+    """The config as written, with ``tracking.uri`` rewritten (masked, by :func:`expt.tracking.uri.masked_config`,
+    to be shown or logged): a new top level and ``tracking``, every other group shared."""
+    tracking = values["tracking"]
+    return {**values, "tracking": {**tracking, "uri": rewrite(tracking["uri"])}}
 
 
 def model_configs(names: tuple[str, ...], values: dict[str, Any],

@@ -17,6 +17,7 @@ from typing import Any
 from expt.core.config import Composed, compose, resolve_values
 from expt.core.errors import ExptError, UsageError
 from expt.core.prepare import Prepared, prepare
+from expt.core.settings import Tracking
 from expt.grid.spec import Cell, column_labels, expand
 
 KINDS = ("train", "sweep")
@@ -43,9 +44,9 @@ class PlannedCell:
         return self.prepared.metric
 
     @property
-    def tracking(self) -> dict[str, Any]:
+    def tracking(self) -> Tracking:
         assert self.prepared is not None
-        return self.prepared.values["tracking"]
+        return self.prepared.config.tracking
 
 
 @dataclass
@@ -72,7 +73,7 @@ class GridPlan:
         return list(dict.fromkeys(c.column for c in self.cells))
 
     @property
-    def tracking(self) -> dict[str, Any]:
+    def tracking(self) -> Tracking:
         return self.runnable[0].tracking
 
 
@@ -107,14 +108,14 @@ def _plan_cell(kind: str, cell: Cell, config_dir: str | Path | None, loaded: dic
     if kind == "train":
         planned.prepared = prepare(composed)
         planned.folds_hash = folds_hash(planned.prepared)
-        planned.folds = int(planned.prepared.values["learner"]["cv"]["folds"])
+        planned.folds = planned.prepared.config.learner.cv.folds
     else:
         from expt.sweep.plan import make_plan
 
         sweep_plan = make_plan(composed, config_dir=config_dir)
         planned.prepared = sweep_plan.prepared
         planned.folds_hash = sweep_plan.manifest["hash"]
-        planned.folds = int(sweep_plan.search["outer_folds"])
+        planned.folds = sweep_plan.settings.outer_folds
     return planned
 
 
@@ -167,7 +168,7 @@ def check_grid(plan: GridPlan) -> None:
         if twin is not c:
             raise UsageError(f"cells {twin.cell.key!r} and {c.cell.key!r} run the same model on the same data; "
                              "sweep each value once")
-    stores = {(c.tracking["uri"], c.tracking["experiment"]) for c in runnable}
+    stores = {(c.tracking.uri, c.tracking.experiment) for c in runnable}
     if len(stores) > 1:
         raise UsageError("the cells would log to different tracking stores or experiments; a grid logs to one: "
                          "set tracking.uri and tracking.experiment once, not as a sweep")

@@ -114,7 +114,7 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
 def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None, progress: Any,
               writer: Any) -> GridOutcome:
-    writer.configure(plan.tracking)
+    writer.configure(plan.tracking.uri, plan.tracking.experiment, plan.tracking.sqlite_wal)
     if state is not None:
         grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
         grid_run = state["run_id"]
@@ -167,8 +167,8 @@ def _head(plan: GridPlan) -> dict[str, Any]:
     """What opening the grid run needs of the plan (the plan itself holds every cell's data)."""
     first = plan.runnable[0].prepared
     assert first is not None
-    return {"kind": plan.kind, "seed": first.values["seed"], "cells": len(plan.cells), "skipped": len(plan.skipped),
-            "rows": len(plan.rows), "columns": len(plan.columns), "experiment": plan.tracking["experiment"]}
+    return {"kind": plan.kind, "seed": first.config.seed, "cells": len(plan.cells), "skipped": len(plan.skipped),
+            "rows": len(plan.rows), "columns": len(plan.columns), "experiment": plan.tracking.experiment}
 
 
 def _open(tracker: Any, head: dict[str, Any], spec: dict[str, Any]) -> str:

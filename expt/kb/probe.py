@@ -137,8 +137,10 @@ def start_probe(options: ProbeOptions, progress: Any = None, probe_id: str | Non
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             raise
-        probe.tracking = {k: first.tracking[k] for k in ("uri", "experiment", "sqlite_wal", "records")}
-        writer.configure(first.tracking)
+        tracking = first.tracking
+        probe.tracking = {"uri": tracking.uri, "experiment": tracking.experiment, "sqlite_wal": tracking.sqlite_wal,
+                          "records": tracking.records}
+        writer.configure(tracking.uri, tracking.experiment, tracking.sqlite_wal)
         probe.run_id = writer.on_store(open_probe, _head(probe))
         probe.save()
         return _drive(probe, writer, progress, first)
@@ -166,7 +168,8 @@ def resume_probe(probe_id: str, progress: Any = None) -> ProbeOutcome:
     probe.tracking = state["tracking"]
     writer = start_writer(evaluates=True)
     try:
-        writer.configure({**probe.tracking, "uri": with_credentials(probe.tracking["uri"])})
+        writer.configure(with_credentials(probe.tracking["uri"]), probe.tracking["experiment"],
+                         probe.tracking["sqlite_wal"])
         done, runs = writer.on_store(reopen_probe, probe.run_id)
         try:
             found = read_records(options.records, kb=options.kb)

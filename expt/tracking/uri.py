@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from expt.core.config import with_tracking_uri
 from expt.core.errors import TrackingError, UsageError
 
 
@@ -151,5 +152,4 @@ def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRA
 
 def masked_config(values: dict[str, Any]) -> dict[str, Any]:
     """A resolved config as it may be shown or logged: the tracking URI without its password."""
-    tracking = {**values["tracking"], "uri": mask_credentials(values["tracking"]["uri"])}
-    return {**values, "tracking": tracking}
+    return with_tracking_uri(values, mask_credentials)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from expt.core.timeline import mark
@@ -42,15 +42,15 @@ class WriterProcess:
                                    name="expt-mlflow-writer", daemon=False)
         self.process.start()
         self.configured = False
-        self.tracking: Mapping[str, Any] = {}
+        self.store: tuple[str, str, bool] | None = None  # uri, experiment, sqlite_wal: where the runs are
         self.ends = 0  # runs whose end was sent
         self.ended: list[tuple[str, Any]] = []  # their replies, in order
         self.open_runs: list[str] = []  # runs the writer opened and has not said ended: a dead writer's to end
 
-    def configure(self, tracking: Mapping[str, Any]) -> None:
+    def configure(self, uri: str, experiment: str, sqlite_wal: bool) -> None:
         if not self.configured:
-            self.queue.put(("configure", (tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])))
-            self.configured, self.tracking = True, tracking
+            self.queue.put(("configure", (uri, experiment, sqlite_wal)))
+            self.configured, self.store = True, (uri, experiment, sqlite_wal)
 
     def call(self, method: str, *args: Any) -> int | None:
         """Send one write; for a run's end, the ticket :meth:`wait` takes."""
@@ -166,8 +166,9 @@ class WriterProcess:
             from expt.tracking.client import Tracker
             from expt.tracking.tags import PARENT_TAG, tag_filter
 
-            tracker = Tracker(self.tracking["uri"], self.tracking["experiment"],
-                              sqlite_wal=self.tracking["sqlite_wal"])
+            assert self.store is not None  # a run was opened, so the store was named
+            uri, experiment, sqlite_wal = self.store
+            tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
             for run_id in self.open_runs:
                 folds = tracker.client.search_runs([tracker.experiment_id], f"{tag_filter(PARENT_TAG, run_id)} and "
                                                    "attributes.status = 'RUNNING'")

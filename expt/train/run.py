@@ -70,23 +70,22 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
     from expt.tracking.environment import ENVIRONMENT, environment_lock
     from expt.train.writer import light
 
-    values, data = prepared.values, prepared.dataset
-    seed = values["seed"]
-    random.seed(seed)
-    np.random.seed(seed)
-    tracking = values["tracking"]
-    writer.configure(tracking)
+    config, data = prepared.config, prepared.dataset
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    tracking = config.tracking
+    writer.configure(tracking.uri, tracking.experiment, tracking.sqlite_wal)
     tags = _run_tags(prepared, tags)
-    plots = tracking.get("plots", True)
+    plots = tracking.plots
     evaluator = None  # the evaluation: drawn by the writer (a grid's), else in a thread here (expt.core.offload)
     if plots and not writer.evaluates:
         from expt.core.offload import InlineEvaluator
 
         evaluator = InlineEvaluator()
     try:
-        shown = masked_config(values)
-        writer.call("open", tracking["run_name"] or f"{data.name}-{values['model']['name']}",
-                    {**tags, **user_metadata(tracking)},
+        shown = masked_config(prepared.values)
+        writer.call("open", tracking.run_name or f"{data.name}-{config.model.name}",
+                    {**tags, **user_metadata(tracking.as_dict())},
                     flatten({k: v for k, v in shown.items() if k != "search"}),  # search: a sweep's
                     {"config.yaml": logged_yaml(shown, prepared.choices), ENVIRONMENT: environment_lock()})
 
@@ -96,7 +95,7 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
             if on_fold is not None:
                 on_fold(fold)
 
-        sized = bool(tracking["records"]) and not tracking["log_model"]  # no final model: a fold model's size
+        sized = bool(tracking.records) and not tracking.log_model  # no final model: a fold model's size
         result = cross_validate(prepared.pipeline, data.X, data.y, cv=prepared.splitter, scoring=prepared.scorer,
                                 metric=prepared.metric, on_fold=log_fold, return_models=plots or sized,
                                 scorers=prepared.scorers)
@@ -110,16 +109,16 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
             fold.model = None  # the caller gets scores, not k fitted models
         writer.call("summary", _summary_metrics(result), {f"fold_{m}": result.fold_scores(m) for m in result.metrics})
         final = None  # the refit model, when logged: the record's n_parameters come from it, else from a fold's
-        if tracking["log_model"]:
+        if tracking.log_model:
             from sklearn.base import clone
 
             final = clone(prepared.pipeline).fit(data.X, data.y)
             mark("train: refit")
-            writer.call("model", final, data.X, tracking["model_format"])
-        if tracking["records"]:
+            writer.call("model", final, data.X, tracking.model_format)
+        if tracking.records:
             record = _record(prepared, result, final if final is not None else fold_model)
             if record is not None:
-                writer.call("record", record, tracking["records"])
+                writer.call("record", record, tracking.records)
         mark("train: record")
         if evaluator is not None:
             _hand_evaluation(writer, evaluator)
@@ -157,13 +156,13 @@ def _abort(writer: Any, status: str) -> None:
 def _run_tags(prepared: Prepared, extra: dict[str, str] | None) -> dict[str, str]:
     from expt.tracking.environment import environment_tags
 
-    values, data = prepared.values, prepared.dataset
+    config, data = prepared.config, prepared.dataset
     folds = {}  # the folds (their kind and their hash): a rerun --check compares them, a grid pairs by them
     if prepared.folds is not None:
         folds = {SPLIT_TAG: prepared.folds.describe(),
                  FOLDS_TAG: prepared.folds.manifest_hash(prepared.splitter, data.X, data.y)}
-    return {**environment_tags(data.fingerprint, values["seed"]), RUN_TYPE_TAG: TRAIN_RUN, DATA_TAG: data.name,
-            MODEL_TAG: values["model"]["name"], FAMILY_TAG: values["model"]["family"],
+    return {**environment_tags(data.fingerprint, config.seed), RUN_TYPE_TAG: TRAIN_RUN, DATA_TAG: data.name,
+            MODEL_TAG: config.model.name, FAMILY_TAG: config.model.family,
             METRIC_TAG: prepared.metric,  # the selecting one of the metrics logged
             TRUSTED_TAG: ",".join(trusted_prefixes()), **folds, **(extra or {})}  # a rerun must trust them again
 
@@ -175,7 +174,7 @@ def _evaluation(prepared: Prepared, result: CVResult) -> dict[str, Any]:
     folds = [(f.index, f.model, f.test_index, f.outputs) for f in result.folds
              if f.error is None and f.model is not None]
     return {"folds": folds, "X": data.X, "y": data.y, "scorer": prepared.scorer, "metric": prepared.metric,
-            "task": data.task, "seed": prepared.values["seed"]}
+            "task": data.task, "seed": prepared.config.seed}
 
 
 def _record(prepared: Prepared, result: CVResult, final: Any = None) -> dict[str, Any] | None:

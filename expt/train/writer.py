@@ -171,10 +171,10 @@ class LocalWriter:
         self.writer: TrainWriter | None = None
         self.ended: list[tuple[str, str, str]] = []
 
-    def configure(self, tracking: Mapping[str, Any]) -> None:
+    def configure(self, uri: str, experiment: str, sqlite_wal: bool) -> None:
         if self.writer is None:
             with whole_writes():
-                self.writer = TrainWriter(tracking["uri"], tracking["experiment"], tracking["sqlite_wal"])
+                self.writer = TrainWriter(uri, experiment, sqlite_wal)
             mark("train: store open")
 
     def call(self, method: str, *args: Any) -> int | None:
