@@ -31,7 +31,7 @@ class TrainProgress:
         self.total = prepared.splitter.get_n_splits()
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn(f"[bold]{prepared.dataset.name}[/] · {prepared.values['model']['name']}"),
+            TextColumn(f"[bold]{prepared.dataset.name}[/] · {prepared.config.model.name}"),
             BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeRemainingColumn(),
             console=console, transient=True, disable=not console.is_terminal,
         )
@@ -62,7 +62,7 @@ def print_train_result(result: TrainResult) -> None:
     prepared = result.prepared
     cv = result.cv
     data = prepared.dataset
-    table = Table(title=f"{data.name} · {prepared.values['model']['name']} · {cv.metric}", title_justify="left")
+    table = Table(title=f"{data.name} · {prepared.config.model.name} · {cv.metric}", title_justify="left")
     table.add_column("fold", justify="right")
     table.add_column(cv.metric, justify="right")
     table.add_column(f"train {cv.metric}", justify="right")
@@ -75,7 +75,7 @@ def print_train_result(result: TrainResult) -> None:
     table.add_row("mean ± std", f"[bold]{cv.mean:.4f} ± {cv.std:.4f}[/]", "", "", "")
     console = Console()
     console.print(table)
-    console.print(f"run id      {result.run_id}  (experiment {prepared.values['tracking']['experiment']})",
+    console.print(f"run id      {result.run_id}  (experiment {prepared.config.tracking.experiment})",
                   soft_wrap=True, highlight=False)
     console.print(f"data        {data.name}: {data.n_rows} rows, {data.X.shape[1]} features, {data.task}, "
                   f"fingerprint {data.fingerprint}", soft_wrap=True, highlight=False)
@@ -93,7 +93,7 @@ class SweepProgress:
 
         console = Console(stderr=True)
         self.sweep = sweep
-        self.n = sweep.plan.search["n_trials"]
+        self.n = sweep.plan.settings.n_trials
         self.progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[best]}"), TimeRemainingColumn(),
                                  console=console, transient=True, disable=not console.is_terminal)
@@ -130,7 +130,7 @@ def print_sweep_result(sweep: Sweep, result: dict[str, Any]) -> None:
 
     plan = sweep.plan
     metric = plan.prepared.metric
-    table = Table(title=f"sweep {sweep.sweep_id} · {plan.prepared.dataset.name} · {plan.search['name']} · {metric}",
+    table = Table(title=f"sweep {sweep.sweep_id} · {plan.prepared.dataset.name} · {plan.settings.name} · {metric}",
                   title_justify="left")
     for col in ("fold", "inner best", "outer", "trials"):  # the metric is in the title
         table.add_column(col, justify="right", no_wrap=True)

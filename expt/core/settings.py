@@ -139,7 +139,7 @@ class Tracking:
     tags: Mapping[str, Scalar] | None
 
     def as_dict(self) -> dict[str, Any]:
-        """As the config writes it (what :func:`expt.tracking.client.user_metadata` reads)."""
+        """As the config writes it (what :func:`expt.core.schema.check_user_metadata` checks)."""
         return {**asdict(self), "tags": dict(self.tags) if self.tags is not None else None}
 
 

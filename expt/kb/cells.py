@@ -162,12 +162,11 @@ def run_cell(table: Table, config: dict[str, Any], protocol: Protocol, build_dir
                                 scoring=prepared.scorer, metric=prepared.metric, return_models=True)
     except ExptError as exc:
         return f"error: {exc}", time.perf_counter() - start
-    values = prepared.values
     fits = [f.fit_time for f in result.folds if f.error is None]
     record = make_record(
         record_id=f"kb-build/{pair_digest(entry, config, protocol)}", dataset=data,
-        meta_features=table.features or {}, model=model_features(values, fitted_model(result)),
-        config=runnable_config(values, prepared.choices), metric=prepared.metric, scores=result.scores,
+        meta_features=table.features or {}, model=model_features(prepared.config, fitted_model(result)),
+        config=runnable_config(prepared.config, prepared.choices), metric=prepared.metric, scores=result.scores,
         evaluation=protocol.evaluation(data.task, data.n_rows), seed=protocol.seed,
         source={"kind": "kb", "config": config["name"]}, protocol=protocol.record(data.task, data.n_rows),
         fit_seconds=float(np.mean(fits)) if fits else None)

@@ -8,10 +8,9 @@ model's size, by a rule documented per kind of model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from expt.core.settings import Config, settings_of
+from expt.core.settings import Config
 
 # Estimator arguments that change how a model runs, not what it learns: left out of a configuration's identity.
 RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "device",
@@ -19,15 +18,12 @@ RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "
                   "thread_count", "random_seed", "verbosity", "allow_writing_files", "report_every")
 
 
-def model_features(config: Config | Mapping[str, Any], pipeline: Any = None) -> dict[str, Any]:
+def model_features(config: Config, pipeline: Any = None) -> dict[str, Any]:
     """Family, resolved hyperparameters, preprocessing and pipeline steps of a configuration.
 
-    ``config`` is the typed config (``prepared.config``), or the resolved values it is built from
-    (:func:`expt.core.settings.settings_of`); ``pipeline`` the built scikit-learn pipeline, for its steps, and
-    when fitted for its size (``n_parameters``).
+    ``config`` is the typed config (``prepared.config``, :meth:`expt.sweep.plan.SweepPlan.config_for`);
+    ``pipeline`` the built scikit-learn pipeline, for its steps, and when fitted for its size (``n_parameters``).
     """
-    if not isinstance(config, Config):
-        config = settings_of(config)
     model = config.model
     estimator = {k: v for k, v in model.estimator.items() if not k.startswith("_")}
     params = {k: v for k, v in sorted(estimator.items()) if k not in RUNTIME_PARAMS}

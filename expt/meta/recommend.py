@@ -312,6 +312,7 @@ def query_vector(table: Table, features: Mapping[str, float]) -> np.ndarray:
 def rf_default_key(task: str) -> str | None:
     """The configuration key of the packaged random forest with its defaults and the default learner."""
     from expt.core.config import compose, resolve_values
+    from expt.core.settings import settings_of
     from expt.meta.model_features import model_features
 
     try:
@@ -319,7 +320,7 @@ def rf_default_key(task: str) -> str | None:
         values = resolve_values(composed.cfg)
     except Exception:  # noqa: BLE001 - without it the baseline is left out, not the evaluation
         return None
-    return model_features(values)["config_key"]
+    return model_features(settings_of(values))["config_key"]
 
 
 def check_records(records: list[dict[str, Any]], task: str | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expt.core.errors import UsageError
-from expt.core.settings import Config, settings_of
+from expt.core.settings import Config
 from expt.tracking.tags import RECORDS_TAG
 
 SCHEMA = 1
@@ -260,13 +260,8 @@ def features_of(dataset: Any, seed: int) -> dict[str, float]:
     return _FEATURES[key]
 
 
-def runnable_config(config: Config | Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
-    """What a recommendation needs to write a config ``expt train`` runs: the model option and its values.
-
-    ``config`` is the typed config, or the resolved values it is built from (:func:`expt.core.settings.settings_of`).
-    """
-    if not isinstance(config, Config):
-        config = settings_of(config)
+def runnable_config(config: Config, choices: Mapping[str, str]) -> dict[str, Any]:
+    """What a recommendation needs to write a config ``expt train`` runs: the model option and its values."""
     return {"model_option": choices.get("model", config.model.name), "model": config.model.as_dict(),
             "preprocessing": config.learner.preprocessing.as_dict()}
 

@@ -45,13 +45,6 @@ class SweepPlan:
         return self.config.search
 
     @property
-    def search(self) -> dict[str, Any]:
-        """The search group as a dict, for :mod:`expt.cli.render` until it reads :attr:`settings`."""
-        from dataclasses import asdict
-
-        return asdict(self.settings)
-
-    @property
     def seed(self) -> int:
         return self.config.seed
 

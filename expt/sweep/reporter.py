@@ -79,7 +79,7 @@ class Reporter:
                   "params": params, "start": time.time(),
                   "tags": {**self.tags, RUN_TYPE_TAG: SWEEP_RUN, FOLDS_TAG: self.plan.manifest["hash"],
                            SPLIT_TAG: self.plan.manifest.get("split", "shuffled"),
-                           METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking.as_dict())},
+                           METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking)},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
         if tracking.records:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})

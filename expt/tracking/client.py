@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
 
+    from expt.core.settings import Tracking
+
 MAX_PARAM_LENGTH = 6000
 BATCH = {"params": 100, "metrics": 1000, "tags": 100}
 
@@ -59,13 +61,13 @@ def runs_view(base_url: str, uri: str, experiment: str, sweep_id: str | None = N
     return f"{runs}?searchFilter={where}&orderByKey={quote('attributes.start_time')}&orderByAsc=true", sweep_id
 
 
-def user_metadata(tracking: Mapping[str, Any]) -> dict[str, str]:
+def user_metadata(tracking: Tracking) -> dict[str, str]:
     """``tracking.tags`` and ``tracking.description`` as a top run's tags, masked like everything logged."""
     from expt.core.schema import check_user_metadata
 
-    out = {k: mask_credentials(v) for k, v in check_user_metadata(tracking).items()}
-    if tracking.get("description"):
-        out[NOTE_TAG] = mask_credentials(str(tracking["description"]))
+    out = {k: mask_credentials(v) for k, v in check_user_metadata(tracking.as_dict()).items()}
+    if tracking.description:
+        out[NOTE_TAG] = mask_credentials(str(tracking.description))
     return out
 
 

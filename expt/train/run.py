@@ -85,7 +85,7 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
     try:
         shown = masked_config(prepared.values)
         writer.call("open", tracking.run_name or f"{data.name}-{config.model.name}",
-                    {**tags, **user_metadata(tracking.as_dict())},
+                    {**tags, **user_metadata(tracking)},
                     flatten({k: v for k, v in shown.items() if k != "search"}),  # search: a sweep's
                     {"config.yaml": logged_yaml(shown, prepared.choices), ENVIRONMENT: environment_lock()})
 
