@@ -1,7 +1,9 @@
 """Real servers for the tests: a throwaway PostgreSQL cluster and an `mlflow server` on it.
 
-Both are started by the tests themselves (session-scoped fixtures, registered in
-conftest.py) and stopped at the end of the session, pass or fail:
+Both are started by the tests themselves (session-scoped fixtures, registered by
+conftest.py's ``pytest_plugins``) and stopped at the end of the session, pass or fail. Under
+pytest-xdist each worker is a session of its own, which starts them if it runs a pg test: two
+workers' clusters and servers have their own temp dirs, sockets and ports (:func:`free_port`):
 
 * ``postgres``: finds the PostgreSQL server binaries (``/usr/lib/postgresql/*/bin``,
   the Debian layout); when they are missing and the tests run as root on a system
@@ -29,6 +31,7 @@ import fcntl
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -68,10 +71,33 @@ def _run_cleanups() -> None:
 atexit.register(_run_cleanups)
 
 
+# Ports for the servers the tests start: below Linux's ephemeral range (32768-60999), where the kernel picks the
+# ports of outgoing connections, so none takes a port between its check here and the server's bind.
+PORTS = range(20000, 32768)
+_port_cursor = [-1]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, from this process's own slice of :data:`PORTS`: each pytest-xdist worker (gw0,
+    gw1, ...) has a slice of its own, so two workers never hand out one port before either server binds it (two
+    ``bind(0)`` checks can: the port is free again once the check closes it). The walk starts at a random place,
+    so two test sessions on one machine rarely meet either; a port in use is skipped."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = len(PORTS) // count
+    first = PORTS.start + (int(worker) if worker.isdigit() else 0) % count * size
+    if _port_cursor[0] < 0:
+        _port_cursor[0] = random.randrange(size)  # noqa: S311 - where a walk starts, not a secret
+    for _ in range(size):
+        _port_cursor[0] += 1
+        port = first + _port_cursor[0] % size
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + size - 1}")
 
 
 def _tail(path: Path, lines: int = 40) -> str:
