@@ -25,11 +25,18 @@ run: $(STAMP)  ## run the demo experiment (wine, SVM, 10-fold CV) into outputs/d
 	mkdir -p $(DEMO)
 	cd $(DEMO) && $(CURDIR)/$(VENV)/bin/expt train conf=$(CURDIR)/recipes/wine_svm.yaml
 
-test: $(STAMP)  ## run the whole test suite
-	$(PY) -m pytest -q
+# One pytest-xdist worker per core the tests may use (`-n logical`: os.sched_getaffinity, as expt counts cores; `auto`
+# counts physical cores when psutil is installed, which can be 1 on a 2-vCPU VM), at most 8: each worker holds
+# torch, MLflow and scikit-learn (400 MB resident). How the tests are shared out: pyproject.toml's addopts
+# (--dist loadfile). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= logical
+PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8
+
+test: $(STAMP)  ## run the whole test suite, one pytest-xdist worker per core
+	$(PYTEST)
 
 test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison as a ratio
 	$(PY) -m pip install -q -e '.[dev,bench,boosting]'
