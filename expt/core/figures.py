@@ -12,29 +12,38 @@ in the held-out rows, say) is left out, not an error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 TOP_FEATURES = 20
 MAX_CURVES = 10  # one-vs-rest curves drawn per plot; more classes: the 10 most frequent
 DPI = 80
 
 
-def draw(evaluation: Any, task: str, metric: str, out: Path) -> list[Path]:
-    """Every plot the predictions allow, as files in ``out``."""
-    table = evaluation.predictions
-    if table is None or len(table) == 0:
+def draw(table: pd.DataFrame, classes: list[Any], importances: Mapping[str, list[float]], task: str, metric: str,
+         out: Path) -> list[Path]:
+    """Every plot an evaluation's predictions, classes and importances (:class:`expt.core.evaluation.Evaluation`)
+    allow, as files in ``out``."""
+    if len(table) == 0:
         return []
     makers = ([_confusion, _roc, _precision_recall, _calibration] if task == "classification"
               else [_predicted_vs_actual, _residuals])
     # No warnings.catch_warnings here: this may run in a thread beside the train run's own work, and the
     # filters it sets are the whole process's. A class without positives is left out of its curves instead.
-    files = [make(table, evaluation.classes, out) for make in makers]
-    files.append(_importance(evaluation.importances, metric, out))
+    files = [make(table, classes, out) for make in makers]
+    files.append(_importance(importances, metric, out))
     return [f for f in files if f is not None]
 
 
-def _figure(width: float = 5.5, height: float = 4.5, left: float = 0.14, right: float = 0.96) -> tuple[Any, Any]:
+def _figure(width: float = 5.5, height: float = 4.5, left: float = 0.14, right: float = 0.96) -> tuple[Figure, Axes]:
     """A figure without pyplot: no global state, and 0.3 s less to import in a process that only draws files."""
     from matplotlib.figure import Figure
 
@@ -45,12 +54,12 @@ def _figure(width: float = 5.5, height: float = 4.5, left: float = 0.14, right: 
     return fig, ax
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     return path
 
 
-def _scores(table: Any, classes: list[Any]) -> tuple[Any, list[Any]] | None:
+def _scores(table: pd.DataFrame, classes: list[Any]) -> tuple[np.ndarray, list[Any]] | None:
     """Per-class scores (n x k) from probabilities, or a binary model's decision score as the positive column."""
     import numpy as np
 
@@ -63,7 +72,7 @@ def _scores(table: Any, classes: list[Any]) -> tuple[Any, list[Any]] | None:
     return None
 
 
-def _shown(table: Any, classes: list[Any]) -> list[int]:
+def _shown(table: pd.DataFrame, classes: list[Any]) -> list[int]:
     """The classes (by position) that get a curve: the positive one of two, else the most frequent."""
     if len(classes) == 2:
         return [1]
@@ -72,7 +81,7 @@ def _shown(table: Any, classes: list[Any]) -> list[int]:
     return sorted(ranked[:MAX_CURVES])
 
 
-def _confusion(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _confusion(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     import numpy as np
     from sklearn.metrics import confusion_matrix
 
@@ -96,7 +105,7 @@ def _confusion(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "confusion_matrix.png")
 
 
-def _one_vs_rest(table: Any, classes: list[Any]) -> list[tuple[str, Any, Any]] | None:
+def _one_vs_rest(table: pd.DataFrame, classes: list[Any]) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
     """(label, is-this-class, score) for each class a curve is drawn for (both kinds present in y); None where the
     model gave no scores. Shared by the ROC and precision-recall curves."""
     found = _scores(table, classes)
@@ -114,7 +123,7 @@ def _one_vs_rest(table: Any, classes: list[Any]) -> list[tuple[str, Any, Any]] |
     return out
 
 
-def _roc(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _roc(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     from sklearn.metrics import auc, roc_curve
 
     curves = _one_vs_rest(table, classes)
@@ -130,7 +139,7 @@ def _roc(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "roc_curve.png")
 
 
-def _precision_recall(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _precision_recall(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     curves = _one_vs_rest(table, classes)
@@ -146,7 +155,7 @@ def _precision_recall(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "precision_recall_curve.png")
 
 
-def _calibration_curve(positive: Any, proba: Any, bins: int = 10) -> tuple[Any, Any]:
+def _calibration_curve(positive: ArrayLike, proba: ArrayLike, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Observed frequency and mean predicted probability per non-empty uniform bin (scikit-learn's
     ``calibration_curve``, without importing ``sklearn.calibration``'s 0.3 s for it)."""
     import numpy as np
@@ -159,7 +168,7 @@ def _calibration_curve(positive: Any, proba: Any, bins: int = 10) -> tuple[Any, 
     return hits[filled] / counts[filled], sums[filled] / counts[filled]
 
 
-def _calibration(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _calibration(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     if not classes or not all(f"proba_{c}" in table.columns for c in classes):
         return None
     y = table["y_true"].to_numpy()
@@ -177,7 +186,7 @@ def _calibration(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "calibration_curve.png")
 
 
-def _predicted_vs_actual(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _predicted_vs_actual(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     y, p = table["y_true"].to_numpy(dtype=float), table["y_pred"].to_numpy(dtype=float)
     fig, ax = _figure(5, 5)
     ax.scatter(y, p, s=8, alpha=0.5)
@@ -187,7 +196,7 @@ def _predicted_vs_actual(table: Any, classes: list[Any], out: Path) -> Path | No
     return _save(fig, out / "predicted_vs_actual.png")
 
 
-def _residuals(table: Any, classes: list[Any], out: Path) -> Path | None:
+def _residuals(table: pd.DataFrame, classes: list[Any], out: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     y, p = table["y_true"].to_numpy(dtype=float), table["y_pred"].to_numpy(dtype=float)
@@ -203,7 +212,7 @@ def _residuals(table: Any, classes: list[Any], out: Path) -> Path | None:
     return _save(fig, out / "residuals.png")
 
 
-def _importance(importances: dict[str, list[float]], metric: str, out: Path) -> Path | None:
+def _importance(importances: Mapping[str, list[float]], metric: str, out: Path) -> Path | None:
     import numpy as np
 
     if not importances:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TypeGuard
 
 RTOL = 1e-9
 ATOL = 1e-12
 
 
-def differences(a: Any, b: Any, path: str = "", *, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
+def differences(a: object, b: object, path: str = "", *, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
     """Where two JSON-like values differ beyond the tolerance: one ``path: a != b`` per difference."""
     if isinstance(a, bool) != isinstance(b, bool):  # True == 1 in Python; not in a record
         return [f"{path}: {a!r} != {b!r}"]
@@ -43,10 +43,10 @@ def differences(a: Any, b: Any, path: str = "", *, rtol: float = RTOL, atol: flo
     return [] if math.isclose(a, b, rel_tol=rtol, abs_tol=atol) else [f"{path}: {a!r} != {b!r}"]
 
 
-def close(a: Any, b: Any, *, rtol: float = RTOL, atol: float = ATOL) -> bool:
+def close(a: object, b: object, *, rtol: float = RTOL, atol: float = ATOL) -> bool:
     """Equal but for floats within the tolerance (nested dicts and lists compared item by item)."""
     return not differences(a, b, rtol=rtol, atol=atol)
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float)

@@ -18,10 +18,18 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.cv import make_splitter
 from expt.core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import ArrayLike
+
+    from expt.core.cv import Splitter
+    from expt.core.data import Dataset
 
 CV_DEFAULTS = {"kind": "kfold", "groups": None, "order": None, "gap": 0,  # learner.cv keys a config may lack
                "order_feature": False}
@@ -35,14 +43,14 @@ class Folds:
     n_rows: int
     split: str = "shuffled"
     column: str | None = None
-    keys: Any = None  # numpy: group codes (grouped) or the rank of each row's time (time)
+    keys: np.ndarray | None = None  # group codes (grouped) or the rank of each row's time (time)
     shuffle: bool = True
     stratify: bool | str = "auto"
     gap: int = 0
     seed: int = 0
 
-    def splitter(self, folds: int, *, rows: Any = None, repeats: int = 1, shuffle: bool | None = None,
-                 key: str = "learner.cv.folds") -> Any:
+    def splitter(self, folds: int, *, rows: np.ndarray | None = None, repeats: int = 1, shuffle: bool | None = None,
+                 key: str = "learner.cv.folds") -> Splitter:
         """A splitter of ``rows`` (positions in the table; all rows by default) into ``folds`` folds.
 
         ``shuffle=None`` keeps the learner's; a sweep shuffles its outer and inner folds always (where the kind
@@ -53,6 +61,7 @@ class Folds:
         if self.split == "shuffled":
             return make_splitter(self.task, self.n_rows if rows is None else len(rows), folds=folds,
                                  repeats=repeats, shuffle=shuffle, stratify=self.stratify, seed=self.seed, key=key)
+        assert self.keys is not None  # folds_of sets them for every kind but shuffled
         keys = self.keys if rows is None else self.keys[rows]
         if self.split == "time":
             return TimeSplit(keys, folds, self.gap)
@@ -84,7 +93,7 @@ class Folds:
         payload: Any = tests if self.split == "shuffled" else {"split": self.describe(), "tests": tests}
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
-    def manifest_hash(self, splitter: Any, X: Any, y: Any) -> str:
+    def manifest_hash(self, splitter: Splitter, X: pd.DataFrame | np.ndarray, y: ArrayLike) -> str:
         """:meth:`digest` of the folds ``splitter`` makes of ``X``: what a grid pairs and a rerun checks."""
         return self.digest([[int(i) for i in test] for _, test in splitter.split(X, y)])
 
@@ -93,14 +102,16 @@ class GroupedSplit:
     """Group k-fold bound to the groups of the rows it splits (StratifiedGroupKFold for a stratified
     classification, GroupKFold otherwise); ``repeats`` shuffled anew, as RepeatedStratifiedKFold does."""
 
-    def __init__(self, groups: Any, folds: int, *, classes: bool, shuffle: bool, repeats: int, seed: int) -> None:
+    def __init__(self, groups: np.ndarray, folds: int, *, classes: bool, shuffle: bool, repeats: int,
+                 seed: int) -> None:
         self.groups, self.folds, self.classes = groups, folds, classes
         self.shuffle, self.repeats, self.seed = shuffle, repeats, seed
 
-    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+    def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int:
         return self.folds * self.repeats
 
-    def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple[Any, Any]]:
+    def split(self, X: pd.DataFrame | np.ndarray, y: ArrayLike | None = None,
+              groups: ArrayLike | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import numpy as np
         from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
@@ -117,13 +128,14 @@ class TimeSplit:
     """Expanding-window folds over the distinct values of the order column (TimeSeriesSplit on them): rows that
     share a time stamp stay on one side, and ``gap`` distinct values between training and test are left out."""
 
-    def __init__(self, ranks: Any, folds: int, gap: int = 0) -> None:
+    def __init__(self, ranks: np.ndarray, folds: int, gap: int = 0) -> None:
         self.ranks, self.folds, self.gap = ranks, folds, gap
 
-    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+    def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int:
         return self.folds
 
-    def split(self, X: Any, y: Any = None, groups: Any = None) -> Iterator[tuple[Any, Any]]:
+    def split(self, X: pd.DataFrame | np.ndarray, y: ArrayLike | None = None,
+              groups: ArrayLike | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import numpy as np
         from sklearn.model_selection import TimeSeriesSplit
 
@@ -134,7 +146,7 @@ class TimeSplit:
             yield np.flatnonzero(codes <= train[-1]), np.flatnonzero((codes >= test[0]) & (codes <= test[-1]))
 
 
-def folds_of(dataset: Any, cv: Mapping[str, Any], *, seed: int, dropped: list[str] | None = None) -> Folds:
+def folds_of(dataset: Dataset, cv: Mapping[str, Any], *, seed: int, dropped: list[str] | None = None) -> Folds:
     """The split the learner's cv keys ask for, checked against each other and the data; the column it splits by
     is taken out of ``dataset`` (its features). A contradiction or a column that cannot split is one line."""
     cv = {**CV_DEFAULTS, **cv}
@@ -156,7 +168,7 @@ def folds_of(dataset: Any, cv: Mapping[str, Any], *, seed: int, dropped: list[st
     return folds
 
 
-def _check_keys(kind: str, groups: Any, order: Any, gap: int, cv: Mapping[str, Any]) -> None:
+def _check_keys(kind: str, groups: str | None, order: str | None, gap: int, cv: Mapping[str, Any]) -> None:
     """The cv keys against each other: only an explicit value that contradicts the kind is refused; the
     defaults (shuffle: true, stratify: auto) adapt to it."""
     if kind == "time":
@@ -186,7 +198,8 @@ def _check_keys(kind: str, groups: Any, order: Any, gap: int, cv: Mapping[str, A
                           "identical)")
 
 
-def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None, *, keep: bool = False) -> Any:
+def _take_column(dataset: Dataset, column: str, key: str, dropped: list[str] | None, *,
+                 keep: bool = False) -> pd.Series:
     """The column's values, the column taken out of the features (it splits; it is not learned from) unless
     ``keep``."""
     if column == dataset.target:
@@ -215,7 +228,7 @@ def _take_column(dataset: Any, column: str, key: str, dropped: list[str] | None,
     return values
 
 
-def _group_codes(values: Any, column: str) -> Any:
+def _group_codes(values: pd.Series, column: str) -> np.ndarray:
     import pandas as pd
 
     codes, uniques = pd.factorize(values)
@@ -225,7 +238,7 @@ def _group_codes(values: Any, column: str) -> Any:
     return codes
 
 
-def _time_ranks(values: Any, column: str) -> Any:
+def _time_ranks(values: pd.Series, column: str) -> np.ndarray:
     """Numbers as they are, dates (or text that parses as dates) as time stamps; the rank of each row's value."""
     import numpy as np
     import pandas as pd
@@ -241,20 +254,21 @@ def _time_ranks(values: Any, column: str) -> Any:
     return pd.Series(stamps).rank(method="dense").to_numpy(dtype=np.int64)
 
 
-def _is_number(values: Any) -> bool:
+def _is_number(values: pd.Series) -> bool:
     import pandas as pd
 
     return bool(pd.api.types.is_numeric_dtype(values))
 
 
-def check_folds(folds: Folds, splitter: Any, y: Any, *, key: str, where: str = "") -> None:
+def check_folds(folds: Folds, splitter: Splitter, y: np.ndarray, *, key: str, where: str = "") -> None:
     """Every fold of ``splitter`` over the rows of ``y`` has training and test rows: said before anything runs,
     naming the key to change (``where``: which rows, for a sweep's inner folds)."""
     import numpy as np
 
     if folds.split == "shuffled":
         return
-    n = int(len(np.unique(splitter.groups if folds.split == "grouped" else splitter.ranks)))
+    assert isinstance(splitter, GroupedSplit | TimeSplit)  # what Folds.splitter makes for the other kinds
+    n = int(len(np.unique(splitter.groups if isinstance(splitter, GroupedSplit) else splitter.ranks)))
     wanted = splitter.folds
     if folds.split == "grouped" and n < wanted:
         fix = f"lower {key} to {n}, or group by a finer column" if n >= 2 else \

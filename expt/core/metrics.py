@@ -14,10 +14,21 @@ like everything else a config builds.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike
+    from sklearn.base import BaseEstimator
+
+    from expt.models.hooks import Scorer
+
+    # scikit-learn's multimetric scorer (raise_exc=False): each metric's value, or the text of the error it raised
+    MultiScorer = Callable[[BaseEstimator, ArrayLike, ArrayLike], dict[str, float | str]]
 
 DEFAULTS = {
     "classification": ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "neg_log_loss"),
@@ -29,7 +40,8 @@ BINARY_ONLY = ("f1", "precision", "recall", "jaccard", "average_precision", "roc
 RESPONSE = {"predict_proba": "predicted probabilities", "decision_function": "decision scores"}
 
 
-def resolve_metrics(spec: Any, *, task: str, selection: str, estimator: Any, n_classes: int = 0) -> dict[str, Any]:
+def resolve_metrics(spec: str | Sequence[str | Mapping[str, Any]] | None, *, task: str, selection: str,
+                    estimator: BaseEstimator, n_classes: int = 0) -> dict[str, Scorer]:
     """Name -> scorer for every metric a run logs, the selecting one first.
 
     ``spec`` is ``learner.metrics``: ``auto`` (the task's defaults, leaving out those the
@@ -39,9 +51,9 @@ def resolve_metrics(spec: Any, *, task: str, selection: str, estimator: Any, n_c
     if not auto and not isinstance(spec, list | tuple):
         raise ConfigError(f"learner.metrics must be auto or a list of metric names, got {spec!r}; "
                           "e.g. learner.metrics=[accuracy,f1_macro]")
-    entries = list(DEFAULTS[task]) if auto else list(spec)
-    custom: dict[str, Any] = {}
-    named: list[tuple[str, Any]] = []
+    entries = list(spec) if isinstance(spec, list | tuple) else list(DEFAULTS[task])  # auto: checked above
+    custom: dict[str, Scorer] = {}
+    named: list[tuple[str, Scorer]] = []
     for i, entry in enumerate(entries):
         where = f"learner.metrics[{i}]"
         if isinstance(entry, Mapping):
@@ -74,7 +86,7 @@ def resolve_metrics(spec: Any, *, task: str, selection: str, estimator: Any, n_c
     return out
 
 
-def get_scorer(name: str, task: str, *, where: str | None = None) -> Any:
+def get_scorer(name: str, task: str, *, where: str | None = None) -> Scorer:
     """A scikit-learn scorer by name, checked against the task (``where``: the config key, for the message)."""
     from sklearn.metrics import get_scorer, get_scorer_names
 
@@ -102,7 +114,7 @@ def multiclass_name(name: str, n_classes: int) -> str:
     return "roc_auc_ovr" if name == "roc_auc" and n_classes > 2 else name
 
 
-def _custom(entry: Mapping[str, Any], where: str) -> tuple[str, Any]:
+def _custom(entry: Mapping[str, Any], where: str) -> tuple[str, Scorer]:
     """A user's scorer: a class under --trust-target, built through the one door; ``name`` names its metric."""
     from expt.core.build import build
 
@@ -125,7 +137,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def response_methods(scorer: Any) -> tuple[str, ...]:
+def response_methods(scorer: Scorer) -> tuple[str, ...]:
     """What a scikit-learn scorer asks of the model (any one of them); () for a user's scorer."""
     methods = getattr(scorer, "_response_method", None)
     if methods is None:
@@ -133,7 +145,7 @@ def response_methods(scorer: Any) -> tuple[str, ...]:
     return (methods,) if isinstance(methods, str) else tuple(methods)
 
 
-def missing_response(scorer: Any, estimator: Any) -> tuple[str, ...]:
+def missing_response(scorer: Scorer, estimator: BaseEstimator) -> tuple[str, ...]:
     """The methods a scorer needs of which the model has none (``hasattr`` follows scikit-learn's available_if)."""
     methods = response_methods(scorer)
     if not methods or any(hasattr(estimator, m) for m in methods):
@@ -141,7 +153,7 @@ def missing_response(scorer: Any, estimator: Any) -> tuple[str, ...]:
     return methods
 
 
-def needs_message(name: str, missing: tuple[str, ...], estimator: Any, key: str) -> str:
+def needs_message(name: str, missing: tuple[str, ...], estimator: BaseEstimator, key: str) -> str:
     what = " or ".join(RESPONSE.get(m, m) for m in missing)
     model = type(estimator).__name__
     fix = "set model.estimator.probability=true or " if model == "SVC" and "predict_proba" in missing else ""
@@ -149,14 +161,14 @@ def needs_message(name: str, missing: tuple[str, ...], estimator: Any, key: str)
             f"(e.g. accuracy, f1_macro)")
 
 
-def multi_scorer(scorers: Mapping[str, Any]) -> Any:
+def multi_scorer(scorers: Mapping[str, Scorer]) -> MultiScorer:
     """One callable for all metrics: scikit-learn's multimetric scorer predicts once per response method."""
     from sklearn.metrics import check_scoring
 
     return check_scoring(None, scoring=dict(scorers), raise_exc=False)
 
 
-def scores_of(values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+def scores_of(values: Mapping[str, float | str]) -> tuple[dict[str, float], dict[str, str]]:
     """A multimetric scorer's result as numbers; a metric that raised is NaN, with its error's last line."""
     scores, errors = {}, {}
     for name, value in values.items():

