@@ -115,7 +115,7 @@ class SweepProgress:
         for key, task in self.tasks.items():
             trials = self.sweep.studies[key].get_trials(deepcopy=False)
             done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-            values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
             total += min(done, self.n)
             self.progress.update(task, completed=min(done, self.n), best=f"best {max(values):.4f}" if values else "")
         self.progress.update(self.overall, completed=total)

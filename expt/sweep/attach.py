@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.config import Composed, compose, logged_yaml
 from expt.core.errors import ConfigError, UsageError
@@ -23,8 +23,25 @@ from expt.sweep.engine import Engine, Unit, UnitResult, counts, fail_stale_trial
 from expt.sweep.plan import SweepPlan, make_plan
 from expt.sweep.storage import META_CONFIG, META_FAMILIES, META_MANIFEST, open_storage
 
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
-def _study(storage: Any, name: str, *, create: bool, sampler: Any = None, pruner: Any = None) -> Any:
+
+class Reporting(Protocol):
+    """Where trials and finished units go: :class:`expt.sweep.reporter.Reporter` (which imports what imports this
+    module, so it is not named here)."""
+
+    def trial(self, unit: Unit, frozen: FrozenTrial) -> None: ...
+
+    def unit_done(self, unit: Unit, result: UnitResult, study: Study) -> None: ...
+
+
+def _study(storage: BaseStorage, name: str, *, create: bool, sampler: BaseSampler | None = None,
+           pruner: BasePruner | None = None) -> Study:
     import optuna
 
     if create:
@@ -33,7 +50,7 @@ def _study(storage: Any, name: str, *, create: bool, sampler: Any = None, pruner
     return optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
 
 
-def _exists(storage: Any, name: str) -> bool:
+def _exists(storage: BaseStorage, name: str) -> bool:
     return any(s.study_name == name for s in storage.get_all_studies())
 
 
@@ -42,7 +59,7 @@ class Sweep:
     sweep_id: str
     storage_url: str
     plan: SweepPlan
-    studies: dict[str, Any]
+    studies: dict[str, Study]  # one per unit, in the plan's order
     choices: dict[str, str]
 
 
@@ -89,7 +106,7 @@ def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None,
         meta.set_user_attr(META_CONFIG, _config_text(composed, plan))
         meta.set_user_attr(META_MANIFEST, plan.manifest["hash"])
         meta.set_user_attr(META_FAMILIES, plan.family_models)
-    studies = {}
+    studies: dict[str, Study] = {}
     for unit in plan.units:
         existing = _exists(storage, f"{sweep_id}/{unit.key}")
         n_seen = len(_study(storage, f"{sweep_id}/{unit.key}", create=False).trials) if existing else 0
@@ -98,14 +115,14 @@ def attach(sweep_id: str, storage_url: str, *, composed: Composed | None = None,
     return Sweep(sweep_id, storage_url, plan, studies, composed.choices)
 
 
-def _sampler(plan: SweepPlan, unit: Unit, worker: int, n_seen: int) -> Any:
+def _sampler(plan: SweepPlan, unit: Unit, worker: int, n_seen: int) -> BaseSampler:
     """Seeded per unit, per worker and per restart, so no two processes propose the same points."""
     from expt.core.space import make_sampler
 
     return make_sampler(plan.settings.sampler, plan.seed * 1_000_003 + unit.index * 1009 + worker * 101 + n_seen)
 
 
-def _pruner(plan: SweepPlan) -> Any:
+def _pruner(plan: SweepPlan) -> BasePruner:
     from expt.core.space import make_pruner
 
     epochs = plan.epochs_per_fold
@@ -130,11 +147,11 @@ def _from_stored(text: str) -> Composed:
         return compose([f"conf={path}"])
 
 
-def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | None = None,
+def make_engine(sweep: Sweep, reporter: Reporting, on_progress: Callable[[], None] | None = None,
                 keep_going: Callable[[], bool] = lambda: True) -> Engine:
     plan = sweep.plan
 
-    def on_trial(unit: Unit, frozen: Any) -> None:
+    def on_trial(unit: Unit, frozen: FrozenTrial) -> None:
         reporter.trial(unit, frozen)
         if on_progress is not None:
             on_progress()
@@ -149,12 +166,20 @@ def make_engine(sweep: Sweep, reporter: Any, on_progress: Callable[[], None] | N
                   on_trial=on_trial, on_unit=on_unit, keep_going=keep_going)
 
 
-def fail_stale(sweep: Sweep) -> list[tuple[Unit, Any]]:
+def fail_stale(sweep: Sweep) -> list[tuple[Unit, FrozenTrial]]:
     """--resume: every trial left RUNNING is a dead worker's (the user says none is at work)."""
     return [(u, t) for u in sweep.plan.units for t in fail_stale_trials(sweep.studies[u.key])]
 
 
-def replay(sweep: Sweep, reporter: Any) -> None:
+def reap(sweep: Sweep) -> list[tuple[Unit, FrozenTrial]]:
+    """Joining: only trials whose heartbeat stopped are a dead worker's (RDB storages; none on a journal)."""
+    from expt.sweep.coordination import reap_stale
+
+    reason = "worker died mid-trial (no heartbeat); its configuration is re-run"
+    return [(u, t) for u in sweep.plan.units for t in reap_stale(sweep.studies[u.key], reason)]
+
+
+def replay(sweep: Sweep, reporter: Reporting) -> None:
     """Send everything already in the storage to the sink; it logs only what MLflow lacks."""
     from optuna.trial import TrialState
 
@@ -180,12 +205,18 @@ def replay(sweep: Sweep, reporter: Any) -> None:
 def summary(sweep: Sweep) -> dict[str, Any]:
     import numpy as np
 
-    folds = [result_of(sweep.studies[u.key]) for u in sweep.plan.units if u.test is not None]
+    folds = [_finished(sweep.studies[u.key]) for u in sweep.plan.units if u.test is not None]
     outer = [f["outer_score"] for f in folds]
     inner = [f["inner_best"] for f in folds]
     return {"outer": outer, "inner": inner, "outer_mean": float(np.mean(outer)), "outer_std": float(np.std(outer)),
             "inner_mean": float(np.mean(inner)), "final": result_of(sweep.studies["final"]),
             "counts": {u.key: counts(sweep.studies[u.key]) for u in sweep.plan.units}}
+
+
+def _finished(study: Study) -> dict[str, Any]:
+    result = result_of(study)
+    assert result is not None  # a summary is made of finalized units
+    return result
 
 
 def all_finalized(sweep: Sweep) -> bool:

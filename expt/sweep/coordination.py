@@ -25,11 +25,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from expt.sweep.storage import (
     WORKER_ATTR,
+    beat_seconds,
     fail_and_requeue,
     has_heartbeat,
     heartbeat_interval,
@@ -39,8 +40,26 @@ from expt.sweep.storage import (
     trial_id_of,
 )
 
+if TYPE_CHECKING:
+    from optuna import Study, Trial
+    from optuna.trial import FrozenTrial
+
 CLAIM_SEP = ":run:"
 CLAIM_WAIT = 120.0
+
+
+class SweepRef(Protocol):
+    """What this module reads of a sweep: :class:`expt.sweep.attach.Sweep`, which it cannot import (attach imports
+    the engine, which imports this module)."""
+
+    @property
+    def sweep_id(self) -> str: ...
+
+    @property
+    def storage_url(self) -> str: ...
+
+    @property
+    def studies(self) -> Mapping[str, Study]: ...  # one per unit, in the plan's order
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -48,14 +67,14 @@ def worker_id(pid: int | None = None) -> str:
 
 
 @contextlib.contextmanager
-def heartbeat(study: Any, trial: Any) -> Iterator[None]:
+def heartbeat(study: Study, trial: Trial) -> Iterator[None]:
     """Beat for ``trial`` while the block runs (what ``study.optimize`` does; ask/tell has to do it itself)."""
     storage = storage_of(study)
     if not has_heartbeat(storage):
         yield
         return
     stop = threading.Event()
-    interval = storage.get_heartbeat_interval()
+    interval = beat_seconds(storage)
 
     def beat() -> None:
         while not stop.wait(interval):
@@ -104,9 +123,9 @@ class RunClaims:
             return run_id
         deadline = time.monotonic() + CLAIM_WAIT
         while time.monotonic() < deadline:
-            run_id = self.storage.get_study_user_attrs(study_id).get("run_id")
-            if run_id:
-                return str(run_id)
+            stored = self.storage.get_study_user_attrs(study_id).get("run_id")
+            if stored:
+                return str(stored)
             time.sleep(0.2)
         # The claimer died between its claim and its run: take over rather than lose the tree.
         run_id = create()
@@ -114,7 +133,7 @@ class RunClaims:
         return run_id
 
 
-def reap_stale(study: Any, reason: str) -> list[Any]:
+def reap_stale(study: Study, reason: str) -> list[FrozenTrial]:
     """Fail the trials whose worker stopped beating and enqueue their configurations again (RDB storages).
 
     Returns the trials this process failed (another process may win some of them).
@@ -124,20 +143,14 @@ def reap_stale(study: Any, reason: str) -> list[Any]:
     return fail_and_requeue(study, stale_trial_ids(study), reason)
 
 
-def reap(sweep: Any) -> list[tuple[Any, Any]]:
-    """Joining: only trials whose heartbeat stopped are a dead worker's (RDB storages; none on a journal)."""
-    reason = "worker died mid-trial (no heartbeat); its configuration is re-run"
-    return [(u, t) for u in sweep.plan.units for t in reap_stale(sweep.studies[u.key], reason)]
-
-
-def foreign_workers(sweep: Any, own: set[str]) -> set[str]:
+def foreign_workers(sweep: SweepRef, own: set[str]) -> set[str]:
     """Workers of other processes (other machines, other invocations) that ran trials of this sweep."""
-    seen = {t.user_attrs.get(WORKER_ATTR) for u in sweep.plan.units
-            for t in sweep.studies[u.key].get_trials(deepcopy=False)}
-    return seen - own - {None}
+    seen = {t.user_attrs.get(WORKER_ATTR) for study in sweep.studies.values()
+            for t in study.get_trials(deepcopy=False)}
+    return {w for w in seen if w is not None and w not in own}
 
 
-def claim_close(sweep: Any) -> bool:
+def claim_close(sweep: SweepRef) -> bool:
     return RunClaims(sweep.storage_url, sweep.sweep_id).claim("close")[0]
 
 
@@ -153,8 +166,8 @@ class Node:
 
     PREFIX = "expt.node:"
 
-    def __init__(self, sweep: Any) -> None:
-        self.storage = storage_of(sweep.studies[sweep.plan.units[0].key])
+    def __init__(self, sweep: SweepRef) -> None:
+        self.storage = storage_of(next(iter(sweep.studies.values())))
         self.study_id = self.storage.get_study_id_from_name(sweep.sweep_id)
         self.key = f"{self.PREFIX}{worker_id()}"
         self.interval = heartbeat_interval()

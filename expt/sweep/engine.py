@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import ExptError, RunFailedError
 from expt.sweep.storage import (
@@ -27,12 +27,19 @@ from expt.sweep.storage import (
     RESULT,
     SURPLUS,
     WORKER_ATTR,
+    beat_seconds,
     fail_and_requeue,
     grace_period,
     has_heartbeat,
     storage_of,
     trial_id_of,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    from optuna import Study, Trial
+    from optuna.trial import FrozenTrial
+    from sklearn.pipeline import Pipeline
 
 MIN_TRIALS_FOR_FAILURE_RATE = 5
 
@@ -43,8 +50,8 @@ class Unit:
 
     key: str
     index: int
-    train: Any
-    test: Any | None = None
+    train: np.ndarray  # row positions
+    test: np.ndarray | None = None
 
 
 @dataclass
@@ -63,7 +70,7 @@ class UnitResult:
     inner_best: float
     best_params: dict[str, Any]
     best_number: int
-    model: Any = field(default=None, repr=False)
+    model: Pipeline | None = field(default=None, repr=False)
 
 
 def run_order(units: list[Unit]) -> list[Unit]:
@@ -77,7 +84,7 @@ def run_order(units: list[Unit]) -> list[Unit]:
     return sorted(units, key=lambda u: u.test is not None)
 
 
-def counts(study: Any) -> Counts:
+def counts(study: Study) -> Counts:
     from optuna.trial import TrialState
 
     c = Counts()
@@ -93,7 +100,7 @@ def counts(study: Any) -> Counts:
     return c
 
 
-def is_surplus(study: Any, number: int, n_trials: int) -> bool:
+def is_surplus(study: Study, number: int, n_trials: int) -> bool:
     """True when the trials numbered before this one already fill the budget."""
     from optuna.trial import TrialState
 
@@ -102,17 +109,17 @@ def is_surplus(study: Any, number: int, n_trials: int) -> bool:
     return ahead >= n_trials
 
 
-def finalized(study: Any) -> bool:
+def finalized(study: Study) -> bool:
     return RESULT in study.user_attrs
 
 
 class Engine:
     """What a worker needs: the units, their studies, and how to evaluate and refit a configuration."""
 
-    def __init__(self, *, units: list[Unit], studies: dict[str, Any], n_trials: int, max_failure_rate: float,
-                 objective: Callable[[Any, Unit], float],
-                 refit: Callable[[dict[str, Any], Unit], tuple[Any, float | None]],
-                 on_trial: Callable[[Unit, Any], None], on_unit: Callable[[Unit, UnitResult], None],
+    def __init__(self, *, units: list[Unit], studies: dict[str, Study], n_trials: int, max_failure_rate: float,
+                 objective: Callable[[Trial, Unit], float],
+                 refit: Callable[[dict[str, Any], Unit], tuple[Pipeline, float | None]],
+                 on_trial: Callable[[Unit, FrozenTrial], None], on_unit: Callable[[Unit, UnitResult], None],
                  keep_going: Callable[[], bool] = lambda: True) -> None:
         self.units, self.studies, self.n_trials = run_order(units), studies, n_trials
         self.keep_going = keep_going
@@ -151,7 +158,7 @@ class Engine:
         if not has_heartbeat(storage):
             return
         now = time.monotonic()
-        if now - self._reaped.get(unit.key, 0.0) < storage.get_heartbeat_interval():
+        if now - self._reaped.get(unit.key, 0.0) < beat_seconds(storage):
             return
         self._reaped[unit.key] = now
         grace = grace_period(storage)
@@ -206,6 +213,7 @@ class Engine:
             raise RunFailedError(f"no trial of {unit.key} completed ({c.pruned} pruned, {c.failed} failed; first "
                                  f"error: {c.first_error}); loosen the pruner or fix the space")
         best = study.best_trial
+        assert best.value is not None  # a completed trial's
         model, outer = self.refit(best.params, unit)
         result = UnitResult(unit.key, outer, float(best.value), dict(best.params), best.number, model)
         study.set_user_attr(RESULT, {"outer_score": outer, "inner_best": result.inner_best,
@@ -214,17 +222,17 @@ class Engine:
         return result
 
 
-def stale_trials(study: Any) -> list[Any]:
+def stale_trials(study: Study) -> list[FrozenTrial]:
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
-def fail_stale_trials(study: Any) -> list[Any]:
+def fail_stale_trials(study: Study) -> list[FrozenTrial]:
     """Mark trials left RUNNING by a dead process FAIL and queue their configurations to run again."""
     reason = "worker died mid-trial (re-run on resume)"
     return fail_and_requeue(study, [trial_id_of(t) for t in stale_trials(study)], reason)
 
 
-def result_of(study: Any) -> dict[str, Any] | None:
+def result_of(study: Study) -> dict[str, Any] | None:
     return study.user_attrs.get(RESULT)

@@ -6,9 +6,11 @@ resume: from the config stored with the sweep, so they all evaluate the same thi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.build import build
 from expt.core.config import Composed, model_configs
@@ -19,6 +21,12 @@ from expt.core.prepare import Prepared, check_estimator_task, prepare
 from expt.core.settings import Config, Search, settings_of
 from expt.core.space import FAMILY_SEP, Param, SearchSpace, apply_params, check_paths, parse_space
 from expt.sweep.engine import Unit
+
+if TYPE_CHECKING:
+    from optuna import Trial
+    from sklearn.pipeline import Pipeline
+
+    from expt.core.cv import Splitter
 
 
 @dataclass
@@ -48,12 +56,12 @@ class SweepPlan:
     def seed(self) -> int:
         return self.config.seed
 
-    def config_for(self, params: dict[str, Any]) -> Config:
+    def config_for(self, params: Mapping[str, Any]) -> Config:
         """The config a trial evaluates: this one with the trial's parameters set (its family's model, in a
         model_selection search)."""
         return settings_of(apply_params(self.values, params, self.family_models))
 
-    def pipeline_for(self, params: dict[str, Any]) -> Any:
+    def pipeline_for(self, params: Mapping[str, Any]) -> Pipeline:
         config = self.config_for(params)
         estimator = build(config.model.estimator, where="model.estimator")
         check_estimator_task(estimator, self.prepared.dataset.task)
@@ -74,19 +82,19 @@ class SweepPlan:
         if isinstance(estimator.get("booster"), dict):
             return self._rounds_per_fold(estimator["booster"])
         searched = next((p for p in self.space.params if p.name == "model.estimator.max_epochs"), None)
-        return int(searched.high) if searched is not None else int(estimator.get("max_epochs") or 1)
+        return _most(searched) if searched is not None else int(estimator.get("max_epochs") or 1)
 
-    def _rounds_per_fold(self, booster: dict[str, Any]) -> int:
+    def _rounds_per_fold(self, booster: Mapping[str, Any]) -> int:
         """n_estimators (CatBoost: iterations, default 1000), or the most a search may choose."""
         for key in ("n_estimators", "iterations", "num_boost_round", "num_trees"):
             searched = next((p for p in self.space.params if p.name == f"model.estimator.booster.{key}"), None)
             if searched is not None:
-                return int(searched.high)
+                return _most(searched)
             if booster.get(key) is not None:
                 return int(booster[key])
         return 1000 if str(booster.get("_target_", "")).startswith("catboost.") else 100
 
-    def objective(self, trial: Any, unit: Unit) -> float:
+    def objective(self, trial: Trial, unit: Unit) -> float:
         """Mean inner-CV score on the unit's training part; each inner fold (or, for a torch model,
         each epoch's validation score) is an intermediate value for the pruner."""
         import numpy as np
@@ -123,14 +131,15 @@ class SweepPlan:
         trial.set_user_attr("inner_scores", scores)
         return float(np.mean(scores))
 
-    def inner_splitter(self, unit: Unit) -> Any:
+    def inner_splitter(self, unit: Unit) -> Splitter:
         """The inner folds of a unit's training part: shuffled, grouped or time-ordered as the outer ones are
         (grouped by the groups there; in time order there)."""
         assert self.prepared.folds is not None
         return self.prepared.folds.splitter(self.settings.inner_folds, rows=unit.train, shuffle=True,
                                             key="search.inner_folds")
 
-    def _epoch_reports(self, trial: Any, fold: int, epochs: int | None, prune: Any) -> Any:
+    def _epoch_reports(self, trial: Trial, fold: int, epochs: int | None,
+                       prune: Callable[[int, str], None]) -> AbstractContextManager[object]:
         import contextlib
 
         from expt.models.hooks import epoch_hooks
@@ -145,12 +154,18 @@ class SweepPlan:
 
         return epoch_hooks(scorer=self.prepared.scorer, on_epoch=on_epoch, metric=self.prepared.metric)
 
-    def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Any, float | None]:
+    def refit(self, params: dict[str, Any], unit: Unit) -> tuple[Pipeline, float | None]:
         data = self.prepared.dataset
         model = self.pipeline_for(params).fit(data.X.iloc[unit.train], data.y[unit.train])
         if unit.test is None:
             return model, None
         return model, float(self.prepared.scorer(model, data.X.iloc[unit.test], data.y[unit.test]))
+
+
+def _most(param: Param) -> int:
+    """The largest value a searched count (epochs, boosting rounds) may take: its high bound, or its largest
+    choice."""
+    return int(param.high) if param.high is not None else int(max(param.choices))
 
 
 def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
@@ -198,6 +213,6 @@ def make_plan(composed: Composed, family_models: dict[str, Any] | None = None,
     return plan
 
 
-def display_params(params: dict[str, Any]) -> dict[str, Any]:
+def display_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Trial parameters without the family prefix, for tables and MLflow params."""
     return {(k.split(FAMILY_SEP, 1)[1] if FAMILY_SEP in k else k): v for k, v in params.items()}

@@ -9,11 +9,19 @@ final search, which runs first, so it is drawn while the outer folds run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from optuna import Study
+    from optuna.trial import FrozenTrial
+
+    from expt.sweep.attach import Sweep
 
 
-def plot_data(sweep: Any, result: dict[str, Any]) -> dict[str, Any]:
+def plot_data(sweep: Sweep, result: Mapping[str, Any]) -> dict[str, Any]:
     """What the end-of-sweep plots need, picklable: best-so-far series per unit, outer and inner scores."""
     from optuna.trial import TrialState
 
@@ -25,14 +33,14 @@ def plot_data(sweep: Any, result: dict[str, Any]) -> dict[str, Any]:
             "inner": result["inner"]}
 
 
-def importance_data(study: Any) -> dict[str, Any]:
+def importance_data(study: Study) -> dict[str, Any]:
     """The final search's completed trials, for the parameter importance plot."""
     from optuna.trial import TrialState
 
     return {"final_trials": study.get_trials(deepcopy=True, states=(TrialState.COMPLETE,))}
 
 
-def render(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+def render(data: Mapping[str, Any], out: Path) -> list[tuple[str, str]]:
     """The plots ``data`` has what it takes for, as (artifact folder, file) pairs."""
     files = []
     if "histories" in data:
@@ -43,7 +51,7 @@ def render(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     return files
 
 
-def _history_plots(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+def _history_plots(data: Mapping[str, Any], out: Path) -> list[tuple[str, str]]:
     """Optimization history per unit, and inner best vs outer score per fold."""
     import matplotlib
 
@@ -71,7 +79,7 @@ def _history_plots(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     return [("plots", str(out / "optimization_history.png")), ("plots", str(out / "outer_vs_inner.png"))]
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()  # long metric and parameter names; fixed margins clipped them for 0.03 s saved
@@ -79,7 +87,7 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def _importance_plot(trials: list[Any], out: Path) -> str | None:
+def _importance_plot(trials: list[FrozenTrial], out: Path) -> str | None:
     import logging
     import warnings
 

@@ -7,7 +7,7 @@ import pickle
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import TrackingError
 from expt.models.hooks import epoch_series, history_of
@@ -40,6 +40,14 @@ from expt.tracking.tags import (
     VERSION_TAG,
 )
 
+if TYPE_CHECKING:
+    import datetime as dt
+    from multiprocessing.queues import Queue
+
+    from optuna import Study
+    from optuna.trial import FrozenTrial
+    from sklearn.pipeline import Pipeline
+
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 # A trial run carries what identifies its code, data and sweep; package and Python versions stay on
 # the sweep and fold runs above it. Each tag is a row MLflow writes per trial (25 tags: ~26 ms of
@@ -48,14 +56,15 @@ TRIAL_TAGS = (VERSION_TAG, GIT_COMMIT_TAG, GIT_DIRTY_TAG, FINGERPRINT_TAG, SEED_
               SWEEP_ID_TAG, DATA_TAG)
 
 
-def _seconds(moment: Any) -> float | None:
+def _seconds(moment: dt.datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
 class Reporter:
     """Builds the run tree's messages: sweep → outer fold (and final) → trial."""
 
-    def __init__(self, queue: Any, plan: SweepPlan, sweep_id: str, base_tags: dict[str, str]) -> None:
+    def __init__(self, queue: Queue[dict[str, Any]], plan: SweepPlan, sweep_id: str,
+                 base_tags: dict[str, str]) -> None:
         self.queue, self.plan, self.sweep_id = queue, plan, sweep_id
         self.metric = plan.prepared.metric
         self.tags = {**base_tags, SWEEP_ID_TAG: sweep_id, DATA_TAG: plan.prepared.dataset.name,
@@ -90,11 +99,12 @@ class Reporter:
                   "tags": {**self.tags, RUN_TYPE_TAG: FINAL_RUN if unit.test is None else OUTER_FOLD_RUN,
                            OUTER_FOLD_TAG: str(unit.index)}})
 
-    def trial(self, unit: Unit, frozen: Any) -> None:
+    def trial(self, unit: Unit, frozen: FrozenTrial) -> None:
         state = frozen.state.name
         scores = frozen.user_attrs.get("inner_scores", [])
         metrics = {"duration_s": frozen.duration.total_seconds()} if frozen.duration else {}
         if state == "COMPLETE":
+            assert frozen.value is not None  # a completed trial's
             metrics[f"inner_{self.metric}_mean"] = float(frozen.value)
         tags = {**self.trial_tags, RUN_TYPE_TAG: TRIAL_RUN, OUTER_FOLD_TAG: str(unit.index),
                 TRIAL_NUMBER_TAG: str(frozen.number), TRIAL_STATE_TAG: state}
@@ -105,7 +115,7 @@ class Reporter:
                   "status": STATUS.get(state, "KILLED"), "params": display_params(frozen.params),
                   "metrics": metrics, "steps": {f"inner_{self.metric}": scores} if scores else {}})
 
-    def unit_done(self, unit: Unit, result: UnitResult, study: Any) -> None:
+    def unit_done(self, unit: Unit, result: UnitResult, study: Study) -> None:
         c = counts(study)
         metrics = {f"inner_best_{self.metric}": result.inner_best, "n_done": c.done, "n_pruned": c.pruned,
                    "n_failed": c.failed}
@@ -127,11 +137,12 @@ class Reporter:
         if unit.test is None:  # the final search runs first: its importance plot is drawn while the folds run
             self.put({"key": "sweep", "update": True, "plots": importance_data(study)})
 
-    def _evaluation_file(self, unit: Unit, model: Any) -> str:
+    def _evaluation_file(self, unit: Unit, model: Pipeline) -> str:
         """The outer fold's refit model and held-out part, for the sink to predict, score on every metric and
         draw from (off the trials' critical path: here it costs a pickle of the model)."""
         prepared = self.plan.prepared
         data = prepared.dataset
+        assert unit.test is not None  # an outer fold's
         payload = {"model": model, "X": data.X.iloc[unit.test], "y": data.y[unit.test], "rows": unit.test,
                    "fold": unit.index, "scorer": prepared.scorer, "scorers": prepared.scorers or
                    {prepared.metric: prepared.scorer}, "metric": prepared.metric, "task": data.task,

@@ -9,15 +9,44 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.config import Composed, logged_yaml
 from expt.core.errors import ExptError
-from expt.sweep.attach import Sweep, all_finalized, attach, fail_stale, make_engine, manifest_json, replay, summary
+from expt.sweep.attach import (
+    Sweep,
+    all_finalized,
+    attach,
+    fail_stale,
+    make_engine,
+    manifest_json,
+    reap,
+    replay,
+    summary,
+)
 from expt.sweep.plan import SweepPlan
 from expt.sweep.storage import default_storage, new_sweep_id
 from expt.tracking.tags import RESUMES_TAG, TRUSTED_TAG, WARM_START_TAG, WORKERS_TAG
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.queues import Queue
+
+    from expt.sweep.reporter import Reporter, SinkProcess
+
+
+class Progress(Protocol):
+    """What shows a sweep's progress while it runs (``expt.cli.render.SweepProgress``): a context, refreshed after
+    each trial."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def refresh(self) -> None: ...
 
 
 @dataclass
@@ -31,7 +60,8 @@ class SweepOptions:
     tags: dict[str, str] | None = None  # on every run of the sweep (expt rerun: expt.rerun_of)
 
 
-def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any = None) -> tuple[Sweep, dict]:
+def run_sweep(composed: Composed | None, options: SweepOptions,
+              progress_factory: Callable[[Sweep], Progress] | None = None) -> tuple[Sweep, dict[str, Any]]:
     """Start, join or resume a sweep and work it to the end; returns the sweep and its summary."""
     from expt.core.timeline import mark
     from expt.sweep.reporter import SinkProcess
@@ -46,8 +76,8 @@ def run_sweep(composed: Composed | None, options: SweepOptions, progress_factory
             sink.abandon()
 
 
-def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Any,
-               sink: Any) -> tuple[Sweep, dict]:
+def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factory: Callable[[Sweep], Progress] | None,
+               sink: SinkProcess) -> tuple[Sweep, dict[str, Any]]:
     from expt.core.timeline import mark
     from expt.sweep.reporter import Reporter
     from expt.sweep.warmstart import enqueue_warm_start, read_warm_start
@@ -69,7 +99,7 @@ def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factor
     mark("attached (data, plan, studies)")
     if warm is None:  # joined or resumed an existing sweep
         warm = read_warm_start(options.warm_start, plan, sweep.choices.get("model"))
-    from expt.sweep.coordination import Node, claim_close, foreign_workers, reap, worker_id
+    from expt.sweep.coordination import Node, claim_close, foreign_workers, worker_id
 
     node = Node(sweep).start()  # other processes on this sweep see this one at work
     stale = fail_stale(sweep) if options.resume else reap(sweep)
@@ -131,7 +161,7 @@ def _run_sweep(composed: Composed | None, options: SweepOptions, progress_factor
     return sweep, result
 
 
-def _close(sweep: Sweep, reporter: Any, result: dict[str, Any]) -> None:
+def _close(sweep: Sweep, reporter: Reporter, result: dict[str, Any]) -> None:
     from expt.meta.records import sweep_records
     from expt.sweep.plots import plot_data
 
@@ -194,7 +224,7 @@ def shape_tags(sweep: Sweep) -> dict[str, str]:
             TRUSTED_TAG: ",".join(sorted({str(p) for v in shares for p in v.get("trusted", [])}))}
 
 
-def _thread_limits(reserve: int, workers: int = 1) -> Any:
+def _thread_limits(reserve: int, workers: int = 1) -> AbstractContextManager[object]:
     """Leave a core to the MLflow sink: threads of a trial waiting on a busy core cost more than they give.
 
     Every pool, not just BLAS: scikit-learn's losses and gradients run OpenMP ``prange``
@@ -225,7 +255,7 @@ PAYOFF = 2.0
 SINK_BUSY = 8  # messages waiting for the sink: it is using its core
 
 
-def _spare_cores(sink: Any) -> float:
+def _spare_cores(sink: SinkProcess) -> float:
     """Cores left over by this process and the sink; a sink with a backlog counts as a whole core."""
     import os
 
@@ -237,7 +267,8 @@ def _spare_cores(sink: Any) -> float:
     return cores - 1 - (1 if busy else 0.25)
 
 
-def _run_with_workers(sweep: Sweep, reporter: Any, n: int, sink: Any, progress: Any) -> set[str]:
+def _run_with_workers(sweep: Sweep, reporter: Reporter, n: int, sink: SinkProcess,
+                      progress: Progress | None) -> set[str]:
     """This process is the first of ``n`` workers; the other ``n - 1`` are started once the trials left pay for
     their start-up (:data:`PAYOFF`). Returns the ids of the processes started."""
     import multiprocessing as mp
@@ -248,8 +279,8 @@ def _run_with_workers(sweep: Sweep, reporter: Any, n: int, sink: Any, progress: 
     from expt.sweep.engine import counts
 
     ctx = mp.get_context("spawn")
-    errors = ctx.Queue()
-    procs: list[Any] = []
+    errors: Queue[str] = ctx.Queue()
+    procs: list[BaseProcess] = []
     startup = time.process_time()  # what this process spent to get here: what a worker's start-up costs
     budget = sweep.plan.settings.n_trials * len(sweep.plan.units)
     done_before = sum(min(counts(study).done, sweep.plan.settings.n_trials) for study in sweep.studies.values())
@@ -297,7 +328,8 @@ def _run_with_workers(sweep: Sweep, reporter: Any, n: int, sink: Any, progress: 
     return {worker_id(p.pid) for p in procs}
 
 
-def worker_main(sweep_id: str, storage_url: str, queue: Any, errors: Any, index: int, workers: int = 1) -> None:
+def worker_main(sweep_id: str, storage_url: str, queue: Queue[dict[str, Any]], errors: Queue[str], index: int,
+                workers: int = 1) -> None:
     """A worker process: rebuild the plan from the storage and take trials until none are left."""
     import signal
     import warnings

@@ -19,10 +19,16 @@ import pickle
 import traceback
 from collections.abc import Mapping
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from expt.core.timeline import mark
 from expt.tracking.tags import BEST_TRIAL_TAG, EVALUATION_ERROR_TAG, KEY_TAG, RECORDS_TAG, SWEEP_ID_TAG, tag_filter
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
+    from expt.core.data import Dataset
+    from expt.core.evaluation import Evaluation
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 OUTER_PLOTS = "outer_plots"  # on the sweep run: the out-of-fold plots pooled over the outer folds
@@ -50,7 +56,7 @@ class Sink:
         self.sweep_id = sweep_id
         self.runs: dict[str, tuple[str, str]] = {}  # key -> (run id, status)
         self.waiting: dict[str, list[Mapping[str, Any]]] = {}  # parent key -> messages that came before it
-        self.evaluated: dict[int, tuple[Any, dict[str, float], str, str]] = {}  # outer fold -> its evaluation
+        self.evaluated: dict[int, tuple[Evaluation, dict[str, float], str, str]] = {}  # outer fold -> its evaluation
         self.rescan()
 
     def rescan(self) -> None:
@@ -194,7 +200,7 @@ class Sink:
             self.tracker.log_files(run_id, files["plots"], OUTER_PLOTS)  # plots/ holds the search's own
         self.tracker.log(run_id, metrics=summary)
 
-    def set_dataset(self, dataset: Any, seed: int) -> None:
+    def set_dataset(self, dataset: Dataset, seed: int) -> None:
         from expt.meta.records import features_of
 
         self.meta_features = features_of(dataset, seed)
@@ -223,7 +229,7 @@ class Sink:
                 self.runs[key] = (run_id, status)
 
 
-def _leave_now() -> None:
+def _leave_now() -> NoReturn:
     """Exit without tearing the interpreter down: every write is committed, and the parent waits on this exit.
 
     Interpreter shutdown with MLflow, scikit-learn and matplotlib loaded took 1.2 s
@@ -254,7 +260,7 @@ def warm_up() -> None:
     from mlflow.models import infer_signature  # noqa: F401
 
 
-def _next_message(queue: Any) -> dict | None:
+def _next_message(queue: Queue[dict[str, Any]]) -> dict[str, Any] | None:
     """The next message; None once the sweep process is gone (nothing more can come)."""
     while True:
         try:
@@ -264,7 +270,7 @@ def _next_message(queue: Any) -> dict | None:
                 return None
 
 
-def _configuration(queue: Any) -> tuple | None:
+def _configuration(queue: Queue[dict[str, Any]]) -> tuple[str, str, str, bool, str | None] | None:
     """A sink started before its sweep existed: import MLflow now, then wait for the store to log to (``None``:
     the sweep was refused, or its process died)."""
     from mlflow import MlflowClient  # noqa: F401 - the imports are the point: they overlap the sweep's own start
@@ -286,8 +292,8 @@ def _configuration(queue: Any) -> tuple | None:
             return None
 
 
-def sink_main(queue: Any, errors: Any, uri: str | None = None, experiment: str = "", sweep_id: str = "",
-              sqlite_wal: bool = True, storage_url: str | None = None) -> None:
+def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None = None, experiment: str = "",
+              sweep_id: str = "", sqlite_wal: bool = True, storage_url: str | None = None) -> None:
     """Process entry: consume messages until ``stop``; report the first failure on ``errors``.
 
     Without ``uri`` the first message names the store (``SinkProcess.configure``)."""
@@ -307,7 +313,7 @@ def sink_main(queue: Any, errors: Any, uri: str | None = None, experiment: str =
             configured = _configuration(queue)
             if configured is None:
                 _leave_now()
-            uri, experiment, sweep_id, sqlite_wal, storage_url = configured  # type: ignore[misc]
+            uri, experiment, sweep_id, sqlite_wal, storage_url = configured
         else:
             warm_up()
         sink = Sink(uri, experiment, sweep_id, sqlite_wal, storage_url)

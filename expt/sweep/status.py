@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 RECENT = dt.timedelta(minutes=10)
 
@@ -37,7 +40,8 @@ def sweep_status(sweep_id: str, storage_url: str, *, now: dt.datetime | None = N
     config = yaml.safe_load(meta.user_attrs.get(META_CONFIG, "")) or {}
     budget = int((config.get("search") or {}).get("n_trials", 0))
     now = now or dt.datetime.now()
-    units, workers = [], {}
+    units: list[dict[str, Any]] = []
+    workers: dict[str, dict[str, Any]] = {}
     for name in sorted((n for n in names if n.startswith(f"{sweep_id}/")), key=_unit_order):
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
@@ -56,7 +60,7 @@ def sweep_status(sweep_id: str, storage_url: str, *, now: dt.datetime | None = N
         units.append({
             "unit": name.split("/", 1)[1], "budget": budget, "complete": state["COMPLETE"], "pruned": state["PRUNED"],
             "failed": state["FAIL"], "running": state["RUNNING"], "waiting": state["WAITING"],
-            "best": max((t.value for t in complete), default=None),
+            "best": max((t.value for t in complete if t.value is not None), default=None),  # all, being complete
             "outer": result.get("outer_score") if result else None,
             "state": "done" if result else ("running" if state["RUNNING"] or done < budget else "finishing"),
             "last_error": errors[-1] if errors else None,
@@ -73,7 +77,7 @@ def _unit_order(name: str) -> tuple[int, str]:
     return (1, unit) if unit == "final" else (0, unit.rjust(12))
 
 
-def _see_worker(workers: dict[str, Any], t: Any, unit: str, attr: str) -> None:
+def _see_worker(workers: dict[str, dict[str, Any]], t: FrozenTrial, unit: str, attr: str) -> None:
     worker = t.user_attrs.get(attr)
     if not worker:
         return

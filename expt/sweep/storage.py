@@ -12,9 +12,15 @@ import datetime as dt
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeGuard
 
 from expt.core.errors import ExptError, TrackingError, UsageError
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.storages import BaseStorage, RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.trial import FrozenTrial, Trial
 
 OUTPUTS = Path("outputs") / "sweeps"
 # Study user attributes of a sweep's meta study.
@@ -49,7 +55,7 @@ def heartbeat_interval() -> int:
     return max(1, value)
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str) -> BaseStorage:
     """A journal file (a path, default) or any Optuna RDB URL (sqlite:///, postgresql://...)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
@@ -68,7 +74,7 @@ def open_storage(url: str) -> Any:
                             f"{str(exc).splitlines()[0][:200]}; check --storage") from None
 
 
-def rdb_storage(url: str) -> Any:
+def rdb_storage(url: str) -> RDBStorage:
     import warnings
 
     import optuna
@@ -85,38 +91,49 @@ def rdb_storage(url: str) -> Any:
 # storage and id, a trial's storage id, whether heartbeats are on, and the ids of stale trials.
 # Checked against Optuna 5.0.0 (and 4.x); if an upgrade breaks one of them, it breaks here only.
 
-def storage_of(study: Any) -> Any:
+def storage_of(study: Study) -> BaseStorage:
     return study._storage
 
 
-def study_id_of(study: Any) -> int:
+def study_id_of(study: Study) -> int:
     return study._study_id
 
 
-def trial_id_of(trial: Any) -> int:
+def trial_id_of(trial: Trial | FrozenTrial) -> int:
     """The storage's id of a live ``Trial`` or a ``FrozenTrial`` (not its per-study ``number``)."""
     return trial._trial_id
 
 
-def has_heartbeat(storage: Any) -> bool:
+def has_heartbeat(storage: BaseStorage) -> TypeGuard[BaseHeartbeat]:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return is_heartbeat_enabled(storage)
 
 
-def grace_period(storage: Any) -> int:
+def beat_seconds(storage: BaseHeartbeat) -> int:
+    """The heartbeat interval of a storage with heartbeats on (:func:`has_heartbeat`), which always has one."""
+    interval = storage.get_heartbeat_interval()
+    assert interval is not None  # is_heartbeat_enabled: an interval is set
+    return interval
+
+
+def grace_period(storage: BaseHeartbeat) -> int:
     backend = getattr(storage, "_backend", storage)  # optuna wraps an RDBStorage in a cache
-    return int(getattr(backend, "grace_period", None) or 2 * storage.get_heartbeat_interval())
+    return int(getattr(backend, "grace_period", None) or 2 * beat_seconds(storage))
 
 
-def stale_trial_ids(study: Any) -> list[int]:
+def stale_trial_ids(study: Study) -> list[int]:
     """Running trials whose heartbeat is older than the grace period (RDB storages with heartbeats)."""
-    return list(storage_of(study)._get_stale_trial_ids(study_id_of(study)))
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    storage = storage_of(study)
+    assert isinstance(storage, BaseHeartbeat)  # callers have checked has_heartbeat
+    return list(storage._get_stale_trial_ids(study_id_of(study)))
 
 
 # --- failing a dead worker's trials --------------------------------------------------------------
 
-def fail_and_requeue(study: Any, trial_ids: list[int], reason: str) -> list[Any]:
+def fail_and_requeue(study: Study, trial_ids: list[int], reason: str) -> list[FrozenTrial]:
     """Mark these trials FAIL with ``reason`` and enqueue their configurations to run again.
 
     Returns the trials this process failed: on a shared storage another process may win some
@@ -126,7 +143,7 @@ def fail_and_requeue(study: Any, trial_ids: list[int], reason: str) -> list[Any]
     from optuna.trial import TrialState
 
     storage = storage_of(study)
-    failed = []
+    failed: list[FrozenTrial] = []
     for trial_id in trial_ids:
         with contextlib.suppress(UpdateFinishedTrialError):
             storage.set_trial_user_attr(trial_id, ERROR, reason)
@@ -137,7 +154,7 @@ def fail_and_requeue(study: Any, trial_ids: list[int], reason: str) -> list[Any]
     return failed
 
 
-def retry(study: Any, trial: Any) -> None:
+def retry(study: Study, trial: FrozenTrial) -> None:
     """The same configuration again, as the next trial a worker asks for.
 
     A trial killed between two suggestions has chosen only some of its values: the retry fixes

@@ -11,13 +11,20 @@ a nested CV exists to keep honest. Such configurations seed the final search onl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
 
+if TYPE_CHECKING:
+    from expt.core.data import Dataset
+    from expt.core.space import Param
+    from expt.sweep.attach import Sweep
+    from expt.sweep.plan import SweepPlan
 
-def read_warm_start(path: str | None, plan: Any, model: str | None) -> list[dict[str, Any]]:
+
+def read_warm_start(path: str | None, plan: SweepPlan, model: str | None) -> list[dict[str, Any]]:
     """The configurations a --warm-start file or folder gives (none without one), checked against the space."""
     if not path:
         return []
@@ -39,7 +46,8 @@ def read_warm_start(path: str | None, plan: Any, model: str | None) -> list[dict
             recipes.append(f)
         else:
             configs.extend(loaded if isinstance(loaded, list) else [loaded])
-    from_recipes, leaky = [], []
+    from_recipes: list[dict[str, Any]] = []
+    leaky: list[str] = []
     for f in recipes:
         entries = warm_start_entries([f], plan.space, model)
         if entries and _chosen_on(f, plan.prepared.dataset):
@@ -79,11 +87,12 @@ def read_warm_start(path: str | None, plan: Any, model: str | None) -> list[dict
     return configs
 
 
-def value_problem(param: Any, value: Any) -> str | None:
+def value_problem(param: Param, value: object) -> str | None:
     """Why ``value`` is not in ``param``'s range (None when it is): Optuna enqueues any value it is given, and a
     value outside the space failed every study's first trial while the command exited 0 (issue 26)."""
     if param.kind == "categorical":
         return None if value in param.choices else f"is not one of {list(param.choices)}"
+    assert param.low is not None and param.high is not None  # parse_param: a numeric parameter has both
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"is not a number ({param.kind} from {param.low:g} to {param.high:g})"
     if param.kind == "int" and not float(value).is_integer():
@@ -100,15 +109,16 @@ def _on_grid(offset: float, step: float) -> bool:
     return abs(offset - n * step) <= 1e-9 * max(1.0, abs(offset))
 
 
-class WarmStart(list):
-    """Warm-start entries; ``final_only``: the indices of those that may seed the final search only."""
+class WarmStart(list[Any]):
+    """Warm-start entries (as a file gives them, until :func:`read_warm_start` has checked them: mappings of
+    parameters to values); ``final_only``: the indices of those that may seed the final search only."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Iterable[Any]) -> None:
         super().__init__(*args)
         self.final_only: set[int] = set()
 
 
-def _chosen_on(file: Path, dataset: Any) -> bool:
+def _chosen_on(file: Path, dataset: Dataset) -> bool:
     """Whether a config ``expt recommend`` wrote was chosen with ``dataset``'s own records."""
     from expt.meta.advise import provenance
 
@@ -120,10 +130,10 @@ def _chosen_on(file: Path, dataset: Any) -> bool:
     return found.get("dataset") == dataset.name
 
 
-def enqueue_warm_start(sweep: Any, configs: list[dict[str, Any]]) -> int:
+def enqueue_warm_start(sweep: Sweep, configs: list[dict[str, Any]]) -> int:
     """Queue given configurations as the first trials of every study that has none yet (those chosen on this
     dataset: the final search's only)."""
-    final_only = getattr(configs, "final_only", set())
+    final_only: set[int] = getattr(configs, "final_only", set())
     finals = {u.key for u in sweep.plan.units if u.test is None}
     fresh = [(key, s) for key, s in sweep.studies.items() if not s.trials]
     for key, study in fresh:
