@@ -6,11 +6,26 @@ The same code runs a cell in the grid's process and in a ``--workers`` process.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.errors import RunFailedError
 from expt.grid.plan import GridPlan, PlannedCell
 from expt.tracking.tags import CELL_TAG, COLUMN_TAG, FOLDS_TAG, GRID_TAG, PARENT_TAG, ROW_TAG
+
+if TYPE_CHECKING:
+    from expt.core.cv import FoldResult
+    from expt.train.writer import Writer
+
+
+class CellProgress(Protocol):
+    """What a cell tells the display of its grid's progress (``expt.cli.grid_render.GridProgress``, a probe's
+    scores): that it started, each fold of a train cell, that it ended."""
+
+    def cell_started(self, cell: PlannedCell) -> None: ...
+
+    def fold(self, fold: FoldResult) -> None: ...
+
+    def cell_done(self, key: str, ok: bool) -> None: ...
 
 
 def cell_tags(grid_id: str, grid_run: str, c: PlannedCell) -> dict[str, str]:
@@ -20,8 +35,8 @@ def cell_tags(grid_id: str, grid_run: str, c: PlannedCell) -> dict[str, str]:
             FOLDS_TAG: str(c.folds_hash), PARENT_TAG: grid_run}
 
 
-def run_cell(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str, progress: Any = None,
-             writer: Any = None) -> tuple[str, str] | None:
+def run_cell(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str,
+             progress: CellProgress | None = None, writer: Writer | None = None) -> tuple[str, str] | None:
     """One cell in this process: an ordinary ``expt train`` (or ``expt sweep``) run, a train cell's writes sent
     to the grid's ``writer`` (:mod:`expt.train.process`: they go on while the next cell runs). A cell whose every
     fold failed is a result (the grid goes on); any other error stops the grid."""

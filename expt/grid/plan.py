@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.config import Composed, compose, resolve_values
 from expt.core.errors import ExptError, UsageError
 from expt.core.prepare import Prepared, prepare
 from expt.core.settings import Tracking
 from expt.grid.spec import Cell, column_labels, expand
+
+if TYPE_CHECKING:
+    from expt.core.data import Dataset
 
 KINDS = ("train", "sweep")
 
@@ -95,7 +98,7 @@ def plan_grid(kind: str, overrides: list[str], config_dir: str | Path | None = N
     return plan
 
 
-def _plan_cell(kind: str, cell: Cell, config_dir: str | Path | None, loaded: dict[str, Any]) -> PlannedCell:
+def _plan_cell(kind: str, cell: Cell, config_dir: str | Path | None, loaded: dict[str, Dataset]) -> PlannedCell:
     composed = compose(cell.overrides, config_dir=config_dir)
     dataset = _dataset(composed, loaded)
     model = composed.cfg.model
@@ -119,7 +122,7 @@ def _plan_cell(kind: str, cell: Cell, config_dir: str | Path | None, loaded: dic
     return planned
 
 
-def _dataset(composed: Composed, loaded: dict[str, Any]) -> Any:
+def _dataset(composed: Composed, loaded: dict[str, Dataset]) -> Dataset:
     """The cell's dataset, loaded as prepare loads it (the same checks and errors), once per data spec."""
     from expt.core.data import load_dataset
     from expt.core.schema import DATA, fill_data_defaults, validate

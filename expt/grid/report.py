@@ -91,7 +91,7 @@ def pairs_csv(out: Comparison) -> str:
 
 
 def _num(value: float | None) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+    return "" if value is None or math.isnan(value) else repr(float(value))
 
 
 def cd_diagram(out: Comparison, path: Path) -> bool:
@@ -153,7 +153,7 @@ def folds_plot(out: Comparison, path: Path) -> None:
 
 def as_data(out: Comparison) -> dict[str, Any]:
     """The comparison as JSON-ready data (``expt compare --grid --json``): cells as a list, pairs of names joined."""
-    def clean(value: Any) -> Any:
+    def clean(value: object) -> object:
         return None if isinstance(value, float) and math.isnan(value) else value
 
     cells = [{"dataset": r, "model": c, "cell": cell.key, "status": cell.status, "metric": cell.metric,
@@ -196,7 +196,7 @@ def cd_text(out: Comparison, width: int = 60) -> list[str]:
         text = f"{name} ({rank:.2f})"
         lines.append(" " * pos + "o " + text if pos + len(text) < width else " " * (pos - len(text) - 1) + text + " o")
     lines.append("=" * (x(1 + cd) + 1) + f"  CD = {cd:.3f}")
-    groups = []
+    groups: list[tuple[int, int]] = []
     for i, (_, low) in enumerate(ranked):
         j = max(j for j in range(i, len(ranked)) if ranked[j][1] - low < cd)
         if j > i and not any(a <= i and j <= b for a, b in groups):

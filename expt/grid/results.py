@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
 from expt.grid.stats import CellScores
@@ -28,10 +28,14 @@ from expt.tracking.tags import (
     tag_filter,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
 SPEC = "grid.json"
 
 
-def find_grid_run(client: Any, grid_id: str) -> Any:
+def find_grid_run(client: MlflowClient, grid_id: str) -> Run:
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(experiments, f"{tag_filter(GRID_TAG, grid_id)} and {tag_filter(RUN_TYPE_TAG, GRID_RUN)}",
                                max_results=5) if experiments else []
@@ -41,7 +45,7 @@ def find_grid_run(client: Any, grid_id: str) -> Any:
     return found[0]
 
 
-def read_spec(client: Any, run: Any) -> dict[str, Any]:
+def read_spec(client: MlflowClient, run: Run) -> dict[str, Any]:
     import os
     import tempfile
     from pathlib import Path
@@ -55,28 +59,28 @@ def read_spec(client: Any, run: Any) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
 
 
-def cell_runs(client: Any, grid_run: Any) -> list[Any]:
+def cell_runs(client: MlflowClient, grid_run: Run) -> list[Run]:
     """Every run tagged with the grid's id: the cells and the runs under them (folds, outer folds)."""
     grid_id = grid_run.data.tags[GRID_TAG]
     return client.search_runs([grid_run.info.experiment_id], tag_filter(GRID_TAG, grid_id), max_results=50_000)
 
 
-def finished_cells(runs: list[Any], kind: str) -> dict[str, Any]:
+def finished_cells(runs: list[Run], kind: str) -> dict[str, Run]:
     """Cell key -> its FINISHED run (the newest, should a cell ever have two)."""
-    done: dict[str, Any] = {}
+    done: dict[str, Run] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
         if run.data.tags.get(RUN_TYPE_TAG) == kind and run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
             done[run.data.tags[CELL_TAG]] = run
     return done
 
 
-def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellScores]:
+def read_cells(client: MlflowClient, grid_run: Run, spec: dict[str, Any]) -> list[CellScores]:
     """The grid's cells in their order, each with its fold scores from its finished run (or why it has none)."""
     kind = spec["kind"]
     runs = cell_runs(client, grid_run)
     done = finished_cells(runs, kind)
     tried = {r.data.tags.get(CELL_TAG): r for r in runs if r.data.tags.get(RUN_TYPE_TAG) == kind}
-    folds_of: dict[str, list[Any]] = {}
+    folds_of: dict[str, list[Run]] = {}
     for run in runs:
         if run.data.tags.get(RUN_TYPE_TAG) == FOLD_RUNS[kind]:
             folds_of.setdefault(run.data.tags.get(PARENT_TAG, ""), []).append(run)
@@ -84,22 +88,22 @@ def read_cells(client: Any, grid_run: Any, spec: dict[str, Any]) -> list[CellSco
     for entry in spec["cells"]:
         cell = CellScores(entry["key"], entry["row"], entry["column"], "ok", metric=entry.get("metric"),
                           folds=entry.get("folds"), folds_hash=entry.get("folds_hash"))
-        run = done.get(entry["key"])
+        finished = done.get(entry["key"])
         if entry.get("skip"):
             cell.status, cell.reason = "skipped", entry["skip"]
-        elif run is None:
+        elif finished is None:
             cell.status = "failed" if entry["key"] in tried else "missing"
             if entry["key"] in tried:
                 cell.reason = tried[entry["key"]].data.tags.get(ERROR_TAG) or tried[entry["key"]].info.status
         else:
-            cell.run_id = run.info.run_id
-            cell.folds_hash = run.data.tags.get(FOLDS_TAG, cell.folds_hash)
-            cell.scores = fold_scores(folds_of.get(run.info.run_id, []), kind, str(cell.metric))
+            cell.run_id = finished.info.run_id
+            cell.folds_hash = finished.data.tags.get(FOLDS_TAG, cell.folds_hash)
+            cell.scores = fold_scores(folds_of.get(finished.info.run_id, []), kind, str(cell.metric))
         cells.append(cell)
     return cells
 
 
-def fold_scores(folds: list[Any], kind: str, metric: str) -> list[float]:
+def fold_scores(folds: list[Run], kind: str, metric: str) -> list[float]:
     """A train cell's fold scores (its fold runs' ``<metric>``; NaN for a fold that failed, as the run's own mean
     leaves it out) or a sweep cell's outer scores, in fold order."""
     index, key = (FOLD_TAG, metric) if kind == TRAIN_RUN else (OUTER_FOLD_TAG, f"outer_{metric}")

@@ -10,20 +10,34 @@ config dir, store), so that ``--resume ID`` needs nothing else; a password is ne
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.errors import UsageError
 from expt.core.timeline import mark
-from expt.grid.cells import cell_tags, run_cell
+from expt.grid.cells import CellProgress, cell_tags, run_cell
 from expt.grid.plan import GridPlan, plan_grid
 from expt.grid.results import SPEC, cell_runs, finished_cells, read_cells
 from expt.grid.stats import Comparison
 from expt.tracking.tags import CELL_TAG, FAILED_CELLS_TAG, FINGERPRINT_TAG, GRID_RUN, GRID_TAG, KIND_TAG, RUN_TYPE_TAG
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+    from expt.tracking.client import Tracker
+    from expt.train.writer import Writer
+
 OUTPUTS = Path("outputs") / "grids"
+
+
+class GridProgress(CellProgress, Protocol):
+    """A grid's progress display (``expt.cli.grid_render.GridProgress``): told the cells to run (a probe, which has
+    no plan, tells how many), then each cell."""
+
+    def start(self, plan: GridPlan | None, todo: Sequence[object]) -> None: ...
 
 
 @dataclass
@@ -93,7 +107,7 @@ def _unmask(override: str, with_credentials: Callable[..., str]) -> str:
 
 
 def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, state: dict[str, Any] | None = None,
-             progress: Any = None, writer: Any = None) -> GridOutcome:
+             progress: GridProgress | None = None, writer: Writer | None = None) -> GridOutcome:
     """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log.
 
     Every read and write of the store goes through ``writer`` (:mod:`expt.train.process`): a train grid run in
@@ -103,7 +117,7 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
     from expt.train.writer import LocalWriter
 
     own = writer is None
-    if own:
+    if writer is None:
         writer = start_writer(evaluates=True) if plan.kind == "train" and workers == 1 else LocalWriter()
     try:
         return _run_grid(plan, workers, grid_id, state, progress, writer)
@@ -112,8 +126,8 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
             writer.close()
 
 
-def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None, progress: Any,
-              writer: Any) -> GridOutcome:
+def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None,
+              progress: GridProgress | None, writer: Writer) -> GridOutcome:
     writer.configure(plan.tracking.uri, plan.tracking.experiment, plan.tracking.sqlite_wal)
     if state is not None:
         grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
@@ -150,7 +164,7 @@ def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str
     return outcome
 
 
-def _quietly(call: Callable[[], Any]) -> None:
+def _quietly(call: Callable[[], object]) -> None:
     """A best-effort call on the way out of an error: the store may be what failed."""
     try:
         call()
@@ -158,7 +172,7 @@ def _quietly(call: Callable[[], Any]) -> None:
         pass
 
 
-def _end_quietly(tracker: Any, run_id: str, status: str) -> None:
+def _end_quietly(tracker: Tracker, run_id: str, status: str) -> None:
     tracker.end_quietly([run_id], status)
     tracker.checkpoint()
 
@@ -171,7 +185,7 @@ def _head(plan: GridPlan) -> dict[str, Any]:
             "rows": len(plan.rows), "columns": len(plan.columns), "experiment": plan.tracking.experiment}
 
 
-def _open(tracker: Any, head: dict[str, Any], spec: dict[str, Any]) -> str:
+def _open(tracker: Tracker, head: dict[str, Any], spec: dict[str, Any]) -> str:
     """The grid run, its params and spec, and the state file ``--resume`` reads; returns the run's id."""
     from expt.tracking.environment import environment_tags
     from expt.tracking.uri import mask_credentials
@@ -197,7 +211,7 @@ def _open(tracker: Any, head: dict[str, Any], spec: dict[str, Any]) -> str:
     return run_id
 
 
-def _reopen(tracker: Any, grid_run: str, kind: str) -> set[str]:
+def _reopen(tracker: Tracker, grid_run: str, kind: str) -> set[str]:
     """A stopped grid's run back to RUNNING; a train cell a dead process left RUNNING becomes KILLED (it runs
     again), and so does any fold run under it that the kill caught between its start and its end (a fold's run is
     written in three store calls after the fold ends); a sweep cell resumes itself. Returns the keys of the
@@ -212,7 +226,7 @@ def _reopen(tracker: Any, grid_run: str, kind: str) -> set[str]:
     return set(finished_cells(runs, kind))
 
 
-def close_grid(tracker: Any, grid_run: str, spec: dict[str, Any], failed: list[tuple[str, str]]) -> GridOutcome:
+def close_grid(tracker: Tracker, grid_run: str, spec: dict[str, Any], failed: list[tuple[str, str]]) -> GridOutcome:
     """Read the cells back from MLflow, compare, log the tables and plots on the grid run, and end it."""
     import tempfile
 
@@ -261,7 +275,7 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)[:200]
 
 
-def compare_grid(client: Any, grid_id: str) -> tuple[Comparison, dict[str, Any], Any]:
+def compare_grid(client: MlflowClient, grid_id: str) -> tuple[Comparison, dict[str, Any], Run]:
     """``expt compare --grid ID``: the comparison again, from what MLflow holds."""
     from expt.grid.results import find_grid_run, read_spec
     from expt.grid.stats import compare

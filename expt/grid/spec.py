@@ -12,9 +12,12 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from expt.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 DATA_KEY = "data"
 
@@ -56,7 +59,7 @@ class GroupOptions:
         self.dirs = [Path(config_dir).expanduser()] if config_dir else []
         self.dirs.append(conf_dir())
 
-    def get_group_options(self, group_name: str, results_filter: Any = None, **_: Any) -> list[str]:
+    def get_group_options(self, group_name: str, results_filter: object = None, **_: object) -> list[str]:
         names = {p.stem for d in self.dirs for p in (d / group_name).glob("*.yaml") if not p.stem.startswith("_")}
         return sorted(names)
 
@@ -67,6 +70,7 @@ def expand(overrides: Iterable[str], config_dir: str | Path | None = None) -> li
     from hydra.errors import HydraException, OverrideParseException
 
     given = list(overrides)
+    # GroupOptions is not a ConfigLoader: the parser asks it for group options only, its one method
     parser = OverridesParser.create(config_loader=GroupOptions(config_dir))  # type: ignore[arg-type]
     try:
         parsed = parser.parse_overrides(given)
@@ -83,7 +87,7 @@ def expand(overrides: Iterable[str], config_dir: str | Path | None = None) -> li
             raise UsageError(f"{name} is given twice in the grid; give it once, with every value (e.g. {name}=a,b)")
         seen.add(name)
         if not override.is_sweep_override():
-            axes.append([(key, override.input_line, False)])
+            axes.append([(key, _text(override), False)])
             continue
         if not override.is_discrete_sweep():
             raise UsageError(f"{override.input_line!r} is a continuous interval; a grid needs values to list: "
@@ -97,6 +101,12 @@ def expand(overrides: Iterable[str], config_dir: str | Path | None = None) -> li
                              f"(glob() lists the options of a config group: {name}=glob(*))")
         axes.append([(key, value, True) for value in values])
     return [_cell(i, combo) for i, combo in enumerate(itertools.product(*axes))]
+
+
+def _text(override: Override) -> str:
+    """An override as typed (what Hydra's parser keeps of every override it parses)."""
+    assert override.input_line is not None
+    return override.input_line
 
 
 def _cell(index: int, combo: tuple[tuple[str, str, bool], ...]) -> Cell:
@@ -141,4 +151,4 @@ def sweep_overrides(overrides: Iterable[str]) -> list[str]:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException:
         return []
-    return [o.input_line for o in parsed if o.is_sweep_override()]
+    return [_text(o) for o in parsed if o.is_sweep_override()]

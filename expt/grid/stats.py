@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ALPHA = 0.05
 
@@ -178,7 +181,7 @@ def _across_datasets(out: Comparison) -> None:
                          "(Demsar 2006); read the per-dataset paired tests too")
 
 
-def _nemenyi_pvalues(matrix: Any, columns: list[str]) -> dict[tuple[str, str], float]:
+def _nemenyi_pvalues(matrix: np.ndarray, columns: list[str]) -> dict[tuple[str, str], float]:
     import warnings
 
     import scikit_posthocs

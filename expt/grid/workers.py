@@ -12,18 +12,37 @@ and ``--resume`` marks it KILLED and runs the cell again. Each worker's thread p
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from expt.core.errors import ExptError, RunFailedError
 from expt.core.offload import die_with_parent
 from expt.grid.plan import GridPlan, PlannedCell
 
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+    from multiprocessing.queues import Queue
+
+    from expt.grid.cells import CellProgress
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class JobProgress(Protocol[T_contra]):
+    """Told of jobs as the workers report them: ``value`` is what the job's runner returned (None for a job
+    that failed)."""
+
+    def job_started(self, key: str) -> None: ...
+
+    def job_done(self, key: str, ok: bool, value: T_contra | None) -> None: ...
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read as each library loads
 
 
 def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict[str, str]], workers: int,
-                   grid_id: str, progress: Any = None) -> list[tuple[str, str]]:
+                   grid_id: str, progress: CellProgress | None = None) -> list[tuple[str, str]]:
     """Run a grid's ``todo`` on ``workers`` processes; returns the cells that failed (every fold failed), raises
     on any other error, after stopping the workers."""
     from expt.grid.cells import run_job, sweep_id
@@ -38,18 +57,19 @@ def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict
 class _CellProgress:
     """The grid's progress display (it shows cells), told of jobs by their keys."""
 
-    def __init__(self, progress: Any, todo: list[PlannedCell]) -> None:
+    def __init__(self, progress: CellProgress, todo: list[PlannedCell]) -> None:
         self.progress, self.by_key = progress, {c.cell.key: c for c in todo}
 
     def job_started(self, key: str) -> None:
         self.progress.cell_started(self.by_key[key])
 
-    def job_done(self, key: str, ok: bool, value: Any) -> None:
+    def job_done(self, key: str, ok: bool, value: object) -> None:
         self.progress.cell_done(key, ok=ok)
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[str, Any]], Any], *,
-             progress: Any = None, what: str = "grid", unit: str = "cell", resume: str = "") -> list[tuple[str, str]]:
+def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[str, Any]], T], *,
+             progress: JobProgress[T] | None = None, what: str = "grid", unit: str = "cell",
+             resume: str = "") -> list[tuple[str, str]]:
     """Run ``runner(job)`` for every job (a picklable dict with a unique ``key``) on ``workers`` processes, in
     order; ``runner`` must be a module-level function, since a spawned worker finds it by its name.
 
@@ -62,7 +82,8 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[st
     import queue
 
     ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
+    tasks: Queue[dict[str, Any] | None] = ctx.Queue()
+    results: Queue[tuple[str, str, Any]] = ctx.Queue()
     for job in jobs:
         tasks.put(job)
     n = min(workers, len(jobs))
@@ -103,7 +124,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[st
     return failed
 
 
-def _stop(procs: list[Any]) -> None:
+def _stop(procs: Sequence[BaseProcess]) -> None:
     """Ctrl-C reaches the workers too (their runs end KILLED); otherwise they are told to stop."""
     for p in procs:
         p.join(10)
@@ -112,7 +133,8 @@ def _stop(procs: list[Any]) -> None:
             p.join(10)
 
 
-def worker_main(jobs: Any, results: Any, workers: int, runner: Callable[[dict[str, Any]], Any]) -> None:
+def worker_main(jobs: Queue[dict[str, Any] | None], results: Queue[tuple[str, str, Any]], workers: int,
+                runner: Callable[[dict[str, Any]], object]) -> None:
     """A worker: take jobs until the queue says stop; report each as done (with what ``runner`` returned), failed
     or an error (then stop)."""
     import signal
@@ -140,12 +162,12 @@ def worker_main(jobs: Any, results: Any, workers: int, runner: Callable[[dict[st
             results.put(("done", job["key"], value))
 
 
-def thread_limits(workers: int) -> Any:
+def thread_limits(workers: int) -> AbstractContextManager[object]:
     """Split the cores between the workers: N workers each with every core would oversubscribe them."""
     return cap_threads(max(1, cores() // workers))
 
 
-def cap_threads(threads: int) -> Any:
+def cap_threads(threads: int) -> AbstractContextManager[object]:
     """Every thread pool of this process at ``threads`` (BLAS, OpenMP, torch's own); returns threadpoolctl's
     context.
 

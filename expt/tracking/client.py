@@ -238,7 +238,7 @@ class Tracker:
         )
         return run.info.run_id
 
-    def log(self, run_id: str, *, metrics: Mapping[str, float] = {}, params: Mapping[str, str] = {},
+    def log(self, run_id: str, *, metrics: Mapping[str, float] = {}, params: Mapping[str, object] = {},
             tags: Mapping[str, str] = {}, step: int = 0, series: Mapping[str, list[float]] = {}) -> None:
         """Everything for a run in as few ``log_batch`` calls as MLflow's limits allow.
 

@@ -19,10 +19,18 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from expt.core.timeline import mark
 from expt.train.writer import ENDS, MODE_ENV, LocalWriter, TrainWriter
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, SpawnContext
+    from multiprocessing.queues import Queue
+
+    Message = tuple[str, Any]  # (kind, what): the queues' items, a kind and what it carries
+
+R = TypeVar("R")
 
 
 class WriterProcess:
@@ -52,7 +60,7 @@ class WriterProcess:
             self.queue.put(("configure", (uri, experiment, sqlite_wal)))
             self.configured, self.store = True, (uri, experiment, sqlite_wal)
 
-    def call(self, method: str, *args: Any) -> int | None:
+    def call(self, method: str, *args: object) -> int | None:
         """Send one write; for a run's end, the ticket :meth:`wait` takes."""
         self._send("call", method, args)
         if method in ENDS:
@@ -60,7 +68,7 @@ class WriterProcess:
             return self.ends - 1
         return None
 
-    def on_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def on_store(self, fn: Callable[..., R], *args: object) -> R:
         """``fn(tracker, *args)`` in the writer process, after every write sent before it; its result, or its
         error raised here (expt's own as they are). ``fn`` must be a module-level function."""
         from queue import Empty
@@ -115,7 +123,7 @@ class WriterProcess:
         for ticket in range(self.ends):
             self.wait(ticket)
 
-    def _send(self, kind: str, what: Any, args: tuple[Any, ...]) -> None:
+    def _send(self, kind: str, what: str | Callable[..., object], args: tuple[object, ...]) -> None:
         """Pickled now (cloudpickle, as MLflow saves a model): what the caller changes afterwards is not what
         gets written."""
         import cloudpickle
@@ -178,7 +186,7 @@ class WriterProcess:
             pass
         self.open_runs = []
 
-    def _fail(self, text: str) -> None:
+    def _fail(self, text: str) -> NoReturn:
         from expt.core.errors import TrackingError
 
         raise TrackingError(text)
@@ -195,7 +203,7 @@ class WriterProcess:
         self.queue.cancel_join_thread()  # what a dead writer did not read must not hold this process at exit
 
 
-def _context() -> Any:
+def _context() -> ForkContext | SpawnContext:
     """Fork while this process is still bare (``expt train`` starts the writer before it imports numpy: one
     thread, no native thread pools, nothing a child could inherit half-locked): the writer then starts in
     milliseconds, not the ~0.25 s of a fresh interpreter and its resource tracker. Otherwise spawn."""
@@ -204,10 +212,10 @@ def _context() -> Any:
     import threading
 
     bare = threading.active_count() == 1 and not {"numpy", "torch"} & set(sys.modules)
-    return mp.get_context("fork" if bare and sys.platform.startswith("linux") else "spawn")
+    return mp.get_context("fork") if bare and sys.platform.startswith("linux") else mp.get_context("spawn")
 
 
-def writer_main(queue: Any, replies: Any, results: Any) -> None:
+def writer_main(queue: Queue[Message], replies: Queue[Message], results: Queue[Message]) -> None:
     """The writer process: import, wait for the store, then run each call; after a failed call the run it
     belongs to is ended FAILED, its remaining calls are skipped and its end reports the error."""
     import logging

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.build import trusted_prefixes
 from expt.core.config import logged_yaml
@@ -30,6 +30,12 @@ from expt.tracking.tags import (
 )
 from expt.tracking.uri import masked_config
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from expt.core.offload import InlineEvaluator
+    from expt.train.writer import Writer
+
 
 @dataclass
 class TrainResult:
@@ -41,7 +47,7 @@ class TrainResult:
 
 
 def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | None = None,
-              tags: dict[str, str] | None = None, writer: Any = None) -> TrainResult:
+              tags: dict[str, str] | None = None, writer: Writer | None = None) -> TrainResult:
     """Cross-validate, refit on all data and log the run tree; runs end FAILED/KILLED on any error.
 
     The writes go to ``writer`` (:mod:`expt.train.process`): one the caller started early (``expt train`` starts
@@ -50,17 +56,17 @@ def run_train(prepared: Prepared, *, on_fold: Callable[[FoldResult], None] | Non
     from expt.train.process import start_writer
 
     own = writer is None
-    writer = start_writer() if own else writer
+    used = start_writer() if writer is None else writer
     try:
-        result = queue_train(prepared, writer, on_fold=on_fold, tags=tags)
-        run_id, experiment_id, uri = writer.wait()
+        result = queue_train(prepared, used, on_fold=on_fold, tags=tags)
+        run_id, experiment_id, uri = used.wait()
     finally:
         if own:
-            writer.close()
+            used.close()
     return TrainResult(run_id, experiment_id, uri, result, prepared)
 
 
-def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResult], None] | None = None,
+def queue_train(prepared: Prepared, writer: Writer, *, on_fold: Callable[[FoldResult], None] | None = None,
                 tags: dict[str, str] | None = None) -> CVResult:
     """The run's work here and its writes sent to ``writer``, which may still be writing when this returns
     (``writer.wait()`` says when the run is written, and raises if a write failed)."""
@@ -135,7 +141,7 @@ def queue_train(prepared: Prepared, writer: Any, *, on_fold: Callable[[FoldResul
     return result
 
 
-def _hand_evaluation(writer: Any, evaluator: Any) -> None:
+def _hand_evaluation(writer: Writer, evaluator: InlineEvaluator) -> None:
     """The evaluation's files to the writer, which removes them once logged."""
     handed = evaluator.handover()
     if handed is not None:
@@ -143,7 +149,7 @@ def _hand_evaluation(writer: Any, evaluator: Any) -> None:
         writer.call("evaluation", *handed)
 
 
-def _abort(writer: Any, status: str) -> None:
+def _abort(writer: Writer, status: str) -> None:
     """End the run ``status`` and wait for it; the error on the way in is the one reported."""
     from expt.core.errors import TrackingError
 
@@ -177,7 +183,7 @@ def _evaluation(prepared: Prepared, result: CVResult) -> dict[str, Any]:
             "task": data.task, "seed": prepared.config.seed}
 
 
-def _record(prepared: Prepared, result: CVResult, final: Any = None) -> dict[str, Any] | None:
+def _record(prepared: Prepared, result: CVResult, final: Pipeline | None = None) -> dict[str, Any] | None:
     """The run's record, without its run (the writer adds it); one that cannot be made is a warning, not a
     failed run."""
     import warnings

@@ -14,13 +14,44 @@ import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from expt.core.timeline import mark
 from expt.tracking.tags import ERROR_TAG, FOLD_RUN, FOLD_TAG, RECORDS_TAG, RUN_TYPE_TAG
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from expt.core.cv import FoldResult
+    from expt.core.offload import InlineEvaluator
+
 ENDS = ("end", "abort")  # the calls that end a run: each has one reply
 MODE_ENV = "EXPT_EVALUATION"  # side | inline: a writer process, or writes from the train process (tests, benchmarks)
+R = TypeVar("R")
+
+
+class Writer(Protocol):
+    """Where a train run's writes go: :class:`LocalWriter` (here) or :class:`expt.train.process.WriterProcess`.
+
+    ``call(method, *args)`` runs the :class:`TrainWriter` method of that name; ``on_store(fn, *args)`` runs
+    ``fn(tracker, *args)`` on its store."""
+
+    evaluates: bool  # it draws each run's evaluation itself (TrainWriter.evaluate)
+
+    def configure(self, uri: str, experiment: str, sqlite_wal: bool) -> None: ...
+
+    def call(self, method: str, *args: object) -> int | None: ...
+
+    def on_store(self, fn: Callable[..., R], *args: object) -> R: ...
+
+    def check(self) -> None: ...
+
+    def wait(self, ticket: int | None = None) -> tuple[str, str, str]: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TrainWriter:
@@ -31,7 +62,7 @@ class TrainWriter:
 
         self.tracker = Tracker(uri, experiment, sqlite_wal=sqlite_wal)
         self.run_id = ""
-        self.evaluator: Any = None
+        self.evaluator: InlineEvaluator | None = None
         self.on_open: Callable[[str], None] | None = None  # told each run's id as soon as it exists
 
     def open(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any], texts: Mapping[str, str]) -> None:
@@ -43,7 +74,7 @@ class TrainWriter:
             self.tracker.log_text(self.run_id, text, path)
         mark("writer: parent run started, config logged")
 
-    def fold(self, tags: Mapping[str, str], metric: str, fold: Any) -> None:
+    def fold(self, tags: Mapping[str, str], metric: str, fold: FoldResult) -> None:
         """A fold's run, written after the fold ended: RUNNING only between these three store calls (a grid's
         ``--resume`` ends one a SIGKILL left there KILLED)."""
         from expt.models.hooks import epoch_series
@@ -53,6 +84,7 @@ class TrainWriter:
         child = tracker.start(f"fold-{fold.index}", child_tags, parent_id=self.run_id, start_time=fold.started)
         metrics = {"fit_time": fold.fit_time, "score_time": fold.score_time}
         if fold.error is None:
+            assert fold.train_score is not None  # a fold without an error was scored on its training part too
             metrics.update(fold.scores)
             metrics[metric] = fold.score
             metrics[f"train_{metric}"] = fold.train_score
@@ -78,7 +110,7 @@ class TrainWriter:
     def summary(self, metrics: Mapping[str, float], series: Mapping[str, list[float]]) -> None:
         self.tracker.log(self.run_id, metrics=metrics, series=series)
 
-    def model(self, model: Any, example: Any, fmt: str) -> None:
+    def model(self, model: Pipeline, example: pd.DataFrame, fmt: str) -> None:
         self.tracker.log_sklearn_model(self.run_id, model, example, fmt)
         mark("writer: model logged")
 
@@ -137,7 +169,7 @@ class TrainWriter:
         return self.run_id, self.tracker.experiment_id, self.tracker.uri
 
 
-def light(fold: Any) -> Any:
+def light(fold: FoldResult) -> FoldResult:
     """A fold as its run needs it: no model, no held-out rows, no predictions (they go to the evaluation)."""
     return replace(fold, model=None, test_index=None, outputs=None)
 
@@ -177,7 +209,7 @@ class LocalWriter:
                 self.writer = TrainWriter(uri, experiment, sqlite_wal)
             mark("train: store open")
 
-    def call(self, method: str, *args: Any) -> int | None:
+    def call(self, method: str, *args: object) -> int | None:
         """Write now; for a run's end (``end``, ``abort``) the ticket :meth:`wait` takes."""
         assert self.writer is not None
         with whole_writes():
@@ -187,7 +219,7 @@ class LocalWriter:
             return len(self.ended) - 1
         return None
 
-    def on_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def on_store(self, fn: Callable[..., R], *args: object) -> R:
         """``fn(tracker, *args)``, here."""
         assert self.writer is not None
         with whole_writes():
