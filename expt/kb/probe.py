@@ -22,7 +22,7 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import UsageError
 from expt.grid.runner import new_grid_id
@@ -41,6 +41,12 @@ from expt.kb.probe_loop import (
     reopen_probe,
     write_config,
 )
+
+if TYPE_CHECKING:
+    from expt.grid.plan import GridPlan
+    from expt.grid.runner import GridProgress
+    from expt.grid.stats import Comparison
+    from expt.train.writer import Writer
 
 __all__ = ["ProbeOptions", "ProbeOutcome", "check_overrides", "new_probe_id", "probe_dir", "resume_probe",
            "start_probe"]
@@ -106,7 +112,8 @@ def new_probe_id() -> str:
 
 # --- a new probe, a resumed one ---------------------------------------------------------------------------------
 
-def start_probe(options: ProbeOptions, progress: Any = None, probe_id: str | None = None) -> ProbeOutcome:
+def start_probe(options: ProbeOptions, progress: GridProgress | None = None,
+                probe_id: str | None = None) -> ProbeOutcome:
     """Check everything (the dataset, the records, the user's overrides on the first candidate), then open the
     probe's run and run the candidates. Bad input leaves nothing: no run, no state, no file."""
     import shutil
@@ -148,7 +155,7 @@ def start_probe(options: ProbeOptions, progress: Any = None, probe_id: str | Non
         writer.close()
 
 
-def resume_probe(probe_id: str, progress: Any = None) -> ProbeOutcome:
+def resume_probe(probe_id: str, progress: GridProgress | None = None) -> ProbeOutcome:
     """The probe as it stopped: finished candidates kept (MLflow says which), the interrupted one run again, then
     the picks go on with the same options, records and meta-features."""
     from expt.meta.advise import load
@@ -200,7 +207,7 @@ def _head(probe: Probe) -> dict[str, Any]:
             "dataset": probe.data.name, "params": params}
 
 
-def _drive(probe: Probe, writer: Any, progress: Any, first: Any) -> ProbeOutcome:
+def _drive(probe: Probe, writer: Writer, progress: GridProgress | None, first: GridPlan | None) -> ProbeOutcome:
     """Run, compare, write the ranked configs; the probe's run ends KILLED on Ctrl-C, FAILED on an error."""
     try:
         probe.save()
@@ -234,7 +241,7 @@ def _drive(probe: Probe, writer: Any, progress: Any, first: Any) -> ProbeOutcome
     return outcome
 
 
-def _quietly(writer: Any, status: str, probe: Probe) -> None:
+def _quietly(writer: Writer, status: str, probe: Probe) -> None:
     """The probe's run ended on the way out of an error, best effort: the store may be what failed."""
     try:
         writer.on_store(end_probe, probe.run_id, status)
@@ -257,7 +264,8 @@ def write_ranking(probe: Probe, outcome: ProbeOutcome) -> list[Path]:
     return paths
 
 
-def outcome_of(probe: Probe, uri: str, comparison: Any, fits: dict[str, tuple[str, float | None]]) -> ProbeOutcome:
+def outcome_of(probe: Probe, uri: str, comparison: Comparison,
+               fits: dict[str, tuple[str, float | None]]) -> ProbeOutcome:
     """The ranking from what MLflow holds (the comparison of the cells' fold runs), best first."""
     from expt.tracking.uri import mask_credentials
 

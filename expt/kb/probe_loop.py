@@ -14,13 +14,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import ExptError, UsageError
-from expt.grid.cells import cell_tags, run_cell
-from expt.grid.plan import plan_grid
+from expt.grid.cells import CellProgress, cell_tags, run_cell
+from expt.grid.plan import GridPlan, PlannedCell, plan_grid
 from expt.grid.results import cell_runs, finished_cells
-from expt.grid.runner import close_grid, make_spec
+from expt.grid.runner import GridProgress, close_grid, make_spec
 from expt.grid.spec import Cell
 from expt.tracking.tags import (
     CANDIDATE_TAG,
@@ -33,6 +33,13 @@ from expt.tracking.tags import (
     RUN_TYPE_TAG,
     TRAIN_RUN,
 )
+
+if TYPE_CHECKING:
+    from expt.core.cv import FoldResult
+    from expt.core.data import Dataset
+    from expt.grid.stats import Comparison
+    from expt.tracking.client import Tracker
+    from expt.train.writer import Writer
 
 OUTPUTS = Path("outputs") / "probes"
 STATE = "probe.json"
@@ -80,7 +87,7 @@ def probe_dir(probe_id: str) -> Path:
 class Probe:
     """One probe: its candidates, the table it picks from, and the loop that runs them."""
 
-    def __init__(self, probe_id: str, options: ProbeOptions, spec: dict[str, Any], data: Any) -> None:
+    def __init__(self, probe_id: str, options: ProbeOptions, spec: dict[str, Any], data: Dataset) -> None:
         self.id, self.options, self.spec, self.data = probe_id, options, spec, data
         self.candidates: list[Candidate] = []
         self.spent = 0.0
@@ -90,7 +97,8 @@ class Probe:
         self.table: Any = None
         self.allowed: Any = None
         self.notes: list[str] = []
-        self.not_started, self.next_pick, self.ran = 0, None, 0
+        self.not_started, self.ran = 0, 0
+        self.next_pick: str | None = None
 
     # --- the table and the picks ---------------------------------------------------------------------------
 
@@ -145,7 +153,7 @@ class Probe:
 
     # --- running -------------------------------------------------------------------------------------------
 
-    def plan(self, cand: Candidate) -> Any:
+    def plan(self, cand: Candidate) -> GridPlan:
         """The candidate as a one-cell grid plan, named by its place in the probe."""
         plan = plan_grid("train", [f"conf={cand.path}", *self.overrides()])
         c = plan.cells[0]
@@ -164,7 +172,7 @@ class Probe:
             out.append(f"{key}{sep}{with_credentials(value)}" if sep else o)
         return out
 
-    def run(self, writer: Any, progress: Any, first: Any = None) -> None:
+    def run(self, writer: Writer, progress: GridProgress | None, first: GridPlan | None = None) -> None:
         """Candidates until K, the budget or the picks run out; each ordinary, each saved as it ends."""
         started = time.monotonic()
         base = self.spent
@@ -188,6 +196,7 @@ class Probe:
                 self.next_pick = cand.label if cand is not None else label_of(self, j)
                 break
             if cand is None:
+                assert j is not None  # picked above
                 cand = self.add(j)
                 self.save()
             plan, first = first if first is not None else self._plan_or_fail(cand), None
@@ -196,7 +205,7 @@ class Probe:
             self.save()
         self.spent = base + time.monotonic() - started
 
-    def _plan_or_fail(self, cand: Candidate) -> Any:
+    def _plan_or_fail(self, cand: Candidate) -> GridPlan | None:
         """A configuration of the records that no longer composes (a renamed option) fails as a candidate; the
         user's own mistakes were found when the first candidate was planned, before any run."""
         try:
@@ -205,7 +214,7 @@ class Probe:
             cand.status, cand.reason = "failed", f"could not be prepared: {exc}"
             return None
 
-    def _run_one(self, cand: Candidate, plan: Any, writer: Any, progress: Any) -> None:
+    def _run_one(self, cand: Candidate, plan: GridPlan, writer: Writer, progress: CellProgress | None) -> None:
         c = plan.cells[0]
         if c.skip is not None:
             cand.status, cand.reason = "failed", c.skip
@@ -257,14 +266,16 @@ class _Scores:
     """The grid's progress, passed on, and the candidate's fold scores kept: the next pick needs them at once,
     while the writer may still be writing the run (the same numbers the run logs as ``<metric>_mean``)."""
 
-    def __init__(self, progress: Any) -> None:
-        self.progress, self.scores, self.fits = progress, [], []
+    def __init__(self, progress: CellProgress | None) -> None:
+        self.progress = progress
+        self.scores: list[float] = []
+        self.fits: list[float] = []
 
-    def cell_started(self, c: Any) -> None:
+    def cell_started(self, c: PlannedCell) -> None:
         if self.progress is not None:
             self.progress.cell_started(c)
 
-    def fold(self, fold: Any) -> None:
+    def fold(self, fold: FoldResult) -> None:
         self.scores.append(fold.score if fold.error is None else math.nan)
         self.fits.append(fold.fit_time)
         if self.progress is not None:
@@ -283,7 +294,7 @@ class _Scores:
         return float(np.mean(ok)), float(np.std(ok)), float(np.mean(self.fits))
 
 
-def write_config(column: dict[str, Any], spec: dict[str, Any], data: Any, folder: Path, rank: int, line: str,
+def write_config(column: dict[str, Any], spec: dict[str, Any], data: Dataset, folder: Path, rank: int, line: str,
                  metric: str) -> Path:
     """:func:`expt.meta.advise.write_config`'s recipe, chosen on this dataset (a sweep's ``--warm-start`` seeds only
     its final search with it), with the probe's metric in it and ``line`` in place of its "Recommended by"
@@ -315,7 +326,7 @@ def load_state(probe_id: str) -> dict[str, Any]:
 
 # --- on the store (in the writer's process) -----------------------------------------------------------------
 
-def open_probe(tracker: Any, head: dict[str, Any]) -> str:
+def open_probe(tracker: Tracker, head: dict[str, Any]) -> str:
     """The probe's run: the grid's id tag (so that the grid's reads find its cells), its own run type."""
     from expt.tracking.environment import environment_tags
 
@@ -330,7 +341,7 @@ def open_probe(tracker: Any, head: dict[str, Any]) -> str:
     return run_id
 
 
-def reopen_probe(tracker: Any, run_id: str) -> tuple[dict[str, dict[str, float]], set[str]]:
+def reopen_probe(tracker: Tracker, run_id: str) -> tuple[dict[str, dict[str, float]], set[str]]:
     """A stopped probe's run back to RUNNING; a candidate's run (or fold) a kill left RUNNING ends KILLED and runs
     again. Returns the finished candidates' metrics by key and the ids of every run under the probe."""
     run = tracker.client.get_run(run_id)
@@ -344,8 +355,8 @@ def reopen_probe(tracker: Any, run_id: str) -> tuple[dict[str, dict[str, float]]
     return {key: dict(r.data.metrics) for key, r in done.items()}, {r.info.run_id for r in runs}
 
 
-def close_probe(tracker: Any, run_id: str, spec: dict[str, Any], state: str,
-                failed: list[tuple[str, str]]) -> tuple[Any, dict[str, tuple[str, float | None]], str]:
+def close_probe(tracker: Tracker, run_id: str, spec: dict[str, Any], state: str,
+                failed: list[tuple[str, str]]) -> tuple[Comparison, dict[str, tuple[str, float | None]], str]:
     """The state as ``probe.json`` on the probe's run, then the grid's comparison, which ends it; returns the
     comparison and each finished candidate's run and fit time."""
     client = tracker.client
@@ -356,6 +367,6 @@ def close_probe(tracker: Any, run_id: str, spec: dict[str, Any], state: str,
     return outcome.comparison, fits, tracker.uri
 
 
-def end_probe(tracker: Any, run_id: str, status: str) -> None:
+def end_probe(tracker: Tracker, run_id: str, status: str) -> None:
     tracker.end_quietly([run_id], status)
     tracker.checkpoint()

@@ -293,8 +293,8 @@ def warm_start_entries(files: list[Path], space: SearchSpace, model_option: str 
     return out
 
 
-def _lookup(values: dict[str, Any], path: str) -> Any:
-    node: Any = values
+def _lookup(values: dict[str, Any], path: str) -> object:
+    node: object = values
     for key in path.split("."):
         if not isinstance(node, dict) or key not in node:
             return None

@@ -8,9 +8,13 @@ model's size, by a rule documented per kind of model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.settings import Config
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 # Estimator arguments that change how a model runs, not what it learns: left out of a configuration's identity.
 RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "device",
@@ -18,7 +22,7 @@ RUNTIME_PARAMS = ("n_jobs", "verbose", "random_state", "warm_start", "copy_X", "
                   "thread_count", "random_seed", "verbosity", "allow_writing_files", "report_every")
 
 
-def model_features(config: Config, pipeline: Any = None) -> dict[str, Any]:
+def model_features(config: Config, pipeline: Pipeline | None = None) -> dict[str, Any]:
     """Family, resolved hyperparameters, preprocessing and pipeline steps of a configuration.
 
     ``config`` is the typed config (``prepared.config``, :meth:`expt.sweep.plan.SweepPlan.config_for`);
@@ -53,7 +57,7 @@ def config_key(model: dict[str, Any]) -> str:
     return f"{model['name']}({params})|{prep}"
 
 
-def _steps(pipeline: Any) -> list[str]:
+def _steps(pipeline: Pipeline) -> list[str]:
     steps = []
     for name, step in getattr(pipeline, "steps", []):
         if hasattr(step, "transformers"):
@@ -66,7 +70,7 @@ def _steps(pipeline: Any) -> list[str]:
     return steps
 
 
-def n_parameters(pipeline: Any) -> int | None:
+def n_parameters(pipeline: BaseEstimator | None) -> int | None:
     """The fitted model's size, by a count documented per kind (None before fitting or for a kind not listed):
 
     - torch modules: trainable parameters (``requires_grad``);
@@ -77,6 +81,8 @@ def n_parameters(pipeline: Any) -> int | None:
     - scikit-learn's MLPs: weights and biases.
     Sizes of different kinds do not compare (a node is not a weight); within a kind they order models.
     """
+    if pipeline is None:  # nothing fitted
+        return None
     estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
     try:
         return _count(estimator)
@@ -84,7 +90,7 @@ def n_parameters(pipeline: Any) -> int | None:
         return None
 
 
-def _count(est: Any) -> int | None:
+def _count(est: BaseEstimator) -> int | None:
     import numpy as np
 
     module = getattr(est, "module_", None)

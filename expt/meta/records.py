@@ -14,13 +14,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from expt.core.errors import UsageError
-from expt.core.settings import Config
+from expt.core.settings import Config, Search
 from expt.tracking.tags import RECORDS_TAG
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from sklearn.pipeline import Pipeline
+
+    from expt.core.cv import CVResult
+    from expt.core.data import Dataset
+    from expt.core.folds import Folds
+    from expt.core.prepare import Prepared
 
 SCHEMA = 1
 ARTIFACT = "records.jsonl"  # the records of a run, logged with it in MLflow
@@ -32,11 +41,11 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, float], model: Mapping[str, Any],
-                config: Mapping[str, Any], metric: str, scores: list[float], evaluation: str, seed: int,
+def make_record(*, record_id: str, dataset: Dataset, meta_features: Mapping[str, float], model: Mapping[str, Any],
+                config: Mapping[str, Any], metric: str, scores: Sequence[float | None], evaluation: str, seed: int,
                 source: Mapping[str, Any], protocol: Mapping[str, Any] | None = None,
                 fit_seconds: float | None = None) -> dict[str, Any]:
-    """A record as the schema has it; ``dataset`` is an ``expt.core.data.Dataset``.
+    """A record as the schema has it; a score None or not finite is a failed fold's (null in the record).
 
     ``protocol`` says how the scores were measured ({"kind": "cv", "folds": 5, "repeats": 1} for train,
     {"kind": "inner", "folds": 3} for a sweep's final search; ``split``: ``grouped`` or ``time`` and ``split_by``,
@@ -74,7 +83,7 @@ def make_record(*, record_id: str, dataset: Any, meta_features: Mapping[str, flo
     }
 
 
-def check_record(record: Any) -> str | None:
+def check_record(record: object) -> str | None:
     """What is wrong with a record, or None; readers skip records that fail."""
     if not isinstance(record, dict):
         return "not a JSON object"
@@ -250,7 +259,7 @@ def read_mlflow(uri: str) -> list[dict[str, Any]]:
 _FEATURES: dict[tuple[str, int], dict[str, float]] = {}
 
 
-def features_of(dataset: Any, seed: int) -> dict[str, float]:
+def features_of(dataset: Dataset, seed: int) -> dict[str, float]:
     """Meta-features, once per dataset content and seed in a process (a knowledge-base build trains many configs)."""
     from expt.meta.dataset_features import dataset_features
 
@@ -260,18 +269,18 @@ def features_of(dataset: Any, seed: int) -> dict[str, float]:
     return _FEATURES[key]
 
 
-def runnable_config(config: Config, choices: Mapping[str, str]) -> dict[str, Any]:
+def runnable_config(config: Config, choices: Mapping[str, str | None]) -> dict[str, Any]:
     """What a recommendation needs to write a config ``expt train`` runs: the model option and its values."""
     return {"model_option": choices.get("model", config.model.name), "model": config.model.as_dict(),
             "preprocessing": config.learner.preprocessing.as_dict()}
 
 
-def fitted_model(cv: Any) -> Any:
+def fitted_model(cv: CVResult) -> Pipeline | None:
     """The first fitted fold model of a cross-validation (``return_models=True`` keeps them), or None."""
     return next((f.model for f in cv.folds if f.error is None and f.model is not None), None)
 
 
-def train_record(prepared: Any, cv: Any, model: Any = None) -> dict[str, Any]:
+def train_record(prepared: Prepared, cv: CVResult, model: Pipeline | None = None) -> dict[str, Any]:
     """The record of a train run, made before its run exists (:mod:`expt.train.process` opens the run in another
     process): :func:`with_source` gives it its run.
 
@@ -299,13 +308,13 @@ def train_record(prepared: Any, cv: Any, model: Any = None) -> dict[str, Any]:
         source={"kind": "train"})
 
 
-def split_protocol(folds: Any) -> dict[str, Any]:
+def split_protocol(folds: Folds | None) -> dict[str, Any]:
     """The protocol's keys for folds that were not shuffled (``split``, ``split_by``, ``gap``); none for shuffled
     ones, so that a shuffled record reads as every record before kinds existed (absent means shuffled)."""
     return {} if folds is None or folds.split == "shuffled" else folds.protocol()
 
 
-def split_text(folds: Any) -> str:
+def split_text(folds: Folds | None) -> str:
     return "" if folds is None or folds.split == "shuffled" else f", {folds.describe()}"
 
 
@@ -319,7 +328,38 @@ def with_source(record: dict[str, Any], run_id: str, experiment_id: str, uri: st
     return {**record, "id": f"{source['kind']}/{run_id}", "source": source}
 
 
-def sweep_records(sweep: Any, uri: str) -> list[dict[str, Any]]:
+class _Plan(Protocol):
+    """What records read of a sweep's plan (``expt.sweep.plan.SweepPlan``, in a layer above this one)."""
+
+    @property
+    def prepared(self) -> Prepared: ...
+
+    @property
+    def settings(self) -> Search: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    def config_for(self, params: Mapping[str, Any]) -> Config: ...
+
+
+class SweepRef(Protocol):
+    """What records read of a sweep (``expt.sweep.attach.Sweep``, in a layer above this one)."""
+
+    @property
+    def sweep_id(self) -> str: ...
+
+    @property
+    def plan(self) -> _Plan: ...
+
+    @property
+    def studies(self) -> Mapping[str, Study]: ...
+
+    @property
+    def choices(self) -> Mapping[str, str]: ...
+
+
+def sweep_records(sweep: SweepRef, uri: str) -> list[dict[str, Any]]:
     """One record per completed trial of the final search: an inner-CV score of a configuration on all the data.
 
     Trials of the outer folds saw part of the data only, so their scores do not

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expt.core.config import with_tracking_uri
 from expt.core.errors import TrackingError, UsageError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 def normalize_uri(uri: str) -> str:
@@ -111,7 +115,7 @@ def existing_store(uri: str, *, missing: str) -> str:
     return uri
 
 
-def open_client(uri: str, *, missing: str) -> Any:
+def open_client(uri: str, *, missing: str) -> MlflowClient:
     """An MlflowClient on an existing store (see :func:`existing_store`)."""
     return new_client(existing_store(uri, missing=missing))
 
@@ -123,7 +127,7 @@ MIGRATING = ("duplicate column name", "already exists", "out-of-date database sc
 MIGRATION_WAIT = 60.0  # seconds: a migration of a new store takes 2-4 s on 2 cores
 
 
-def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRATION_WAIT) -> Any:
+def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRATION_WAIT) -> MlflowClient:
     """An MlflowClient, opened again while another process migrates the same new store (issue 26).
 
     Two processes that open a new SQLite store together both see it empty and both run MLflow's migrations; the
@@ -150,6 +154,6 @@ def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRA
             pause = min(pause * 2, 2.0)
 
 
-def masked_config(values: dict[str, Any]) -> dict[str, Any]:
+def masked_config(values: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved config as it may be shown or logged: the tracking URI without its password."""
     return with_tracking_uri(values, mask_credentials)
