@@ -27,7 +27,7 @@ class Group:
     def __init__(self) -> None:
         self.commands: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
-    def command(self, **kwargs: Any) -> Callable[[Command], Command]:  # kwargs: typer's, passed on as they are
+    def command(self, **kwargs: Any) -> Callable[[Command], Command]:  # noqa: ANN401 - typer's, passed on as is
         def add(function: Command) -> Command:
             self.commands.append((function, kwargs))
             return function
@@ -72,7 +72,7 @@ TrackingUri = Annotated[str | None, typer.Option("--tracking-uri", "-u", envvar=
                                                  "sqlite:///mlruns.db in this folder).")]
 
 
-def out_option(help: str) -> Any:  # Any: what typer.Option returns, an option's default
+def out_option(help: str) -> Any:  # noqa: ANN401 - what typer.Option returns, an option's default
     """``-o/--out``, the same two flags on every command that writes a file; what it writes is the command's own."""
     return typer.Option("--out", "-o", help=help)
 

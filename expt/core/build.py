@@ -175,7 +175,8 @@ def _kind(cls: type) -> str | None:
     return None
 
 
-def build(node: Mapping[str, Any], *, where: str, allowed: Iterable[str] | None = None) -> Any:
+def build(node: Mapping[str, Any], *, where: str,
+          allowed: Iterable[str] | None = None) -> Any:  # noqa: ANN401 - whatever class the config names
     """Instantiate a ``_target_`` node, and the ``_target_`` nodes inside it, through the checks above
     (``allowed``: default :func:`allowed_targets`, the defaults plus ``--trust-target``)."""
     allowed = tuple(allowed) if allowed is not None else allowed_targets()
@@ -187,7 +188,7 @@ def build(node: Mapping[str, Any], *, where: str, allowed: Iterable[str] | None 
     return obj
 
 
-def _build(node: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> Any:
+def _build(node: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> Any:  # noqa: ANN401 - as build
     target = str(node["_target_"])
     cls = resolve_target(target, where=where, allowed=allowed)
     partial = node.get(PARTIAL, False)
@@ -226,7 +227,7 @@ def _check_booster_params(kwargs: Mapping[str, Any], where: str, cls: type) -> N
                           f"where it runs; set {where}.allow_writing_files=false")
 
 
-def _value(value: object, where: str, allowed: tuple[str, ...]) -> Any:
+def _value(value: object, where: str, allowed: tuple[str, ...]) -> Any:  # noqa: ANN401 - built, or as it is
     if isinstance(value, Mapping):
         if "_target_" in value:
             return _build(value, where, allowed)

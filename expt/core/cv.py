@@ -260,12 +260,12 @@ class Recording:
     def __sklearn_tags__(self) -> Tags:
         return self._model.__sklearn_tags__()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the model's attribute, whatever it is
         attr = getattr(self.__dict__["_model"], name)  # AttributeError as the model gives it (available_if)
         if name not in self.RESPONSES:
             return attr
 
-        def record(X: ArrayLike, *args: object, **kwargs: object) -> Any:
+        def record(X: ArrayLike, *args: object, **kwargs: object) -> Any:  # noqa: ANN401 - the method's answer
             if X is not self._X or args or kwargs:
                 return attr(X, *args, **kwargs)
             if name not in self.outputs:

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from sklearn.utils import Tags
 
-# A booster (LightGBM, XGBoost or CatBoost estimator) is typed Any: the code branches on library_of(booster), not on
-# its class, and CatBoost ships no types.
+# A booster (LightGBM, XGBoost or CatBoost estimator) is typed Any, each time with its `noqa: ANN401`: the code
+# branches on library_of(booster), not on its class, and CatBoost ships no types.
 
 __all__ = ["BoostedClassifier", "BoostedRegressor", "library_of"]
 
@@ -54,7 +54,7 @@ CATBOOST_METRICS = {"accuracy": ("Accuracy", 1), "balanced_accuracy": ("Balanced
                     "neg_root_mean_squared_error": ("RMSE", -1), "neg_mean_absolute_error": ("MAE", -1)}
 
 
-def library_of(booster: Any) -> str:
+def library_of(booster: Any) -> str:  # noqa: ANN401 - a booster (see above)
     """lightgbm | xgboost | catboost, from where the booster's class is defined."""
     root = type(booster).__module__.split(".")[0]
     if root not in LIBRARIES:
@@ -72,7 +72,7 @@ class _Boosted(BaseEstimator):
         "categorical_columns": [list, None],
     }
 
-    def __init__(self, booster: Any = None, *, validation_fraction: float = 0.1,
+    def __init__(self, booster: Any = None, *, validation_fraction: float = 0.1,  # noqa: ANN401 - a booster
                  early_stopping_rounds: int | None = 50, categorical: str = "onehot", report_every: int = 10,
                  categorical_columns: list[int] | None = None) -> None:
         self.booster = booster
@@ -149,7 +149,8 @@ class _Boosted(BaseEstimator):
         X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
         return X_fit, y_fit, X_val, y_val
 
-    def _early_stopping(self, booster: Any, library: str, X_val: np.ndarray | pd.DataFrame, y_val: np.ndarray,
+    def _early_stopping(self, booster: Any, library: str,  # noqa: ANN401 - a booster
+                        X_val: np.ndarray | pd.DataFrame, y_val: np.ndarray,
                         reporter: _Reporter | None) -> dict[str, Any]:
         assert self.early_stopping_rounds is not None  # a validation split is carved only with early stopping
         rounds = int(self.early_stopping_rounds)
@@ -305,7 +306,7 @@ class _Reporter:
             self.metric = ("MultiClass", -1)
         return self.metric[0] if self.metric else None
 
-    def after_iteration(self, info: Any) -> bool:  # CatBoost's untyped callback info
+    def after_iteration(self, info: Any) -> bool:  # noqa: ANN401 - CatBoost's untyped callback info
         """CatBoost's callback: it sees metric values, not the model, so the sweep's metric is one CatBoost
         computes itself (:data:`CATBOOST_METRICS`); a metric it lacks is not reported per round."""
         if self.metric is None or not self._due(info.iteration - 1):
@@ -342,20 +343,20 @@ class _Snapshot:
         return self._outputs
 
 
-def _copy(booster: Any) -> Any:
+def _copy(booster: Any) -> Any:  # noqa: ANN401 - a booster, and its copy
     """A fresh unfitted booster with the same parameters (CatBoost's are not scikit-learn estimators)."""
     if isinstance(booster, BaseEstimator):
         return clone(booster)
     return type(booster)(**booster.get_params())
 
 
-def _seed(booster: Any) -> int:
+def _seed(booster: Any) -> int:  # noqa: ANN401 - a booster
     params = booster.get_params()
     seed = params.get("random_state", params.get("random_seed"))
     return int(seed) if isinstance(seed, int | np.integer) else 0
 
 
-def _rounds_trained(booster: Any, library: str) -> int:
+def _rounds_trained(booster: Any, library: str) -> int:  # noqa: ANN401 - a booster
     """Boosting rounds actually run: early stopping ends them before n_estimators, and LightGBM and CatBoost then
     keep only the best iteration's trees, so the count comes from the validation scores, one per round."""
     if library == "lightgbm":
@@ -374,7 +375,7 @@ def _rounds_trained(booster: Any, library: str) -> int:
     return int(booster.tree_count_)
 
 
-def _best_iteration(booster: Any, library: str) -> int | None:
+def _best_iteration(booster: Any, library: str) -> int | None:  # noqa: ANN401 - a booster
     if library == "lightgbm":
         value = booster.best_iteration_
     elif library == "xgboost":
@@ -384,7 +385,7 @@ def _best_iteration(booster: Any, library: str) -> int | None:
     return int(value) if value is not None and value >= 0 else None
 
 
-def _tree_nodes(booster: Any, library: str) -> int:
+def _tree_nodes(booster: Any, library: str) -> int:  # noqa: ANN401 - a booster
     """A full binary tree of L leaves has 2L - 1 nodes (LightGBM, CatBoost); XGBoost's dump has a line per node."""
     if library == "lightgbm":
         return int(sum(2 * t["num_leaves"] - 1 for t in booster.booster_.dump_model()["tree_info"]))
