@@ -32,7 +32,8 @@ run: $(STAMP)  ## run the demo experiment (wine, SVM, 10-fold CV) into outputs/d
 TEST_WORKERS ?= logical
 PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8
 
-test: $(STAMP)  ## run the whole test suite, one pytest-xdist worker per core
+test: $(STAMP)  ## the type checker, then the whole test suite, one pytest-xdist worker per core
+	$(VENV)/bin/mypy
 	$(PYTEST)
 
 test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
@@ -45,8 +46,9 @@ bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison
 kb: $(STAMP)  ## build expt/kb/records.jsonl.gz from recipes/kb/ in pieces of 2 h: run again to continue (shards in recipes/kb/shards/)
 	$(PY) -m expt.kb --stop-after 120 $(KB_ARGS)
 
-lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the import contracts (layers, no cycles)
+lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the type checker (mypy); the import contracts
 	$(VENV)/bin/ruff check expt tests benchmarks
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 clean:  ## remove the virtual environment and outputs
