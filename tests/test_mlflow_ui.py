@@ -89,18 +89,24 @@ def _expand(browser, name: str) -> None:
     raise AssertionError(f"no row {name!r} in {_rows(browser)}")
 
 
+OUTER, TRIALS = 4, 20
+
+
 @pytest.mark.slow
 def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, tmp_path: Path) -> None:
     """The UI's own first page (newest 100 runs) loses a big sweep's run behind its trials; the link
     `expt ui` prints shows the sweep first, its outer folds and trials nested under it."""
-    sweep = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", "search.n_trials=25", "search.outer_folds=4",
-                            "search.inner_folds=2", "tracking.plots=false", "tracking.records=null"], cwd=tmp_path,
+    # The fewest runs past one page: the sweep, 4 outer folds and the final search, 20 trials under each of those 5
+    # (1 + 5 + 5 * 20 = 106). No model is logged: the tree is what the UI shows.
+    sweep = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", f"search.n_trials={TRIALS}",
+                            f"search.outer_folds={OUTER}", "search.inner_folds=2", "tracking.plots=false",
+                            "tracking.records=null", "tracking.log_model=false"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert sweep.returncode == 0, sweep.stderr
     sweep_run = next(r for r in all_runs(f"sqlite:///{tmp_path}/mlruns.db")
                      if r.data.tags.get("expt.run_type") == "sweep")
     name = sweep_run.info.run_name
-    assert len(all_runs(f"sqlite:///{tmp_path}/mlruns.db")) == 1 + 5 + 5 * 25  # more than one page of 100
+    assert len(all_runs(f"sqlite:///{tmp_path}/mlruns.db")) == 1 + (OUTER + 1) * (1 + TRIALS) > 100  # over a page
     port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as err:
@@ -127,11 +133,11 @@ def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, t
         assert _rows(browser, lambda rows: name in rows) == [name]  # the sweep first, its children collapsed
         _expand(browser, name)
         units = _rows(browser, lambda rows: len(rows) >= 6)
-        assert units[0] == name and sorted(units[1:]) == ["final", *(f"outer-fold-{k}" for k in range(4))]
+        assert units[0] == name and sorted(units[1:]) == ["final", *(f"outer-fold-{k}" for k in range(OUTER))]
         _expand(browser, "outer-fold-0")
-        tree = _rows(browser, lambda rows: "trial-24" in rows)
+        tree = _rows(browser, lambda rows: f"trial-{TRIALS - 1}" in rows)
         start = tree.index("outer-fold-0") + 1
-        assert tree[start:start + 25] == [f"trial-{n}" for n in range(25)]  # nested under its outer fold
+        assert tree[start:start + TRIALS] == [f"trial-{n}" for n in range(TRIALS)]  # nested under its outer fold
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
