@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import EXPT, all_runs, train
-from servers import free_port
+from servers import free_port, server_env
 
 
 def _post(url: str, body: dict) -> dict:
@@ -32,7 +32,8 @@ def test_mlflow_ui_serves_the_run_tree(store: str, tmp_path: Path) -> None:
     command = ui_command(result.uri).split()[1:]
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     proc = subprocess.Popen([mlflow, *command, "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
         deadline = time.monotonic() + 90
@@ -110,8 +111,8 @@ def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, t
     port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)
+        proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path, env=server_env(),
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

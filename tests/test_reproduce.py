@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import EXPT, all_runs, train
 from mlflow import MlflowClient
-from servers import free_port
+from servers import free_port, server_env
 from typer.testing import CliRunner
 
 from expt.cli import app
@@ -195,7 +195,7 @@ def test_ui_serves_the_store(store: str, tmp_path: Path) -> None:
     train(store, "data=iris", "model=knn", "learner=quick")
     port = free_port()
     proc = subprocess.Popen([EXPT, "ui", "--tracking-uri", store, "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, body = time.monotonic() + 90, None
         while time.monotonic() < deadline and body is None:
