@@ -93,6 +93,19 @@ def _expand(browser, name: str) -> None:
 OUTER, TRIALS = 4, 20
 
 
+def _session(sid: int) -> list[str]:
+    """The command lines of the live processes in session ``sid`` (a server started with start_new_session)."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                lines.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160])
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended while we looked
+    return lines
+
+
 @pytest.mark.slow
 def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, tmp_path: Path) -> None:
     """The UI's own first page (newest 100 runs) loses a big sweep's run behind its trials; the link
@@ -111,7 +124,7 @@ def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, t
     port = free_port()
     log = tmp_path / "ui.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path, env=server_env(),
+        proc = subprocess.Popen([EXPT, "ui", "--port", str(port)], cwd=tmp_path,  # expt ui's own environment
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -127,6 +140,9 @@ def test_expt_ui_shows_a_sweep_with_100_plus_runs_first_with_its_tree(browser, t
                 time.sleep(1)
         link = next(line.split(None, 1)[1] for line in log.read_text().splitlines() if line.startswith("open "))
         assert "searchFilter=" in link and "orderByAsc=true" in link
+        # mlflow ui and one uvicorn worker: not MLflow's 4 workers and 7 job-runner consumers, each importing MLflow
+        serving = _session(proc.pid)
+        assert len(serving) <= 2, "\n".join(serving)
         browser.get(f"{base}/#/experiments/{sweep_run.info.experiment_id}/runs")  # the UI's own default view
         default = _rows(browser)
         assert name not in default and default[0].startswith("outer-fold-")  # the sweep fell off the first page

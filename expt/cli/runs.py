@@ -208,8 +208,13 @@ def ui(
             typer.echo(f"sweeps      {every}", err=True)
         if open_it:
             _open_when_up(shown, port, view)
+        # One person's local UI: one uvicorn worker (MLflow's default is 4) and no MLflow 3 job runner (seven huey
+        # consumers that each import MLflow, for GenAI jobs expt never submits): ~20 CPU-s and ten processes less
+        # per start. The environment may still ask for them (MLFLOW_WORKERS, MLFLOW_SERVER_ENABLE_JOB_EXECUTION).
+        os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        workers = os.environ.get("MLFLOW_WORKERS", "1")
         os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,  # noqa: S606
-                                   "--host", host, "--port", str(port)])
+                                   "--host", host, "--port", str(port), "--workers", workers])
 
 
 OPENER = """import socket, sys, time, webbrowser
