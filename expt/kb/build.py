@@ -285,7 +285,8 @@ def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: l
                  resume="run the same command again: it continues where it stopped")
     except RunFailedError as exc:
         raise SystemExit(str(exc)) from None
-    left = [p for p in todo if pair_key(p.entry, p.config, protocol) not in settle_done(args.build)]
+    done = settle_done(args.build)  # once: it reads every record, so per pair it made the end quadratic
+    left = [p for p in todo if pair_key(p.entry, p.config, protocol) not in done]
     if deadline is not None and left and time.time() > deadline:
         print(f"stopped after {args.stop_after:g} min with {len(left)} pairs of "
               f"{len({p.entry['name'] for p in left})} datasets left: run the same command again to continue "
