@@ -127,6 +127,22 @@ MIGRATING = ("duplicate column name", "already exists", "out-of-date database sc
 MIGRATION_WAIT = 60.0  # seconds: a migration of a new store takes 2-4 s on 2 cores
 
 
+def migrating(exc: BaseException) -> bool:
+    """Whether an error opening a store came from a schema migration that another process runs on it too: a
+    known message, or any error raised inside MLflow's migration scripts or alembic. The scripts reflect a table
+    while the other process rebuilds it, so what fails varies with the script (CI saw ``AttributeError:
+    dimension_attributes`` from a column read off a half-rebuilt ``spans``); their frames are what they share."""
+    if any(s in str(exc) for s in MIGRATING):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/mlflow/store/db_migrations/" in filename or "/alembic/" in filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRATION_WAIT) -> MlflowClient:
     """An MlflowClient, opened again while another process migrates the same new store (issue 26).
 
@@ -148,7 +164,7 @@ def new_client(uri: str, registry_uri: str | None = None, *, wait: float = MIGRA
                 return MlflowClient(tracking_uri=uri)
             return MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
         except Exception as exc:  # SQLAlchemy's OperationalError and MlflowException alike
-            if not any(s in str(exc) for s in MIGRATING) or time.monotonic() + pause > deadline:
+            if not migrating(exc) or time.monotonic() + pause > deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
