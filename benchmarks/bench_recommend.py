@@ -76,6 +76,21 @@ def main() -> None:
         print(", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in parts.items()) + f" (medians of {repeats})")
         print(f"expt recommend with the knowledge base + {n} records / 1 s budget = "
               f"{statistics.median(parts['total']):.2f}x")
+    # The knowledge base alone, from its packed form (what read_records uses) and from the records file.
+    import gzip
+
+    from expt.meta.records import _parse, default_kb_path, read_kb
+
+    packed, plain = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        read_kb()
+        t1 = time.perf_counter()
+        _parse(gzip.decompress(default_kb_path().read_bytes()))
+        packed.append(t1 - t0)
+        plain.append(time.perf_counter() - t1)
+    print(f"the knowledge base alone: {statistics.median(packed):.3f} s packed, {statistics.median(plain):.3f} s "
+          f"from the records file ({statistics.median(packed) / statistics.median(plain):.2f}x; medians of {repeats})")
 
 
 if __name__ == "__main__":

@@ -291,3 +291,29 @@ def test_a_build_stopped_on_time_resumes_from_its_shards_in_a_fresh_build_folder
     assert (shards / "iris.jsonl.gz").read_bytes() == iris  # untouched: the same records, the same bytes
     assert len(read_shard(shards / "diabetes.jsonl.gz")) == 2
     assert len(gzip.decompress((tmp_path / "kb.jsonl.gz").read_bytes()).splitlines()) == 4
+
+
+def test_the_packed_knowledge_base_gives_the_same_records_and_a_stale_one_is_never_read(tmp_path: Path) -> None:
+    """Issue 24: `expt recommend` reads the knowledge base from its packed form (each shared part once), which
+    must give exactly the records file's records; a packed file that is not of the records file beside it (the
+    records changed, a hand-edited or planted file) is ignored, never mixed in."""
+    from expt.meta.packed import packed_path, unpack, write_packed
+    from expt.meta.records import _parse, default_kb_path, read_kb
+
+    shipped = default_kb_path()
+    assert packed_path(shipped).is_file(), "python -m expt.kb writes it beside the records"
+    assert read_kb() == _parse(gzip.decompress(shipped.read_bytes()))
+
+    records = [json.loads(line) for line in gzip.decompress(shipped.read_bytes()).splitlines()[:200]]
+    mine = tmp_path / "records.jsonl.gz"
+    mine.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    write_packed(mine)
+    assert unpack(packed_path(mine).read_bytes(), mine.read_bytes()) == records
+    planted = records[:199] + [{**records[199], "score": 1.0}]  # a packed file of other records than these
+    other = tmp_path / "other.jsonl.gz"
+    other.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in planted).encode()))
+    write_packed(other)
+    assert unpack(packed_path(other).read_bytes(), mine.read_bytes()) is None
+    assert unpack(b"not gzip", mine.read_bytes()) is None
+    assert unpack(gzip.compress(b'{"format": 1, "source_sha256": "x", "values": [], "rows": 5}'),
+                  mine.read_bytes()) is None

@@ -31,6 +31,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "expt/conf/config.yaml" in names and "expt/conf/model/svm.yaml" in names
     assert "expt/kb/records.jsonl.gz" in names
+    assert "expt/kb/records.packed.json.gz" in names
     assert not any(n.startswith("conf/") for n in names), "conf/ is shipped inside the package, not beside it"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path("

@@ -212,6 +212,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     """The build's records of the listed datasets (the latest of each pair), sorted, gzipped with a fixed
     timestamp; ``groups`` (name -> group of related tables) goes into each. With ``configs`` only records of
     those portfolio entries are kept, and with ``protocol`` only records measured under it."""
+    from expt.meta.packed import write_packed
     from expt.meta.records import RecordStore
 
     latest = {}
@@ -234,6 +235,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
     with open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
         gz.write(data)
+    write_packed(out)  # the same records, each shared part once: what `expt recommend` parses (expt.meta.packed)
     return len(records)
 
 
