@@ -405,3 +405,15 @@ def test_the_figures_on_some_groups_alone_are_those_groups_rows_of_the_full_eval
                                np.mean([evaluate(table, seed=0, draws=200, curve=False, noise=False,
                                                  only={d}).subset["rows"]["single-best"]["top1"]
                                         for d in ("d2", "d5", "d6")]), rtol=1e-9)
+
+
+def test_a_boosting_configuration_shows_its_booster_parameters_as_overrides_name_them() -> None:
+    """A boosting family nests its booster's parameters: the table names what differs from the model's defaults as
+    `booster.depth=4`, not the whole booster mapping (which read as if every key differed)."""
+    from expt.meta.advise import key_params
+
+    tuned = {"name": "catboost", "params": {"booster": {"depth": 4, "iterations": 300, "learning_rate": 0.1,
+                                                        "l2_leaf_reg": 3.0}}}
+    assert key_params(tuned, "regression") == "booster.depth=4, booster.iterations=300, booster.learning_rate=0.1"
+    assert key_params({"name": "catboost", "params": {"booster": {"depth": 6, "iterations": 1000}}},
+                      "regression") == "defaults"

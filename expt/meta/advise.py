@@ -160,9 +160,20 @@ def constraints(table: Table, *, families: list[str] | None, max_fit_seconds: fl
 
 def key_params(model: dict[str, Any], task: str, limit: int = 3) -> str:
     """The parameters where a configuration differs from its model's packaged defaults ("defaults" if none)."""
-    defaults = _defaults(model["name"], task)
-    changed = [(k, v) for k, v in model["params"].items() if defaults.get(k, object()) != v]
+    defaults = _flat(_defaults(model["name"], task))
+    changed = [(k, v) for k, v in _flat(model["params"]).items() if defaults.get(k, object()) != v]
     return ", ".join(f"{k}={_short(v)}" for k, v in changed[:limit]) or "defaults"
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as dotted keys (a boosting family's ``booster.depth``), as overrides name them."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {}
