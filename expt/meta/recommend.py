@@ -98,6 +98,8 @@ def table_regret(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     has nothing to stand on (fewer than 2 configurations with dense evidence, or none expected worse than the best),
     the row is normalized on its own, as before.
     """
+    import warnings
+
     import numpy as np
 
     regret = normalized_regret(scores)
@@ -108,7 +110,8 @@ def table_regret(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     counts = (~np.isnan(scores)).sum(axis=1)
     thin = counts < THIN_SHARE * (counts.max() if n_rows else 0)
     if thin.any() and (~thin).sum() >= MIN_DENSE:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice": a column no dense row has
             typical = np.nanmean(np.where(thin[:, None], np.nan, regret), axis=0)  # NaN: no dense evidence
         for i in np.flatnonzero(thin):
             seen = ~np.isnan(scores[i]) & ~np.isnan(typical)
