@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,boosting]'
+	$(PY) -m pip install -q -e '.[dev,boosting,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install expt with its dev tools
@@ -39,7 +39,7 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end ones
 	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison as a ratio
-	$(PY) -m pip install -q -e '.[dev,bench,boosting]'
+	$(PY) -m pip install -q -e '.[dev,bench,boosting,cluster]'
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 kb: $(STAMP)  ## build expt/kb/records.jsonl.gz from recipes/kb/ in pieces of 2 h: run again to continue (shards in recipes/kb/shards/)

@@ -7,4 +7,5 @@ pytest_plugins = [
     "fixtures.bad_input",  # tried_bad_input, and the count in the summary
     "servers",  # postgres, mlflow_server: a real PostgreSQL and `mlflow server`, once per session (per worker)
     "browsers",  # browser: headless Chromium, installed when missing
+    "fixtures.cluster",  # dask_cluster: a Dask scheduler, two workers and an mlflow server they share
 ]

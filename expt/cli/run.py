@@ -8,6 +8,7 @@ import typer
 
 from expt.cli.common import (
     WITH_OVERRIDES,
+    Cluster,
     ConfigDir,
     Debug,
     Group,
@@ -20,6 +21,7 @@ from expt.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from expt.core.config import Composed
@@ -38,6 +40,7 @@ def train(
     workers: Annotated[int, typer.Option("--workers", min=1, help="With -m: cells run in this many processes.")] = 1,
     resume: Annotated[str | None, typer.Option("--resume", metavar="GRID_ID", help="With -m: continue a stopped "
                                                 "grid, skipping its finished cells.")] = None,
+    cluster: Cluster = None,
     debug: Debug = False,
 ) -> None:
     """Cross-validate one configuration, refit it on all data, and track everything in MLflow.
@@ -45,9 +48,9 @@ def train(
     The refit is skipped with tracking.log_model=false. With -m, a grid of such runs, compared.
     """
     with user_errors(debug):
-        if multirun or workers != 1 or resume:
+        if multirun or workers != 1 or resume or cluster:
             _grid("train", list(ctx.args), multirun=multirun, cfg=cfg, workers=workers, resume=resume,
-                  config_dir=config_dir, trust_target=trust_target)
+                  config_dir=config_dir, trust_target=trust_target, cluster=cluster)
             return
         from expt.core.build import trusting
 
@@ -96,19 +99,21 @@ def sweep(
     config_dir: ConfigDir = None,
     trust_target: TrustTarget = None,
     multirun: MultiRun = False,
+    cluster: Cluster = None,
     debug: Debug = False,
 ) -> None:
     """Nested cross-validation: an Optuna search per outer fold, every fold and trial tracked in MLflow.
 
     With -m, a grid of sweeps compared by their outer scores; there --workers runs cells in parallel and
-    --resume takes a grid id.
+    --resume takes a grid id. With --cluster (and a --storage on a database server), --workers N sweep
+    processes start on a Dask cluster's workers and join the sweep with this one.
     """
     with user_errors(debug):
         from expt.core.errors import UsageError
 
         if multirun:
             _grid("sweep", list(ctx.args), multirun=True, cfg=cfg, workers=workers, resume=resume,
-                  config_dir=config_dir, trust_target=trust_target, one_sweep={
+                  config_dir=config_dir, trust_target=trust_target, cluster=cluster, one_sweep={
                       "--sweep-id": sweep_id, "--storage": storage, "--warm-start": warm_start, "--status": status})
             return
 
@@ -133,16 +138,48 @@ def sweep(
 
         mark("composed")
         from expt.cli.render import SweepProgress, print_sweep_result
+        from expt.core.build import trusting
         from expt.sweep.runner import SweepOptions, run_sweep
 
+        on_cluster = None
+        if cluster is not None:
+            sweep_id, storage, on_cluster = _sweep_on_cluster(cluster, composed, overrides, resume or sweep_id,
+                                                              storage, workers, config_dir)
+            resume, workers = None, 1  # this process joins like the others; the workers run on the cluster
         options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume), workers=workers,
                                warm_start=warm_start, config_dir=str(config_dir) if config_dir else None)
-        from expt.core.build import trusting
-
         with trusting(trust_target):  # an environment variable: the spawned workers inherit it
-            result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+            try:
+                result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
+            finally:
+                for problem in on_cluster() if on_cluster is not None else []:
+                    typer.echo(f"warning: {problem}", err=True)
         mark("sweep done")
         print_sweep_result(result_sweep, result)
+
+
+def _sweep_on_cluster(cluster: str, composed: Composed | None, overrides: list[str], sweep_id: str | None,
+                      storage: str | None, workers: int, config_dir: Path | None,
+                      ) -> tuple[str, str, Callable[[], list[str]]]:
+    """``expt sweep --workers N --cluster ADDRESS``: N processes on the cluster's workers join the sweep through
+    its storage (a database server's), writing to a tracking store they share; refused in one line otherwise.
+    Returns the sweep's id and storage, and what waits for the workers."""
+    from expt.core.config import resolve_values
+    from expt.core.errors import UsageError
+    from expt.core.settings import settings_of
+    from expt.grid.cluster import reachable_storage, shared_uri, start_sweep_workers
+    from expt.sweep.storage import new_sweep_id
+
+    if composed is None:
+        raise UsageError("--cluster starts workers on a new or named sweep: pass its overrides with --sweep-id "
+                         "instead of --resume (they join it where it stopped)")
+    storage = reachable_storage(storage)
+    shared_uri(settings_of(resolve_values(composed.cfg)).tracking.uri)
+    sweep_id = sweep_id or new_sweep_id()
+    argv = [*overrides, "--sweep-id", sweep_id, "--storage", storage]
+    if config_dir is not None:
+        argv += ["--config-dir", str(config_dir.resolve())]
+    return sweep_id, storage, start_sweep_workers(cluster, argv, workers)
 
 
 def _compose_one(overrides: list[str], config_dir: Path | None, kind: str = "train") -> Composed:
@@ -163,13 +200,14 @@ def _compose_one(overrides: list[str], config_dir: Path | None, kind: str = "tra
 
 
 def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int, resume: str | None,
-          config_dir: Path | None, trust_target: list[str] | None,
+          config_dir: Path | None, trust_target: list[str] | None, cluster: str | None = None,
           one_sweep: dict[str, str | None] | None = None) -> None:
     """``-m``: plan every cell (nothing runs if any is wrong), then run the grid and print its comparison."""
     from expt.core.errors import RunFailedError, UsageError
 
     if not multirun:
-        raise UsageError("--workers and --resume run a grid; add -m (e.g. expt train -m data=wine,iris model=svm,knn)")
+        raise UsageError("--workers, --resume and --cluster run a grid; add -m (e.g. expt train -m data=wine,iris "
+                         "model=svm,knn)")
     given = [option for option, value in (one_sweep or {}).items() if value]
     if given:
         raise UsageError(f"{given[0]} names one sweep; a grid (-m) names its sweeps itself: drop {given[0]}")
@@ -181,8 +219,11 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
     from expt.grid.runner import check_options, new_grid_id, resume_plan, run_grid
 
     check_options(workers, resume, overrides)
+    from expt.grid.cluster import cluster_address
+
+    cluster = cluster_address(cluster)
     writer = None
-    if kind == "train" and workers == 1 and not cfg:
+    if kind == "train" and workers == 1 and not cfg and cluster is None:
         from expt.train.process import start_writer
 
         writer = start_writer(evaluates=True)  # first: MLflow's imports overlap the planning of every cell
@@ -199,9 +240,11 @@ def _grid(kind: str, args: list[str], *, multirun: bool, cfg: bool, workers: int
             try:
                 with GridProgress() as progress:
                     outcome = run_grid(plan, workers=workers, grid_id=grid_id, state=state, progress=progress,
-                                       writer=writer)
+                                       writer=writer, cluster=cluster)
             except KeyboardInterrupt:
-                typer.echo(f"grid {grid_id} stopped; continue it with: expt {kind} -m --resume {grid_id}", err=True)
+                again = f" --cluster {cluster}" if cluster else ""
+                typer.echo(f"grid {grid_id} stopped; continue it with: expt {kind} -m --resume {grid_id}{again}",
+                           err=True)
                 raise
     finally:
         if writer is not None:

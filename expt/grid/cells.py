@@ -14,6 +14,7 @@ from expt.tracking.tags import CELL_TAG, COLUMN_TAG, FOLDS_TAG, GRID_TAG, PARENT
 
 if TYPE_CHECKING:
     from expt.core.cv import FoldResult
+    from expt.core.settings import Tracking
     from expt.train.writer import Writer
 
 
@@ -86,6 +87,22 @@ def run_job(job: dict[str, Any]) -> None:
     from expt.train.run import run_train
     from expt.train.writer import LocalWriter
 
+    prepared = prepare(compose(job["overrides"], config_dir=job["config_dir"]))
+    if job.get("retried"):
+        end_lost_attempts(prepared.config.tracking, job["tags"])
     # The workers have the cores: a writer process each would compete with them.
-    run_train(prepare(compose(job["overrides"], config_dir=job["config_dir"])), tags=job["tags"],
-              writer=LocalWriter())
+    run_train(prepared, tags=job["tags"], writer=LocalWriter())
+
+
+def end_lost_attempts(tracking: Tracking, tags: dict[str, str]) -> None:
+    """On a cluster, a cell whose worker was lost runs again elsewhere: the runs the lost attempt left RUNNING
+    (the cell's and its folds') end KILLED first, so the grid ends with one FINISHED run per cell and none
+    RUNNING."""
+    from expt.tracking.client import Tracker
+    from expt.tracking.tags import tag_filter
+
+    tracker = Tracker(tracking.uri, tracking.experiment, sqlite_wal=tracking.sqlite_wal)
+    runs = tracker.client.search_runs([tracker.experiment_id], tag_filter(GRID_TAG, tags[GRID_TAG]),
+                                      max_results=50_000)
+    tracker.end_quietly([r.info.run_id for r in runs if r.data.tags.get(CELL_TAG) == tags[CELL_TAG]
+                         and r.info.status == "RUNNING"], "KILLED")

@@ -107,27 +107,50 @@ def _unmask(override: str, with_credentials: Callable[..., str]) -> str:
 
 
 def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, state: dict[str, Any] | None = None,
-             progress: GridProgress | None = None, writer: Writer | None = None) -> GridOutcome:
+             progress: GridProgress | None = None, writer: Writer | None = None,
+             cluster: str | None = None) -> GridOutcome:
     """Open (or, with ``state``, reopen) the grid run, run every cell not yet done, then compare and log.
 
     Every read and write of the store goes through ``writer`` (:mod:`expt.train.process`): a train grid run in
     this process has a writer process (the caller's, or one started here), so this process never imports
-    MLflow; a sweep grid, or cells in workers, write from here."""
+    MLflow; a sweep grid, or cells in workers, write from here. With ``cluster`` (a Dask scheduler's address)
+    the cells run on that cluster (:mod:`expt.grid.cluster`), which needs a store its workers share."""
     from expt.train.process import start_writer
+
+    if cluster is not None:
+        check_cluster(plan, cluster)
     from expt.train.writer import LocalWriter
 
     own = writer is None
     if writer is None:
         writer = start_writer(evaluates=True) if plan.kind == "train" and workers == 1 else LocalWriter()
     try:
-        return _run_grid(plan, workers, grid_id, state, progress, writer)
+        return _run_grid(plan, workers, grid_id, state, progress, writer, cluster)
     finally:
         if own:
             writer.close()
+        if cluster is not None:
+            from expt.grid.cluster import disconnect
+
+            disconnect(cluster)
+
+
+def check_cluster(plan: GridPlan, cluster: str) -> None:
+    """What a grid on a cluster needs, refused in one line before anything runs: a train grid (a sweep grid's
+    cells keep their Optuna storage in a local journal file) and a tracking store its workers share."""
+    from expt.grid.cluster import connect, shared_folders, shared_uri
+
+    if plan.kind != "train":
+        raise UsageError("--cluster runs train grids (expt train -m); a sweep grid keeps each sweep's Optuna "
+                         "storage in a local file its workers cannot share: run it without --cluster, or scale "
+                         "one sweep out with --storage postgresql://... and workers on each machine")
+    shared_uri(plan.tracking.uri)
+    client = connect(cluster)  # the scheduler answers and its workers run this code: kept for the cells
+    shared_folders(client, [Path.cwd(), *([Path(plan.config_dir)] if plan.config_dir else [])])
 
 
 def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None,
-              progress: GridProgress | None, writer: Writer) -> GridOutcome:
+              progress: GridProgress | None, writer: Writer, cluster: str | None = None) -> GridOutcome:
     writer.configure(plan.tracking.uri, plan.tracking.experiment, plan.tracking.sqlite_wal)
     if state is not None:
         grid_id, spec = state["grid_id"], {k: v for k, v in state.items() if k != "run_id"}
@@ -144,10 +167,10 @@ def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str
         progress.start(plan, todo)
     try:
         tags = {c.cell.key: cell_tags(grid_id, grid_run, c) for c in todo}
-        if workers > 1 and len(todo) > 1:
+        if cluster is not None or (workers > 1 and len(todo) > 1):
             from expt.grid.workers import run_in_workers
 
-            failed = run_in_workers(plan, todo, tags, workers, grid_id, progress)
+            failed = run_in_workers(plan, todo, tags, workers, grid_id, progress, cluster)
         else:
             failed = [f for c in todo if (f := run_cell(plan, c, tags[c.cell.key], grid_id, progress, writer))]
             writer.drain()  # every cell written, or the write that failed raised

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from expt.core.errors import ExptError, RunFailedError
 from expt.core.offload import die_with_parent
+from expt.grid.jobs import JobProgress
 from expt.grid.plan import GridPlan, PlannedCell
 
 if TYPE_CHECKING:
@@ -27,31 +29,28 @@ if TYPE_CHECKING:
     from expt.grid.cells import CellProgress
 
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 
-class JobProgress(Protocol[T_contra]):
-    """Told of jobs as the workers report them: ``value`` is what the job's runner returned (None for a job
-    that failed)."""
-
-    def job_started(self, key: str) -> None: ...
-
-    def job_done(self, key: str, ok: bool, value: T_contra | None) -> None: ...
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read as each library loads
 
 
 def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict[str, str]], workers: int,
-                   grid_id: str, progress: CellProgress | None = None) -> list[tuple[str, str]]:
+                   grid_id: str, progress: CellProgress | None = None,
+                   cluster: str | None = None) -> list[tuple[str, str]]:
     """Run a grid's ``todo`` on ``workers`` processes; returns the cells that failed (every fold failed), raises
     on any other error, after stopping the workers."""
     from expt.grid.cells import run_job, sweep_id
 
-    jobs = [{"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": plan.config_dir,
-             "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c)} for c in todo]
+    config_dir = str(Path(plan.config_dir).resolve()) if plan.config_dir and cluster else plan.config_dir
+    jobs = [{"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": config_dir,
+             "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c), "retried": cluster is not None}
+            for c in todo]
     watch = None if progress is None else _CellProgress(progress, todo)
     return run_jobs(jobs, workers, run_job, progress=watch, what="grid", unit="cell",
-                    resume=f"continue with: expt {plan.kind} -m --resume {grid_id}")
+                    resume=f"continue with: expt {plan.kind} -m --resume {grid_id}" + (
+                        f" --cluster {cluster}" if cluster else ""), cluster=cluster,
+                    shared=[Path(config_dir)] if config_dir and cluster else None)
 
 
 class _CellProgress:
@@ -69,7 +68,7 @@ class _CellProgress:
 
 def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[str, Any]], T], *,
              progress: JobProgress[T] | None = None, what: str = "grid", unit: str = "cell",
-             resume: str = "") -> list[tuple[str, str]]:
+             resume: str = "", cluster: str | None = None, shared: list[Path] | None = None) -> list[tuple[str, str]]:
     """Run ``runner(job)`` for every job (a picklable dict with a unique ``key``) on ``workers`` processes, in
     order; ``runner`` must be a module-level function, since a spawned worker finds it by its name.
 
@@ -77,7 +76,15 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, runner: Callable[[dict[st
     ``job_done(key, ok, value)``, ``value`` being what ``runner`` returned. A job that raises
     :class:`RunFailedError` failed (the others go on) and is returned as (key, why); any other error stops the
     workers and is raised as one line naming the job (``what unit key: ...``).
+
+    With ``cluster`` (a Dask scheduler's address) the jobs go to that cluster instead, each in a process of its
+    own with one thread per pool (:mod:`expt.grid.cluster`); ``shared``: folders its workers must see.
     """
+    if cluster is not None:
+        from expt.grid.cluster import run_on_cluster
+
+        return run_on_cluster(jobs, cluster, runner, progress=progress, what=what, unit=unit, resume=resume,
+                              shared=shared)
     import multiprocessing as mp
     import queue
 

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="the gzipped records (default: expt/kb/records.jsonl.gz)")
     parser.add_argument("--workers", type=int, default=cores(), help="worker processes (default: one per core)")
+    parser.add_argument("--cluster", metavar="ADDRESS", default=None,
+                        help="run the jobs on this Dask scheduler's workers (default $EXPT_CLUSTER); the --build "
+                             "folder must be shared with them at the same path")
     parser.add_argument("--folds", type=int, default=Protocol.folds, help="CV folds of every cell (default 3)")
     parser.add_argument("--max-rows", type=int, default=Protocol.max_rows,
                         help="rows per dataset; a larger one is subsampled, seeded (default 3000)")

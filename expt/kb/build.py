@@ -213,7 +213,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     timestamp; ``groups`` (name -> group of related tables) goes into each. With ``configs`` only records of
     those portfolio entries are kept, and with ``protocol`` only records measured under it."""
     from expt.meta.packed import write_packed
-    from expt.meta.records import RecordStore
+    from expt.meta.records import RecordStore, parse_records
 
     latest = {}
     for r in RecordStore(raw).read():
@@ -235,7 +235,7 @@ def compact(raw: Path, out: Path, names: set[str], groups: dict[str, str] | None
     data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
     with open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
         gz.write(data)
-    write_packed(out)  # the same records, each shared part once: what `expt recommend` parses (expt.meta.packed)
+    write_packed(out, parse_records(data))  # the same records, each shared part once: what recommend reads
     return len(records)
 
 
@@ -253,9 +253,14 @@ def _same_protocol(recorded: object, protocol: Protocol) -> bool:
 def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]],
           protocol: Protocol) -> None:
     """Run the pairs not done yet on the grid's workers (one thread each), then compact the records."""
-    from expt.core.errors import RunFailedError
+    from expt.core.errors import RunFailedError, UsageError
+    from expt.grid.cluster import cluster_address
     from expt.grid.workers import cores, run_jobs
 
+    try:
+        cluster = cluster_address(getattr(args, "cluster", None))
+    except UsageError as exc:
+        raise SystemExit(str(exc)) from None
     args.build.mkdir(parents=True, exist_ok=True)
     pairs = plan_pairs(datasets, portfolio, protocol)
     runnable = [p for p in pairs if p.skip is None]
@@ -277,15 +282,18 @@ def build(args: argparse.Namespace, datasets: list[dict[str, Any]], portfolio: l
             if not any(job["entry"]["name"] == name for job in jobs):
                 shelf.finish(name)
     print(f"knowledge base: {len(datasets)} datasets x {len(portfolio)} configurations, {protocol.folds}-fold CV "
-          f"x{protocol.repeats} on at most {protocol.max_rows} rows (seed {protocol.seed}), {workers} workers x "
-          f"{max(1, cores() // workers)} thread(s), building in {args.build}\n{len(pairs)} pairs: "
-          f"{len(pairs) - len(runnable)} skipped (the model does not take the dataset's task), "
+          f"x{protocol.repeats} on at most {protocol.max_rows} rows (seed {protocol.seed}), "
+          + (f"on the Dask cluster at {cluster}, one thread per cell" if cluster else
+             f"{workers} workers x {max(1, cores() // workers)} thread(s)")
+          + f", building in {args.build}\n{len(pairs)} pairs: {len(pairs) - len(runnable)} skipped (the model "
+          "does not take the dataset's task), "
           f"{len(runnable) - len(todo)} done, {len(todo)} to run in {len(jobs)} jobs", flush=True)
     progress = Progress(jobs, shelf.finish if shelf is not None else None)
     try:
         run_jobs(jobs, workers, run_job, progress=progress, what="knowledge base", unit="job",
-                 resume="run the same command again: it continues where it stopped")
-    except RunFailedError as exc:
+                 resume="run the same command again: it continues where it stopped", cluster=cluster,
+                 shared=[args.build] if cluster else None)
+    except (RunFailedError, UsageError) as exc:
         raise SystemExit(str(exc)) from None
     done = settle_done(args.build)  # once: it reads every record, so per pair it made the end quadratic
     left = [p for p in todo if pair_key(p.entry, p.config, protocol) not in done]

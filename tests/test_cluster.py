@@ -1,0 +1,228 @@
+"""Issue 25: grids and the knowledge-base build on a Dask cluster. A real `dask scheduler` and two `dask worker`
+processes on loopback, an `mlflow server` the workers share (tests/fixtures/cluster.py); the commands run as a
+user runs them, in subprocesses."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fixtures.cluster import Cluster, start_worker
+from helpers import EXPT
+
+pytestmark = pytest.mark.slow
+FAST = ("learner=quick", "tracking.log_model=false", "tracking.plots=false")
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], max_results=10_000) if found else []
+
+
+def cells(runs: list) -> dict[str, tuple[float, str]]:
+    """Cell -> (accuracy_mean, folds hash) of its FINISHED train run; every cell once."""
+    done = [r for r in runs if r.data.tags.get("expt.run_type") == "train" and r.info.status == "FINISHED"]
+    keys = [r.data.tags["expt.grid.cell"] for r in done]
+    assert len(keys) == len(set(keys)), keys
+    return {r.data.tags["expt.grid.cell"]: (r.data.metrics["accuracy_mean"], r.data.tags["expt.folds_hash"])
+            for r in done}
+
+
+def test_a_2x2_grid_on_the_cluster_scores_as_the_local_grid(dask_cluster: Cluster, tmp_path: Path) -> None:
+    grid = ["-m", "data=iris,wine", "model=logistic_regression,knn", *FAST]
+    on_cluster = subprocess.run([EXPT, "train", *grid, f"tracking.uri={dask_cluster.tracking}",
+                                 "tracking.experiment=grid-cluster", "--cluster", dask_cluster.address],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    assert "cells run 4, failed 0" in on_cluster.stdout
+    local = subprocess.run([EXPT, "train", *grid, f"tracking.uri={dask_cluster.tracking}",
+                            "tracking.experiment=grid-local", "--workers", "2"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    remote, here = cells(runs_of(dask_cluster.tracking, "grid-cluster")), cells(runs_of(dask_cluster.tracking,
+                                                                                        "grid-local"))
+    assert len(remote) == 4 and remote.keys() == here.keys()
+    for key, (score, folds) in remote.items():
+        assert folds == here[key][1]  # the same folds
+        assert score == pytest.approx(here[key][0], rel=1e-9)  # the same scores (tolerance: another CPU's BLAS)
+    runs = runs_of(dask_cluster.tracking, "grid-cluster")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert [r.info.status for r in runs if r.data.tags.get("expt.run_type") == "grid"] == ["FINISHED"]
+
+
+def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(dask_cluster: Cluster, tmp_path: Path) -> None:
+    """The worker process running a cell is SIGKILLed while the cell runs: Dask runs the cell again on a worker
+    (the nanny restarts the killed one), the lost attempt's runs end KILLED, and the grid completes with exactly
+    one FINISHED run per cell and none RUNNING."""
+    experiment = "grid-killed"
+    proc = subprocess.Popen([EXPT, "train", "-m", "data=digits,breast_cancer", "model=random_forest",
+                             "model.estimator.n_estimators=600", "learner=quick", "tracking.log_model=false",
+                             "tracking.plots=false", f"tracking.uri={dask_cluster.tracking}",
+                             f"tracking.experiment={experiment}", "--cluster", dask_cluster.address],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.monotonic() + 180  # the two cells start together, one on each worker
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        running = [r for r in runs_of(dask_cluster.tracking, experiment)
+                   if r.data.tags.get("expt.run_type") == "train" and r.info.status == "RUNNING"]
+        if len(running) == 2:  # both cells have their run: whichever worker dies, its cell's run is lost
+            victim = _worker_running_a_cell()
+    assert victim is not None, "no cell was seen running"
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    runs = runs_of(dask_cluster.tracking, experiment)
+    assert len(cells(runs)) == 2  # every cell once
+    assert "RUNNING" not in {r.info.status for r in runs}
+    killed = [r for r in runs if r.data.tags.get("expt.run_type") == "train" and r.info.status != "FINISHED"]
+    assert killed and {r.info.status for r in killed} <= {"KILLED", "FAILED"}  # the lost attempt, ended
+    dask_cluster.wait_for_workers(2)  # the nanny restarted it: the next test has both
+
+
+def _worker_running_a_cell() -> int | None:
+    """The Dask worker process whose child runs a cell (``python -m expt.grid.cluster_cell``)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"expt.grid.cluster_cell" in cmdline:
+                return int((proc / "stat").read_text().split(") ")[1].split()[1])  # its parent
+        except OSError:
+            continue
+    return None
+
+
+def test_a_partial_knowledge_base_build_on_the_cluster_equals_the_local_build(dask_cluster: Cluster,
+                                                                             tmp_path: Path) -> None:
+    from expt.core.floats import differences
+
+    def build(name: str, *extra: str) -> list[dict]:
+        out = tmp_path / f"{name}.jsonl.gz"
+        done = subprocess.run([sys.executable, "-m", "expt.kb", "--only", "iris", "--only", "airquality",
+                               "--configs", "knn_5", "--configs", "ridge_a1", "--configs", "rf_default",
+                               "--build", str(tmp_path / name), "--out", str(out), *extra],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr + done.stdout
+        return [json.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
+
+    remote = build("on-cluster", "--cluster", dask_cluster.address)
+    local = build("local", "--workers", "2")
+    assert len(remote) == len(local) == 6  # 2 datasets x 3 configurations
+
+    def strip(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k not in ("created", "fit_seconds")}
+
+    assert [differences(strip(a), strip(b)) for a, b in zip(remote, local, strict=True)] == [[]] * 6
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["tracking.uri=sqlite:///mlruns.db"], "is a store on this machine, which the cluster's workers cannot share"),
+    (["tracking.uri=./mlruns"], "is a store on this machine, which the cluster's workers cannot share"),
+])
+def test_a_store_the_workers_cannot_share_is_refused_before_any_run(dask_cluster: Cluster, tmp_path: Path,
+                                                                   args: list[str], expected: str) -> None:
+    done = subprocess.run([EXPT, "train", "-m", "data=iris,wine", "model=knn", *FAST, *args,
+                           "--cluster", dask_cluster.address], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written: no store, no outputs
+
+
+def test_a_scheduler_that_does_not_answer_is_refused_in_one_line(tmp_path: Path, dask_cluster: Cluster) -> None:
+    from servers import free_port
+
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    done = subprocess.run([EXPT, "train", "-m", "data=iris,wine", "model=knn", *FAST,
+                           f"tracking.uri={dask_cluster.tracking}", "tracking.experiment=nobody", "--cluster", nobody],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"the Dask scheduler at {nobody} does not answer" in done.stderr and "Traceback" not in done.stderr
+    assert runs_of(dask_cluster.tracking, "nobody") == []  # refused before the grid's run was opened
+    kb = subprocess.run([sys.executable, "-m", "expt.kb", "--only", "iris", "--configs", "knn_5", "--build",
+                         str(tmp_path / "kb"), "--out", str(tmp_path / "kb.jsonl.gz"), "--cluster", nobody],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert kb.returncode != 0 and "does not answer" in kb.stderr and "Traceback" not in kb.stderr
+    assert not (tmp_path / "kb.jsonl.gz").exists()
+
+
+def test_a_sweep_grid_on_the_cluster_is_refused_before_any_run(dask_cluster: Cluster, tmp_path: Path) -> None:
+    done = subprocess.run([EXPT, "sweep", "-m", "data=iris,wine", "model=knn", f"tracking.uri={dask_cluster.tracking}",
+                           "tracking.experiment=sweep-grid", "--cluster", dask_cluster.address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--cluster runs train grids" in done.stderr
+    assert runs_of(dask_cluster.tracking, "sweep-grid") == []
+
+
+def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_path: Path) -> None:
+    """A third worker whose expt differs by one comment line (a copy of the package, first on its PYTHONPATH)
+    joins the cluster: the grid is refused in one line naming it, before any run."""
+    import shutil
+
+    import expt
+
+    copy = tmp_path / "other"
+    shutil.copytree(Path(expt.__file__).resolve().parent, copy / "expt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "expt" / "grid" / "cells.py", "a") as fh:
+        fh.write("# another version\n")
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    stranger = start_worker(dask_cluster.address, dask_cluster.folder, "stranger", env)
+    try:
+        dask_cluster.wait_for_workers(3)
+        done = subprocess.run([EXPT, "train", "-m", "data=iris,wine", "model=knn", *FAST,
+                               f"tracking.uri={dask_cluster.tracking}", "tracking.experiment=stranger",
+                               "--cluster", dask_cluster.address],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "1 of 3 Dask workers run other expt code than this client" in done.stderr
+        assert runs_of(dask_cluster.tracking, "stranger") == []
+    finally:
+        os.killpg(stranger.pid, signal.SIGTERM)
+        stranger.wait(timeout=30)
+
+
+@pytest.mark.pg
+def test_a_sweep_with_two_workers_started_on_the_cluster(dask_cluster: Cluster, postgres, tmp_path: Path) -> None:
+    """`expt sweep --workers 2 --cluster ADDRESS` starts two sweep processes as Dask tasks; they join the sweep
+    through its PostgreSQL storage with this one, and the sweep ends with every fold's budget met exactly, one run
+    tree, no run RUNNING, and the three invocations on record."""
+    storage = postgres.create_database("cluster_sweep")
+    done = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
+                           "search.n_trials=8", *FAST[1:], f"tracking.uri={dask_cluster.tracking}",
+                           "tracking.experiment=cluster-sweep", "--storage", storage, "--sweep-id", "on-dask",
+                           "--workers", "2", "--cluster", dask_cluster.address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "warning:" not in done.stderr  # both workers ended well
+    runs = runs_of(dask_cluster.tracking, "cluster-sweep")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    sweep_runs = [r for r in runs if r.data.tags.get("expt.run_type") == "sweep"]
+    assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
+    assert sweep_runs[0].data.tags["expt.sweep.workers"] == "1+1+1"  # this process and the two on the cluster
+    trials = [r for r in runs if r.data.tags.get("expt.run_type") == "trial" and r.info.status == "FINISHED"]
+    per_unit = collections.Counter(r.data.tags.get("expt.outer_fold") for r in trials)
+    assert sorted(per_unit.values()) == [8, 8, 8], per_unit  # each fold's budget exactly, across the processes
+
+
+def test_a_sweep_storage_the_workers_cannot_reach_is_refused(dask_cluster: Cluster, tmp_path: Path) -> None:
+    for storage in ([], ["--storage", "sqlite:///optuna.db"], ["--storage", "sweeps/optuna.journal"]):
+        done = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", f"tracking.uri={dask_cluster.tracking}",
+                               "tracking.experiment=unreachable", *storage, "--workers", "2", "--cluster",
+                               dask_cluster.address], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "which they cannot reach; pass --storage postgresql://" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    assert runs_of(dask_cluster.tracking, "unreachable") == []
