@@ -79,14 +79,14 @@ def main() -> None:
     # The knowledge base alone, from its packed form (what read_records uses) and from the records file.
     import gzip
 
-    from expt.meta.records import _parse, default_kb_path, read_kb
+    from expt.meta.records import default_kb_path, parse_records, read_kb
 
     packed, plain = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         read_kb()
         t1 = time.perf_counter()
-        _parse(gzip.decompress(default_kb_path().read_bytes()))
+        parse_records(gzip.decompress(default_kb_path().read_bytes()))
         packed.append(t1 - t0)
         plain.append(time.perf_counter() - t1)
     print(f"the knowledge base alone: {statistics.median(packed):.3f} s packed, {statistics.median(plain):.3f} s "

@@ -298,21 +298,21 @@ def test_the_packed_knowledge_base_gives_the_same_records_and_a_stale_one_is_nev
     must give exactly the records file's records; a packed file that is not of the records file beside it (the
     records changed, a hand-edited or planted file) is ignored, never mixed in."""
     from expt.meta.packed import packed_path, unpack, write_packed
-    from expt.meta.records import _parse, default_kb_path, read_kb
+    from expt.meta.records import default_kb_path, parse_records, read_kb
 
     shipped = default_kb_path()
     assert packed_path(shipped).is_file(), "python -m expt.kb writes it beside the records"
-    assert read_kb() == _parse(gzip.decompress(shipped.read_bytes()))
+    assert read_kb() == parse_records(gzip.decompress(shipped.read_bytes()))
 
     records = [json.loads(line) for line in gzip.decompress(shipped.read_bytes()).splitlines()[:200]]
     mine = tmp_path / "records.jsonl.gz"
     mine.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
-    write_packed(mine)
+    write_packed(mine, records)
     assert unpack(packed_path(mine).read_bytes(), mine.read_bytes()) == records
     planted = records[:199] + [{**records[199], "score": 1.0}]  # a packed file of other records than these
     other = tmp_path / "other.jsonl.gz"
     other.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in planted).encode()))
-    write_packed(other)
+    write_packed(other, planted)
     assert unpack(packed_path(other).read_bytes(), mine.read_bytes()) is None
     assert unpack(b"not gzip", mine.read_bytes()) is None
     assert unpack(gzip.compress(b'{"format": 1, "source_sha256": "x", "values": [], "rows": 5}'),

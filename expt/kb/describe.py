@@ -158,7 +158,8 @@ def render(rows: list[dict[str, Any]], notes: dict[str, str], portfolio: list[di
         "same folds for every configuration of a dataset. The default learner (median imputation, standard "
         "scaling, one-hot encoding of at most 50 levels, all fitted inside the fold) and metric (accuracy, R^2).",
         "- Each record carries it: `protocol: {\"kind\": \"cv\", \"folds\": "
-        f"{protocol.folds}, \"repeats\": {protocol.repeats}, \"max_rows\": {protocol.max_rows}, \"n_rows\": <rows used>, "
+        f"{protocol.folds}, \"repeats\": {protocol.repeats}, \"max_rows\": {protocol.max_rows}, "
+        "\"n_rows\": <rows used>, "
         "\"subsample\": null | \"stratified\" | \"random\", \"seed\": " f"{protocol.seed}" "}`; its `dataset` "
         "block (fingerprint, rows) and meta-features are the whole table's, as a query's are. An uncapped "
         f"table's protocol is exactly `expt train learner.cv.folds={protocol.folds}`'s.",

@@ -110,13 +110,12 @@ def unpack(packed: bytes, source: bytes) -> list[dict[str, Any]] | None:
             gc.enable()
 
 
-def write_packed(records_path: Path) -> Path:
-    """Pack the gzipped records file at ``records_path`` beside it; returns the packed file's path."""
-    from expt.meta.records import _parse
-
+def write_packed(records_path: Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Pack ``records``, those the gzipped records file at ``records_path`` gives when read
+    (``expt.meta.records.parse_records``), beside it; returns the packed file's path."""
     source = records_path.read_bytes()
     out = packed_path(records_path)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(pack(_parse(gzip.decompress(source)), source))
+    tmp.write_bytes(pack(records, source))
     tmp.replace(out)
     return out

@@ -136,7 +136,7 @@ class RecordStore:
         if not self.path.is_file():
             return []
         with open(self.path, "rb") as fh:
-            return _parse(fh.read())
+            return parse_records(fh.read())
 
 
 def _read_all(fd: int) -> bytes:
@@ -159,7 +159,7 @@ def _cut_torn_tail(fd: int) -> None:
     os.ftruncate(fd, data.rfind(b"\n") + 1)
 
 
-def _parse(data: bytes) -> list[dict[str, Any]]:
+def parse_records(data: bytes) -> list[dict[str, Any]]:
     """Whole, valid records; a torn last line and records of another schema are skipped.
 
     orjson reads them: 10,000 records (22 MB) took 0.91 s with the json module, 0.40 s with orjson,
@@ -205,14 +205,14 @@ def read_kb() -> list[dict[str, Any]]:
         records = unpack(packed.read_bytes(), source)
         if records is not None:
             return records
-    return _parse(gzip.decompress(source))
+    return parse_records(gzip.decompress(source))
 
 
 def _read_gzip(path: Path) -> list[dict[str, Any]]:
     import gzip
 
     with gzip.open(path, "rb") as fh:
-        return _parse(fh.read())
+        return parse_records(fh.read())
 
 
 def read_records(sources: Iterable[str], *, kb: bool = True) -> list[dict[str, Any]]:
@@ -264,7 +264,7 @@ def read_mlflow(uri: str) -> list[dict[str, Any]]:
             except Exception:  # noqa: BLE001, S112 - a run whose artifact is gone has no records to give
                 continue
             with open(path, "rb") as fh:
-                out.extend(_parse(fh.read()))
+                out.extend(parse_records(fh.read()))
     return out
 
 
