@@ -77,7 +77,7 @@ def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(dask_cluster:
         running = [r for r in runs_of(dask_cluster.tracking, experiment)
                    if r.data.tags.get("expt.run_type") == "train" and r.info.status == "RUNNING"]
         if len(running) == 2:  # both cells have their run: whichever worker dies, its cell's run is lost
-            victim = _worker_running_a_cell()
+            victim = _worker_running_a_cell(dask_cluster.address)
     assert victim is not None, "no cell was seen running"
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
@@ -90,18 +90,14 @@ def test_a_worker_killed_mid_cell_leaves_one_finished_run_per_cell(dask_cluster:
     dask_cluster.wait_for_workers(2)  # the nanny restarted it: the next test has both
 
 
-def _worker_running_a_cell() -> int | None:
-    """The Dask worker process whose child runs a cell (``python -m expt.grid.cluster_cell``)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            if b"expt.grid.cluster_cell" in cmdline:
-                return int((proc / "stat").read_text().split(") ")[1].split()[1])  # its parent
-        except OSError:
-            continue
-    return None
+def _worker_running_a_cell(address: str) -> int | None:
+    """The pid of a Dask worker process that is running a grid cell (a one-thread worker runs it in its process)."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        busy = [w for w, tasks in client.processing().items() if any("expt-grid-" in str(t) for t in tasks)]
+        pids = client.run(os.getpid, workers=busy) if busy else {}
+    return next(iter(pids.values()), None)
 
 
 def test_a_partial_knowledge_base_build_on_the_cluster_equals_the_local_build(dask_cluster: Cluster,
@@ -226,3 +222,61 @@ def test_a_sweep_storage_the_workers_cannot_reach_is_refused(dask_cluster: Clust
         assert "which they cannot reach; pass --storage postgresql://" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
     assert runs_of(dask_cluster.tracking, "unreachable") == []
+
+
+def test_a_task_on_a_one_thread_worker_keeps_the_clients_trust_prefixes_to_itself(tmp_path: Path) -> None:
+    """A one-thread worker runs cells in its own process: the trust prefixes, thread caps and working directory
+    one task gets are put back after it, so a later task from a client that trusted nothing sees none of them (an
+    attacker's config cannot ride on a previous client's --trust-target)."""
+    from expt.core.build import TRUST_ENV
+    from expt.grid.cluster import _in_this_process
+
+    before = {k: os.environ.get(k) for k in (TRUST_ENV, "OMP_NUM_THREADS")}
+    here = os.getcwd()
+    trusted = _in_this_process(__name__, "_seen", {"key": "a"}, {TRUST_ENV: "mylib.models", "OMP_NUM_THREADS": "1",
+                                                                  "EXPT_CELL_THREADS": "1"}, str(tmp_path))
+    assert trusted == ("done", {"trust": "mylib.models", "cwd": str(tmp_path)})
+    assert {k: os.environ.get(k) for k in before} == before and os.getcwd() == here
+    later = _in_this_process(__name__, "_seen", {"key": "b"}, {"EXPT_CELL_THREADS": "1"}, str(tmp_path))
+    assert later == ("done", {"trust": None, "cwd": str(tmp_path)})
+    failed = _in_this_process(__name__, "_fails", {"key": "c"}, {TRUST_ENV: "x"}, str(tmp_path))
+    assert failed[0] == "error" and "KeyError" in failed[1] and os.environ.get(TRUST_ENV) == before[TRUST_ENV]
+
+
+def _seen(job: dict) -> dict:
+    from expt.core.build import TRUST_ENV
+
+    return {"trust": os.environ.get(TRUST_ENV), "cwd": os.getcwd()}
+
+
+def _fails(job: dict) -> None:
+    raise KeyError("boom")
+
+
+def _task_keys(address: str, prefix: str) -> set[str]:
+    """The keys of the tasks the scheduler saw whose name starts with ``prefix`` (its transition log)."""
+    from distributed import Client
+
+    def seen(dask_scheduler, prefix: str) -> list[str]:
+        return sorted({str(entry[0]) for entry in dask_scheduler.transition_log if str(entry[0]).startswith(prefix)})
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return set(client.run_on_scheduler(seen, prefix=prefix))
+
+
+def test_a_probe_runs_its_candidates_on_the_cluster(dask_cluster: Cluster, tmp_path: Path) -> None:
+    (tmp_path / "wine.yaml").write_text("id: wine\n")
+    done = subprocess.run([EXPT, "recommend", "wine.yaml", "--probe", "2", "learner=quick", "tracking.log_model=false",
+                           "tracking.plots=false", f"tracking.uri={dask_cluster.tracking}",
+                           "tracking.experiment=probe-cluster", "--cluster", dask_cluster.address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 of 2 candidates tried" in " ".join(done.stdout.split())  # rich wraps at 80 columns
+    runs = runs_of(dask_cluster.tracking, "probe-cluster")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    trains = [r for r in runs if r.data.tags.get("expt.run_type") == "train" and r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["expt.probe.candidate"] for r in trains) == ["1", "2"]
+    assert len(_task_keys(dask_cluster.address, "expt-probe-candidate=")) == 2  # each candidate was a Dask task
+    refused = subprocess.run([EXPT, "recommend", "wine.yaml", "--cluster", dask_cluster.address], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--cluster and overrides are for a probe; add --probe K" in refused.stderr

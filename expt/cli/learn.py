@@ -90,13 +90,16 @@ def recommend(
                                                          "candidate after this many seconds.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", metavar="PROBE_ID", help="Continue a stopped probe: "
                                                "finished candidates are not run again.")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help="With --probe: run each "
+                                                "candidate on this Dask scheduler's workers (default "
+                                                "$EXPT_CLUSTER).")] = None,
     json_out: JsonOut = False,
     debug: Debug = False,
 ) -> None:
     """Recommend configurations for a dataset from the records of earlier runs, with the evidence; or, with
     --probe K, try K of them on it."""
     with user_errors(debug):
-        if probe is not None or budget_seconds is not None or resume is not None or ctx.args:
+        if probe is not None or budget_seconds is not None or resume is not None or ctx.args or cluster:
             from expt.cli.probe_render import probe_command
 
             probe_command(ctx)

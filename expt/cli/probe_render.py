@@ -31,13 +31,14 @@ def probe_command(ctx: typer.Context) -> None:
     if p["resume"] is not None:
         check_name("--resume", p["resume"])
         extra = [str(p["dataset"])] if p["dataset"] is not None else []
-        extra += [f"--{n.replace('_', '-')}" for n in sorted(given - {"dataset", "resume", "json_out", "debug"})]
+        extra += [f"--{n.replace('_', '-')}" for n in sorted(given - {"dataset", "resume", "json_out", "debug",
+                                                                      "cluster"})]
         if extra + overrides:
             raise UsageError(f"--resume continues the stored probe with its own options; drop {(extra + overrides)[0]}")
         probe_id = p["resume"]
     else:
         if p["probe"] is None:
-            raise UsageError("--budget-seconds and overrides are for a probe; add --probe K "
+            raise UsageError("--budget-seconds, --cluster and overrides are for a probe; add --probe K "
                              "(e.g. expt recommend dataset.yaml --probe 5 learner.cv.folds=3)")
         clash = next((text for n, text in NOT_WITH_PROBE.items() if n in given), None)
         if clash is not None:
@@ -48,7 +49,9 @@ def probe_command(ctx: typer.Context) -> None:
     try:
         with ProbeProgress() as progress:
             if p["resume"] is not None:
-                outcome = resume_probe(probe_id, progress)
+                from expt.grid.cluster import cluster_address
+
+                outcome = resume_probe(probe_id, progress, cluster_address(p["cluster"]) if p["cluster"] else None)
             else:
                 outcome = start_probe(_options(p, overrides), progress, probe_id)
     except KeyboardInterrupt:
@@ -60,6 +63,7 @@ def probe_command(ctx: typer.Context) -> None:
 
 def _options(p: dict[str, Any], overrides: list[str]) -> ProbeOptions:
     """The options as the state file keeps them: paths absolute, so that ``--resume`` needs no folder but this."""
+    from expt.grid.cluster import cluster_address
     from expt.kb.probe import ProbeOptions
 
     dataset: Path = p["dataset"]
@@ -69,7 +73,8 @@ def _options(p: dict[str, Any], overrides: list[str]) -> ProbeOptions:
         budget_seconds=p["budget_seconds"], metric=p["metric"], families=p["family"],
         max_fit_seconds=p["max_fit_seconds"], include_self=p["include_self"],
         records=[str(Path(s).absolute()) if Path(s).exists() else s for s in sources], kb=not p["no_kb"],
-        seed=p["seed"], overrides=overrides, out=str(p["out"].absolute()) if p["out"] else None)
+        seed=p["seed"], overrides=overrides, out=str(p["out"].absolute()) if p["out"] else None,
+        cluster=cluster_address(p["cluster"]))
 
 
 class ProbeProgress:

@@ -75,15 +75,16 @@ def run_sweep_cell(overrides: tuple[str, ...], config_dir: str | None, tags: dic
     run_sweep(composed, SweepOptions(sweep_id=sweep, resume=resume, config_dir=config_dir, tags=tags))
 
 
-def run_job(job: dict[str, Any]) -> None:
+def run_job(job: dict[str, Any]) -> dict[str, list[float]] | None:
     """A cell in a worker process, from its overrides: composed and prepared again (a prepared pipeline and
-    dataset are not worth pickling across a spawn)."""
+    dataset are not worth pickling across a spawn). A train cell returns its folds' scores (NaN for a failed
+    fold) and fit seconds, which a probe on a cluster picks its next candidate from."""
     from expt.core.config import compose
     from expt.core.prepare import prepare
 
     if job["kind"] == "sweep":
         run_sweep_cell(tuple(job["overrides"]), job["config_dir"], job["tags"], job["sweep_id"])
-        return
+        return None
     from expt.train.run import run_train
     from expt.train.writer import LocalWriter
 
@@ -91,7 +92,9 @@ def run_job(job: dict[str, Any]) -> None:
     if job.get("retried"):
         end_lost_attempts(prepared.config.tracking, job["tags"])
     # The workers have the cores: a writer process each would compete with them.
-    run_train(prepared, tags=job["tags"], writer=LocalWriter())
+    result = run_train(prepared, tags=job["tags"], writer=LocalWriter())
+    return {"scores": [f.score if f.error is None else float("nan") for f in result.cv.folds],
+            "fits": [f.fit_time for f in result.cv.folds]}
 
 
 def end_lost_attempts(tracking: Tracking, tags: dict[str, str]) -> None:

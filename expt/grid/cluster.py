@@ -6,9 +6,13 @@ module-level runner, progress told in this process, a job that raises RunFailedE
 stops the rest in one line).
 
 Isolation: a Dask worker is long-lived and runs tasks in its threads, while a cell changes its process (the
-``--trust-target`` allow-list in ``os.environ``, thread caps, imported user modules, MLflow's active run). So a
-task starts a fresh ``python -m expt.grid.cluster_cell`` for its job, which dies with the worker (Linux's
-parent-death signal) and gets this client's trust prefixes and a thread cap, nothing else of a previous task.
+``--trust-target`` allow-list in ``os.environ``, thread caps, the working directory). On a one-thread worker
+(``dask worker --nthreads 1``, the README's recipe) a task runs in the worker's process, one at a time, with this
+client's trust prefixes, thread caps and working directory set for it and put back after, so nothing of one task
+reaches the next and the imports are paid once per worker (a fresh process per cell cost ~2 s a cell: a 3 x 3 grid
+took 2.5x as long as on local workers). On a worker with more threads, tasks could run side by side in one
+process, so each starts a fresh ``python -m expt.grid.cluster_cell``, which dies with the worker (Linux's
+parent-death signal).
 
 Refusals, each one line before any job is sent (:func:`connect`): a scheduler that does not answer, a cluster
 with no worker, workers whose expt code differs from this client's (the version string is fixed, so a fingerprint
@@ -66,9 +70,17 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+_LOADED: list[str] = []  # the fingerprint when this process first computed one: the code it has imported
+
+
 def _worker_facts() -> dict[str, str]:
-    """Run on each worker by :func:`connect`."""
-    return {"fingerprint": code_fingerprint(), "python": sys.version.split()[0]}
+    """Run on each worker by :func:`connect`: the fingerprint of the code on disk, or of the code the worker
+    loaded first where that differs (expt upgraded under a running worker, which runs cells in its own process:
+    the worker must be restarted)."""
+    disk = code_fingerprint()
+    if not _LOADED:
+        _LOADED.append(disk)
+    return {"fingerprint": disk if _LOADED[0] == disk else _LOADED[0], "python": sys.version.split()[0]}
 
 
 _clients: dict[str, Client] = {}
@@ -105,7 +117,7 @@ def connect(address: str) -> Client:
             worker, f = sorted(other.items())[0]
             raise UsageError(f"{len(other)} of {len(facts)} Dask workers run other expt code than this client "
                              f"(worker {worker}: fingerprint {f['fingerprint']}, here {here}); install the same "
-                             "expt on every worker and restart them")
+                             "expt on every worker and restart the workers")
     except BaseException:
         client.close()
         raise
@@ -157,8 +169,57 @@ def shared_folders(client: Client, folders: list[Path]) -> None:
 
 
 def _task(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
-    """On a worker: the job in a fresh ``python -m expt.grid.cluster_cell`` (isolation, see the module's doc);
-    returns ("done", value), ("failed", why) or ("error", why)."""
+    """On a worker: the job, isolated (see the module's doc); returns ("done", value), ("failed", why) or
+    ("error", why). A one-thread worker (``dask worker --nthreads 1``, as the README starts them) runs it in its
+    own process, one task at a time, with this client's environment set for the task and put back after; a worker
+    with more threads runs it in a fresh ``python -m expt.grid.cluster_cell``, whose imports cost ~2 s a job."""
+    try:
+        from distributed import get_worker
+
+        alone = get_worker().state.nthreads == 1
+    except (ImportError, ValueError, AttributeError):
+        alone = False
+    if alone:
+        return _in_this_process(module, name, job, env, cwd)
+    return _in_a_process(module, name, job, env, cwd)
+
+
+def _in_this_process(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
+    import importlib
+    import warnings
+
+    from expt.core.build import TRUST_ENV
+    from expt.core.errors import ExptError
+    from expt.grid.jobs import cap_threads
+
+    if not Path(cwd).is_dir():
+        return "error", f"the client's working directory {cwd} is not on this worker: share it at the same path"
+    keys = {TRUST_ENV, *env}
+    before, here = {k: os.environ.get(k) for k in keys}, os.getcwd()
+    os.environ.pop(TRUST_ENV, None)  # the client's prefixes only, never a previous task's
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        runner = getattr(importlib.import_module(module), name)
+        with cap_threads(int(env.get("EXPT_CELL_THREADS", "1"))), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return "done", runner(job)
+    except RunFailedError as exc:
+        return "failed", str(exc)
+    except ExptError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one line to the client
+        return "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        os.chdir(here)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _in_a_process(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
     import pickle
     import subprocess
     import tempfile

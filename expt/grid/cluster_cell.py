@@ -20,7 +20,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     from expt.core.errors import ExptError, RunFailedError
     from expt.core.offload import die_with_parent
-    from expt.grid.workers import cap_threads
+    from expt.grid.jobs import cap_threads
 
     result, parent = Path(argv[0]), int(argv[1])
     die_with_parent()

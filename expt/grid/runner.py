@@ -138,15 +138,20 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 def check_cluster(plan: GridPlan, cluster: str) -> None:
     """What a grid on a cluster needs, refused in one line before anything runs: a train grid (a sweep grid's
     cells keep their Optuna storage in a local journal file) and a tracking store its workers share."""
-    from expt.grid.cluster import connect, shared_folders, shared_uri
-
     if plan.kind != "train":
         raise UsageError("--cluster runs train grids (expt train -m); a sweep grid keeps each sweep's Optuna "
                          "storage in a local file its workers cannot share: run it without --cluster, or scale "
                          "one sweep out with --storage postgresql://... and workers on each machine")
-    shared_uri(plan.tracking.uri)
+    check_store_and_cluster(plan.tracking.uri, cluster, [Path(plan.config_dir)] if plan.config_dir else [])
+
+
+def check_store_and_cluster(uri: str, cluster: str, folders: list[Path]) -> None:
+    """A store the workers share, a cluster that answers with this code, and folders its workers see."""
+    from expt.grid.cluster import connect, shared_folders, shared_uri
+
+    shared_uri(uri)
     client = connect(cluster)  # the scheduler answers and its workers run this code: kept for the cells
-    shared_folders(client, [Path.cwd(), *([Path(plan.config_dir)] if plan.config_dir else [])])
+    shared_folders(client, [Path.cwd(), *folders])
 
 
 def _run_grid(plan: GridPlan, workers: int, grid_id: str | None, state: dict[str, Any] | None,

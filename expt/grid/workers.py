@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from expt.core.errors import ExptError, RunFailedError
 from expt.core.offload import die_with_parent
-from expt.grid.jobs import JobProgress
+from expt.grid.jobs import JobProgress, cap_threads
 from expt.grid.plan import GridPlan, PlannedCell
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ T = TypeVar("T")
 
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # read as each library loads
 
 
 def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict[str, str]], workers: int,
@@ -51,6 +50,26 @@ def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict
                     resume=f"continue with: expt {plan.kind} -m --resume {grid_id}" + (
                         f" --cluster {cluster}" if cluster else ""), cluster=cluster,
                     shared=[Path(config_dir)] if config_dir and cluster else None)
+
+
+def run_cell_on_cluster(plan: GridPlan, c: PlannedCell, tags: dict[str, str], grid_id: str,
+                        cluster: str) -> tuple[tuple[str, str] | None, dict[str, list[float]] | None]:
+    """One cell on the cluster (a probe's candidate): (key, why) if it failed, and what the cell returned (its
+    folds' scores and fit seconds)."""
+    from expt.grid.cells import run_job, sweep_id
+
+    got: dict[str, Any] = {}
+
+    class Keep:
+        def job_started(self, key: str) -> None: ...
+
+        def job_done(self, key: str, ok: bool, value: dict[str, list[float]] | None) -> None:
+            got["value"] = value
+
+    job = {"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": plan.config_dir,
+           "tags": tags, "sweep_id": sweep_id(grid_id, c), "retried": True}
+    failed = run_jobs([job], 1, run_job, progress=Keep(), what="probe", unit="candidate", cluster=cluster)
+    return (failed[0] if failed else None), got.get("value")
 
 
 class _CellProgress:
@@ -172,26 +191,6 @@ def worker_main(jobs: Queue[dict[str, Any] | None], results: Queue[tuple[str, st
 def thread_limits(workers: int) -> AbstractContextManager[object]:
     """Split the cores between the workers: N workers each with every core would oversubscribe them."""
     return cap_threads(max(1, cores() // workers))
-
-
-def cap_threads(threads: int) -> AbstractContextManager[object]:
-    """Every thread pool of this process at ``threads`` (BLAS, OpenMP, torch's own); returns threadpoolctl's
-    context.
-
-    threadpoolctl reaches only the libraries already loaded, and a fresh worker has loaded none (numpy, scikit-learn
-    and torch come with its first job): the environment variables cap those that load later, torch's pool included,
-    for the rest of the process. Uncapped, 2 knowledge-base workers kept 4+ threads spinning on 2 cores.
-    """
-    import sys
-
-    from threadpoolctl import threadpool_limits
-
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:  # loaded already: it read the variables at its import
-        torch.set_num_threads(threads)
-    return threadpool_limits(limits=threads)
 
 
 def cores() -> int:

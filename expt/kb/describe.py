@@ -86,7 +86,7 @@ def describe(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
     import tempfile
     import warnings
 
-    from expt.grid.workers import cap_threads
+    from expt.grid.jobs import cap_threads
 
     warnings.filterwarnings("ignore")
     rows: list[dict[str, Any]] = []

@@ -39,7 +39,7 @@ def estimate(datasets: list[dict[str, Any]], portfolio: list[dict[str, Any]], pr
 
     import numpy as np
 
-    from expt.grid.workers import cap_threads
+    from expt.grid.jobs import cap_threads
 
     warnings.filterwarnings("ignore")
     load = os.getloadavg()

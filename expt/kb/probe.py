@@ -147,17 +147,30 @@ def start_probe(options: ProbeOptions, progress: GridProgress | None = None,
         tracking = first.tracking
         probe.tracking = {"uri": tracking.uri, "experiment": tracking.experiment, "sqlite_wal": tracking.sqlite_wal,
                           "records": tracking.records}
+        if options.cluster is not None:
+            from expt.grid.runner import check_store_and_cluster
+
+            check_store_and_cluster(tracking.uri, options.cluster, [])
         writer.configure(tracking.uri, tracking.experiment, tracking.sqlite_wal)
         probe.run_id = writer.on_store(open_probe, _head(probe))
         probe.save()
         return _drive(probe, writer, progress, first)
     finally:
         writer.close()
+        _disconnect(options.cluster)
 
 
-def resume_probe(probe_id: str, progress: GridProgress | None = None) -> ProbeOutcome:
+def _disconnect(cluster: str | None) -> None:
+    if cluster is not None:
+        from expt.grid.cluster import disconnect
+
+        disconnect(cluster)
+
+
+def resume_probe(probe_id: str, progress: GridProgress | None = None, cluster: str | None = None) -> ProbeOutcome:
     """The probe as it stopped: finished candidates kept (MLflow says which), the interrupted one run again, then
-    the picks go on with the same options, records and meta-features."""
+    the picks go on with the same options, records and meta-features (on ``cluster`` if given, else where it
+    ran)."""
     from expt.meta.advise import load
     from expt.meta.records import read_records
     from expt.tracking.uri import with_credentials
@@ -165,6 +178,8 @@ def resume_probe(probe_id: str, progress: GridProgress | None = None) -> ProbeOu
 
     state = load_state(probe_id)
     options = ProbeOptions(**state["options"])
+    if cluster is not None:
+        options.cluster = cluster
     spec, data = load(options.dataset)
     if data.fingerprint != state["fingerprint"]:
         raise UsageError(f"the data of probe {probe_id} changed since it started ({options.dataset}); its "
@@ -173,6 +188,10 @@ def resume_probe(probe_id: str, progress: GridProgress | None = None) -> ProbeOu
     probe.run_id, probe.features, probe.spent = state["run_id"], state["features"], state["spent_seconds"]
     probe.candidates = [Candidate(**c) for c in state["candidates"]]
     probe.tracking = state["tracking"]
+    if options.cluster is not None:
+        from expt.grid.runner import check_store_and_cluster
+
+        check_store_and_cluster(with_credentials(probe.tracking["uri"]), options.cluster, [])
     writer = start_writer(evaluates=True)
     try:
         writer.configure(with_credentials(probe.tracking["uri"]), probe.tracking["experiment"],
@@ -194,6 +213,7 @@ def resume_probe(probe_id: str, progress: GridProgress | None = None) -> ProbeOu
         return _drive(probe, writer, progress, None)
     finally:
         writer.close()
+        _disconnect(options.cluster)
 
 
 def _head(probe: Probe) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class ProbeOptions:
     seed: int = 0
     overrides: list[str] = field(default_factory=list)  # the user's: the learner, the store
     out: str | None = None  # where the ranked configs go (default: the probe's folder, best/)
+    cluster: str | None = None  # a Dask scheduler's address: each candidate runs on its workers
 
 
 @dataclass
@@ -221,7 +222,15 @@ class Probe:
             return
         tags = {**cell_tags(self.id, self.run_id, c), PROBE_TAG: self.id, CANDIDATE_TAG: str(cand.n)}
         scores = _Scores(progress)
-        failed = run_cell(plan, c, tags, self.id, scores, writer)
+        if self.options.cluster is not None:  # on a worker of the cluster: its folds' scores come back at its end
+            from expt.grid.workers import run_cell_on_cluster
+
+            scores.cell_started(c)
+            failed, folds = run_cell_on_cluster(plan, c, tags, self.id, self.options.cluster)
+            scores.scores, scores.fits = list((folds or {}).get("scores", [])), list((folds or {}).get("fits", []))
+            scores.cell_done(c.cell.key, failed is None)
+        else:
+            failed = run_cell(plan, c, tags, self.id, scores, writer)
         self.ran += 1
         cand.status = "failed" if failed else "done"
         cand.reason = failed[1] if failed else None
