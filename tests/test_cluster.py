@@ -280,3 +280,40 @@ def test_a_probe_runs_its_candidates_on_the_cluster(dask_cluster: Cluster, tmp_p
     refused = subprocess.run([EXPT, "recommend", "wine.yaml", "--cluster", dask_cluster.address], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--cluster and overrides are for a probe; add --probe K" in refused.stderr
+
+
+def test_a_resumed_grid_does_not_run_a_cell_a_worker_still_runs(dask_cluster: Cluster, tmp_path: Path) -> None:
+    """The client dies while its cells run on the workers, which go on (Dask cannot stop a running task). A resume
+    then would run those cells a second time: it is refused in one line while they run, and once they end they
+    count as done, so every cell has exactly one FINISHED run."""
+    experiment = "grid-orphans"
+    command = [EXPT, "train", "-m", "data=digits,breast_cancer", "model=random_forest",
+               "model.estimator.n_estimators=600", "learner=quick", "tracking.log_model=false", "tracking.plots=false",
+               f"tracking.uri={dask_cluster.tracking}", f"tracking.experiment={experiment}"]
+    proc = subprocess.Popen([*command, "--cluster", dask_cluster.address], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def running() -> list:
+        return [r for r in runs_of(dask_cluster.tracking, experiment)
+                if r.data.tags.get("expt.run_type") == "train" and r.info.status == "RUNNING"]
+
+    deadline = time.monotonic() + 180
+    while len(running()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert len(running()) == 2, "the two cells were not seen running"
+    proc.kill()
+    proc.communicate(timeout=60)
+    grid_id = next((tmp_path / "outputs" / "grids").iterdir()).name
+    resume = [EXPT, "train", "-m", "--resume", grid_id, "--cluster", dask_cluster.address]
+    refused = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert f"of grid {grid_id} still run on the cluster" in refused.stderr and "Traceback" not in refused.stderr
+    deadline = time.monotonic() + 180
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not running(), "the workers did not finish the cells"
+    resumed = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = runs_of(dask_cluster.tracking, experiment)
+    assert len(cells(runs)) == 2 and "RUNNING" not in {r.info.status for r in runs}
+    assert [r.info.status for r in runs if r.data.tags.get("expt.run_type") == "train"] == ["FINISHED"] * 2

@@ -168,11 +168,39 @@ def shared_folders(client: Client, folders: list[Path]) -> None:
             marker.unlink(missing_ok=True)
 
 
+# What this worker process runs now: a job's claim (``grid id/cell key``) for each task in progress. A task goes
+# on when its client dies (Dask cannot stop a running thread), so a resumed client asks the workers (client.run,
+# answered by the worker's event loop while its task thread is busy) before it runs a cell again.
+_RUNNING: dict[int, str] = {}
+
+
+def _claims() -> list[str]:
+    """Run on each worker by :func:`running_claims`."""
+    return sorted(_RUNNING.values())
+
+
+def running_claims(client: Client, prefix: str) -> list[tuple[str, str]]:
+    """(worker, claim) of every task a worker is running whose claim starts with ``prefix``."""
+    found = client.run(_claims)
+    return sorted((worker, claim) for worker, claims in found.items() for claim in claims if claim.startswith(prefix))
+
+
 def _task(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
     """On a worker: the job, isolated (see the module's doc); returns ("done", value), ("failed", why) or
     ("error", why). A one-thread worker (``dask worker --nthreads 1``, as the README starts them) runs it in its
     own process, one task at a time, with this client's environment set for the task and put back after; a worker
     with more threads runs it in a fresh ``python -m expt.grid.cluster_cell``, whose imports cost ~2 s a job."""
+    import threading
+
+    me = threading.get_ident()
+    _RUNNING[me] = str(job.get("claim") or job["key"])
+    try:
+        return _isolated(module, name, job, env, cwd)
+    finally:
+        _RUNNING.pop(me, None)
+
+
+def _isolated(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
     try:
         from distributed import get_worker
 

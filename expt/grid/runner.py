@@ -119,6 +119,8 @@ def run_grid(plan: GridPlan, *, workers: int = 1, grid_id: str | None = None, st
 
     if cluster is not None:
         check_cluster(plan, cluster)
+        if state is not None:
+            check_unclaimed(cluster, str(state["grid_id"]), plan.kind)
     from expt.train.writer import LocalWriter
 
     own = writer is None
@@ -143,6 +145,19 @@ def check_cluster(plan: GridPlan, cluster: str) -> None:
                          "storage in a local file its workers cannot share: run it without --cluster, or scale "
                          "one sweep out with --storage postgresql://... and workers on each machine")
     check_store_and_cluster(plan.tracking.uri, cluster, [Path(plan.config_dir)] if plan.config_dir else [])
+
+
+def check_unclaimed(cluster: str, grid_id: str, kind: str) -> None:
+    """A resumed grid runs no cell a worker still runs for the client that stopped (its task went on without
+    it): refused in one line until those cells end, when they count as done."""
+    from expt.grid.cluster import connect, running_claims
+
+    busy = running_claims(connect(cluster), f"{grid_id}/")
+    if busy:
+        worker, claim = busy[0]
+        raise UsageError(f"{len(busy)} cell(s) of grid {grid_id} still run on the cluster for the command that "
+                         f"stopped ({claim.split('/', 1)[1]} on {worker}); resume when they end (they will count as "
+                         f"done): expt {kind} -m --resume {grid_id} --cluster {cluster}")
 
 
 def check_store_and_cluster(uri: str, cluster: str, folders: list[Path]) -> None:

@@ -43,8 +43,8 @@ def run_in_workers(plan: GridPlan, todo: list[PlannedCell], tags: dict[str, dict
 
     config_dir = str(Path(plan.config_dir).resolve()) if plan.config_dir and cluster else plan.config_dir
     jobs = [{"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": config_dir,
-             "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c), "retried": cluster is not None}
-            for c in todo]
+             "tags": tags[c.cell.key], "sweep_id": sweep_id(grid_id, c), "retried": cluster is not None,
+             "claim": f"{grid_id}/{c.cell.key}"} for c in todo]
     watch = None if progress is None else _CellProgress(progress, todo)
     return run_jobs(jobs, workers, run_job, progress=watch, what="grid", unit="cell",
                     resume=f"continue with: expt {plan.kind} -m --resume {grid_id}" + (
@@ -67,7 +67,7 @@ def run_cell_on_cluster(plan: GridPlan, c: PlannedCell, tags: dict[str, str], gr
             got["value"] = value
 
     job = {"kind": plan.kind, "key": c.cell.key, "overrides": c.cell.overrides, "config_dir": plan.config_dir,
-           "tags": tags, "sweep_id": sweep_id(grid_id, c), "retried": True}
+           "tags": tags, "sweep_id": sweep_id(grid_id, c), "retried": True, "claim": f"{grid_id}/{c.cell.key}"}
     failed = run_jobs([job], 1, run_job, progress=Keep(), what="probe", unit="candidate", cluster=cluster)
     return (failed[0] if failed else None), got.get("value")
 
