@@ -137,8 +137,11 @@ def test_a_store_the_workers_cannot_share_is_refused_before_any_run(dask_cluster
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written: no store, no outputs
 
 
-def test_a_scheduler_that_does_not_answer_is_refused_in_one_line(tmp_path: Path, dask_cluster: Cluster) -> None:
+def test_a_scheduler_that_does_not_answer_is_refused_in_one_line(tmp_path: Path, dask_cluster: Cluster,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from servers import free_port
+
+    monkeypatch.setenv("EXPT_CLUSTER_TIMEOUT", "2")  # how long expt waits for an answer (default 10 s)
 
     nobody = f"tcp://127.0.0.1:{free_port()}"
     done = subprocess.run([EXPT, "train", "-m", "data=iris,wine", "model=knn", *FAST,

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 CLUSTER_ENV = "EXPT_CLUSTER"  # the scheduler's address when --cluster is not given
-CONNECT_TIMEOUT = 10.0  # seconds for the scheduler to answer
+CONNECT_TIMEOUT = 10.0  # seconds for the scheduler to answer; EXPT_CLUSTER_TIMEOUT sets another
 
 
 def cluster_address(given: str | None) -> str | None:
@@ -83,6 +83,18 @@ def _worker_facts() -> dict[str, str]:
     return {"fingerprint": disk if _LOADED[0] == disk else _LOADED[0], "python": sys.version.split()[0]}
 
 
+def _timeout() -> float:
+    text = os.environ.get("EXPT_CLUSTER_TIMEOUT") or str(CONNECT_TIMEOUT)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 3600:
+        raise UsageError(f"EXPT_CLUSTER_TIMEOUT={text!r} is not a number of seconds; set it like "
+                         "EXPT_CLUSTER_TIMEOUT=30, or unset it (10 s)")
+    return seconds
+
+
 _clients: dict[str, Client] = {}
 
 
@@ -101,7 +113,7 @@ def connect(address: str) -> Client:
     for name in ("distributed", "distributed.client", "distributed.comm", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # their connection retries are not the user's news
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = Client(address, timeout=_timeout(), set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(f"the Dask scheduler at {address} does not answer ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:160] if str(exc) else 'no reply'}); start one with "
