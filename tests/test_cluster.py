@@ -320,3 +320,28 @@ def test_a_resumed_grid_does_not_run_a_cell_a_worker_still_runs(dask_cluster: Cl
     runs = runs_of(dask_cluster.tracking, experiment)
     assert len(cells(runs)) == 2 and "RUNNING" not in {r.info.status for r in runs}
     assert [r.info.status for r in runs if r.data.tags.get("expt.run_type") == "train"] == ["FINISHED"] * 2
+
+
+def test_a_scheduler_without_workers_is_refused_in_one_line(dask_cluster: Cluster, tmp_path: Path) -> None:
+    from fixtures.cluster import DASK, _stop
+    from servers import free_port
+
+    port = free_port()
+    lonely = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline, done = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            done = subprocess.run([EXPT, "train", "-m", "data=iris,wine", "model=knn", *FAST,
+                                   f"tracking.uri={dask_cluster.tracking}", "tracking.experiment=lonely",
+                                   "--cluster", f"tcp://127.0.0.1:{port}"],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            if "does not answer" not in done.stderr:  # the scheduler is up
+                break
+            time.sleep(1)
+        assert done is not None and done.returncode == 2, done.stderr if done else ""
+        assert f"the Dask scheduler at tcp://127.0.0.1:{port} has no worker" in done.stderr
+        assert runs_of(dask_cluster.tracking, "lonely") == []
+    finally:
+        _stop(lonely)
