@@ -9,7 +9,10 @@ as the largest single process (``ru_maxrss``) and as the whole tree's resident m
 (sampled every 50 ms from ``/proc``).
 
 Rows (``--rows``), each against ``benchmarks/hand_*.py`` (the same pipeline, folds, seeds, search
-space and budget, the final search and refit; nothing logged, or logged with plain MLflow):
+space and budget, the final search and refit; nothing logged, or logged with plain MLflow) and against
+``benchmarks/plain_*.py`` (issue 26's plain baseline: the same work as a careful user writes it for an all-numeric
+table, numpy arrays and ``make_pipeline(SimpleImputer, StandardScaler, model)``, without expt's DataFrame and
+ColumnTransformer path):
 
 * ``help``: ``expt --help`` (target <= 0.3 s);
 * ``train-lr``, ``train-rf``: ``expt train data=breast_cancer model=MODEL`` vs ``hand_train.py`` and
@@ -218,6 +221,10 @@ def row_sides(row: str, work: Path, before: Path | None, mlflow_rf: bool) -> lis
     cwd = work / f"{row}-hand"
     cwd.mkdir(exist_ok=True)
     sides.append(Side("hand-written", [PYTHON, hand, model], cwd, {}, lambda c, r: _last_json(c)[key]))
+    plain = work / f"{row}-plain"
+    plain.mkdir(exist_ok=True)
+    sides.append(Side("plain numpy", [PYTHON, str(HERE / f"plain_{kind}.py"), model], plain, {},
+                      lambda c, r: _last_json(c)[key]))
     if short == "lr" or mlflow_rf:
         db = f"sqlite:///{work / f'{row}-mlflow' / 'mlruns.db'}"
         (work / f"{row}-mlflow").mkdir(exist_ok=True)
