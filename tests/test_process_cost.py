@@ -98,10 +98,13 @@ def test_the_hand_written_baselines_find_what_expt_finds(store: str, tmp_path: P
 
     result = train(store, "data=breast_cancer", "model=logistic_regression")
     assert _hand("hand_train.py", "logistic_regression")["folds"] == pytest.approx(result.cv.scores, abs=1e-12)
+    assert _hand("plain_train.py", "logistic_regression")["folds"] == pytest.approx(result.cv.scores, abs=1e-12)
     composed = compose(["data=breast_cancer", "model=logistic_regression", *SMALL, f"tracking.uri={store}"])
     _, swept = run_sweep(composed, SweepOptions(sweep_id="same", storage=str(tmp_path / "optuna.journal")))
     hand = _hand("hand_sweep.py", "logistic_regression", "3", "2", "2")
     assert hand["outer"] == pytest.approx(swept["outer"], abs=1e-12)
+    plain = _hand("plain_sweep.py", "logistic_regression", "3", "2", "2")  # numpy arrays, make_pipeline
+    assert plain["outer"] == pytest.approx(swept["outer"], abs=1e-12)
 
 
 def test_the_profile_counts_a_child_process_on_its_own_and_a_figure_drawn_in_an_import_as_an_import() -> None:
