@@ -17,25 +17,31 @@ from hand_sweep import MODELS
 from hand_train import METRICS
 
 
-def main() -> None:
-    import importlib
-
-    from sklearn.datasets import load_breast_cancer
+def run(estimator: object, X: object, y: object) -> None:
+    """The plain pipeline around ``estimator``: cross-validated as expt train does, refit, fold accuracies
+    printed as JSON."""
     from sklearn.impute import SimpleImputer
     from sklearn.model_selection import StratifiedKFold, cross_validate
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = sys.argv[1] if len(sys.argv) > 1 else "logistic_regression"
-    target, _space, fixed = MODELS[model]
-    module, cls = target.rsplit(".", 1)
-    X, y = load_breast_cancer(return_X_y=True)
-    pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                             getattr(importlib.import_module(module), cls)(**fixed))
+    pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), estimator)
     result = cross_validate(pipeline, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                             scoring=list(METRICS), return_train_score=True)
     pipeline.fit(X, y)
     print(json.dumps({"folds": [float(s) for s in result["test_accuracy"]]}))
+
+
+def main() -> None:
+    import importlib
+
+    from sklearn.datasets import load_breast_cancer
+
+    model = sys.argv[1] if len(sys.argv) > 1 else "logistic_regression"
+    target, _space, fixed = MODELS[model]
+    module, cls = target.rsplit(".", 1)
+    X, y = load_breast_cancer(return_X_y=True)
+    run(getattr(importlib.import_module(module), cls)(**fixed), X, y)
 
 
 if __name__ == "__main__":
