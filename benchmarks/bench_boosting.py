@@ -44,7 +44,7 @@ PACKAGE_DEFAULTS = {"lightgbm": [NO_EARLY_STOPPING, "model.estimator.booster.n_e
 
 def process(rounds: int = 5, family: str = "lightgbm") -> None:
     """expt train vs the hand-written script, as processes (bench_process.py's measure and report)."""
-    from bench_process import EXPT, PYTHON, Side, _last_json, become_subreaper, expt_train_scores, measure, report
+    from bench_process import EXPT, PYTHON, Side, _last_json, become_subreaper, expt_train_scores, report, two_sides
 
     become_subreaper()
     with tempfile.TemporaryDirectory(prefix="expt-bench-boosting-") as tmp:
@@ -55,20 +55,7 @@ def process(rounds: int = 5, family: str = "lightgbm") -> None:
                       lambda c, r: expt_train_scores(work / "expt" / "mlruns.db")),
                  Side("hand-written", [PYTHON, str(HERE / "hand_boosting.py"), family], work / "hand", {},
                       lambda c, r: _last_json(c)["folds"])]
-        costs: dict[str, list] = {s.name: [] for s in sides}
-        same = True
-        for side in sides:  # warm-up: the store, .pyc files, the page cache
-            measure(side.argv, side.cwd, side.env)
-        for r in range(rounds):
-            found = {}
-            for side in sides[r % 2:] + sides[:r % 2]:
-                cost = measure(side.argv, side.cwd, side.env)
-                costs[side.name].append(cost)
-                found[side.name] = side.scores(cost, str(r))
-            a, b = found.values()
-            same &= len(a) == len(b) and all(abs(x - y) < 1e-12 for x, y in zip(a, b, strict=True))
-            print(f"  round {r + 1}: " + ", ".join(f"{s.name} {costs[s.name][-1].wall:.2f} s" for s in sides),
-                  flush=True)
+        costs, same = two_sides(sides, rounds)
         report(f"train-{family} (target: expt / hand-written wall <= 1.6x)", sides, costs, same)
 
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_process import EXPT, PYTHON, Side, _last_json, become_subreaper, expt_train_scores, measure, report
+from bench_process import EXPT, PYTHON, Side, _last_json, become_subreaper, expt_train_scores, report, two_sides
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,20 +50,7 @@ def main() -> None:
                       lambda c, r: expt_train_scores(work / "expt" / "mlruns.db")),
                  Side("plain numpy", [PYTHON, str(HERE / "plain_large.py"), str(csv)], work / "plain", env,
                       lambda c, r: _last_json(c)["folds"])]
-        costs: dict[str, list] = {s.name: [] for s in sides}
-        same = True
-        for side in sides:  # warm-up: the store, the page cache
-            measure(side.argv, side.cwd, side.env)
-        for r in range(rounds):
-            found = {}
-            for side in sides[r % 2:] + sides[:r % 2]:
-                cost = measure(side.argv, side.cwd, side.env)
-                costs[side.name].append(cost)
-                found[side.name] = side.scores(cost, str(r))
-            a, b = found.values()
-            same &= len(a) == len(b) == 5 and all(abs(x - y) < 1e-12 for x, y in zip(a, b, strict=True))
-            print(f"  round {r + 1}: " + ", ".join(f"{s.name} {costs[s.name][-1].wall:.1f} s" for s in sides),
-                  flush=True)
+        costs, same = two_sides(sides, rounds)
         report(f"train-hgb-{rows} (targets: wall <= 1.05x, peak memory <= 1.2x)", sides, costs, same)
 
 

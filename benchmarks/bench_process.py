@@ -256,6 +256,25 @@ def run_row(row: str, rounds: int, work: Path, before: Path | None, mlflow_rf: b
     report(row, sides, costs, same if any(s.scores for s in sides[1:]) else None)
 
 
+def two_sides(sides: list[Side], rounds: int) -> tuple[dict[str, list[Cost]], bool]:
+    """One untimed warm-up run per side, then ``rounds`` rounds of the two sides in alternating order; returns the
+    costs by side and whether both found the same scores every round (printing each round as it ends)."""
+    costs: dict[str, list[Cost]] = {s.name: [] for s in sides}
+    same = True
+    for side in sides:  # warm-up: the store, .pyc files, the page cache
+        measure(side.argv, side.cwd, side.env)
+    for r in range(rounds):
+        found = {}
+        for side in sides[r % 2:] + sides[:r % 2]:
+            cost = measure(side.argv, side.cwd, side.env)
+            costs[side.name].append(cost)
+            found[side.name] = side.scores(cost, str(r))
+        a, b = found.values()
+        same &= len(a) == len(b) > 0 and all(abs(x - y) < 1e-12 for x, y in zip(a, b, strict=True))
+        print(f"  round {r + 1}: " + ", ".join(f"{s.name} {costs[s.name][-1].wall:.2f} s" for s in sides), flush=True)
+    return costs, same
+
+
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):7.2f} ({min(values):.2f}-{max(values):.2f})"
 
