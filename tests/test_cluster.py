@@ -165,9 +165,15 @@ def test_a_sweep_grid_on_the_cluster_is_refused_before_any_run(dask_cluster: Clu
     assert runs_of(dask_cluster.tracking, "sweep-grid") == []
 
 
-def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_path: Path) -> None:
-    """A third worker whose expt differs by one comment line (a copy of the package, first on its PYTHONPATH)
-    joins the cluster: the grid is refused in one line naming it, before any run."""
+@pytest.mark.parametrize(("change", "expected"), [
+    ("edited", "1 of 3 Dask workers run other expt code than this client"),
+    ("older", "cannot run this expt's code check"),  # an expt from before --cluster existed
+])
+def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_path: Path, change: str,
+                                                     expected: str) -> None:
+    """A third worker whose expt differs (a copy of the package, first on its PYTHONPATH: one comment line added,
+    or without the cluster module, as an older expt) joins the cluster: the grid is refused in one line naming
+    it, before any run."""
     import shutil
 
     import expt
@@ -175,8 +181,11 @@ def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_
     copy = tmp_path / "other"
     shutil.copytree(Path(expt.__file__).resolve().parent, copy / "expt",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    with open(copy / "expt" / "grid" / "cells.py", "a") as fh:
-        fh.write("# another version\n")
+    if change == "edited":
+        with open(copy / "expt" / "grid" / "cells.py", "a") as fh:
+            fh.write("# another version\n")
+    else:
+        (copy / "expt" / "grid" / "cluster.py").unlink()
     env = {**os.environ, "PYTHONPATH": str(copy)}
     stranger = start_worker(dask_cluster.address, dask_cluster.folder, "stranger", env)
     try:
@@ -186,7 +195,7 @@ def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_
                                "--cluster", dask_cluster.address],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
-        assert "1 of 3 Dask workers run other expt code than this client" in done.stderr
+        assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert runs_of(dask_cluster.tracking, "stranger") == []
     finally:
         os.killpg(stranger.pid, signal.SIGTERM)

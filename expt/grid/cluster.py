@@ -119,7 +119,13 @@ def connect(address: str) -> Client:
                          f"{str(exc).splitlines()[0][:160] if str(exc) else 'no reply'}); start one with "
                          f"`dask scheduler` and workers with `dask worker {address}`, or drop --cluster") from None
     try:
-        facts = client.run(_worker_facts)
+        try:
+            facts = client.run(_worker_facts)
+        except Exception as exc:  # noqa: BLE001 - a worker without this expt (an older one, none at all)
+            why = str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"  # Dask wraps what it got
+            raise UsageError(f"the Dask workers at {address} cannot run this expt's code check "
+                             f"({(why.splitlines() or [''])[0][:160]}); install the same expt on every worker and "
+                             "restart the workers") from None
         if not facts:
             raise UsageError(f"the Dask scheduler at {address} has no worker; start some with "
                              f"`dask worker {address} --nthreads 1`")
