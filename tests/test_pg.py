@@ -97,3 +97,29 @@ def test_a_sweep_stores_no_password_and_resumes_with_it_from_the_environment(pos
                              check=False)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert postgres.password not in resumed.stdout + resumed.stderr
+
+
+OPEN_AT = """
+import sys, time
+from expt.sweep.storage import open_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all at once: each sees an empty database
+open_storage(sys.argv[1])
+print("opened")
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_one_new_storage_at_once_all_open_it(postgres: Postgres, tmp_path: Path) -> None:
+    """Sweep workers started together on an empty database each find no tables and create them; the second used
+    to fail ('duplicate key value violates unique constraint "pg_type_typname_nsp_index"', seen on a sweep whose
+    workers a Dask cluster started). Four real processes, released at the same instant, on a fresh database."""
+    import sys
+    import time
+
+    url = postgres.create_database("storage_race")
+    start = str(time.time() + 8)  # past every process's imports
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, url, start], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
+    assert all(out.strip() == "opened" for out, _ in outs)

@@ -74,16 +74,34 @@ def open_storage(url: str) -> BaseStorage:
                             f"{str(exc).splitlines()[0][:200]}; check --storage") from None
 
 
+# What opening a new RDB storage says while another process creates its tables at the same moment (several
+# workers started together on an empty database: each sees no tables and runs CREATE TABLE).
+CREATING = ("already exists", "duplicate key value", "UniqueViolation", "database is locked")
+CREATION_WAIT = 60.0  # seconds
+
+
 def rdb_storage(url: str) -> RDBStorage:
+    """Optuna's RDBStorage with heartbeats, opened again while another process creates the same new schema
+    (PostgreSQL said ``duplicate key value violates unique constraint "pg_type_typname_nsp_index"`` to the second
+    of three sweep processes started together): once the other's tables exist, the next open finds them."""
+    import time
     import warnings
 
     import optuna
 
     interval = heartbeat_interval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental since 2.9
-        return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=3 * interval,
-                                          engine_kwargs={"pool_pre_ping": True})
+    deadline, pause = time.monotonic() + CREATION_WAIT, 0.2
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental
+                return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=3 * interval,
+                                                  engine_kwargs={"pool_pre_ping": True})
+        except Exception as exc:
+            if not any(s in str(exc) for s in CREATING) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 # --- Optuna internals ------------------------------------------------------------------------------
