@@ -231,12 +231,8 @@ def _isolated(module: str, name: str, job: dict[str, Any], env: dict[str, str], 
 
 
 def _in_this_process(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
-    import importlib
-    import warnings
-
     from expt.core.build import TRUST_ENV
-    from expt.core.errors import ExptError
-    from expt.grid.jobs import cap_threads
+    from expt.grid.cluster_cell import run_capped
 
     if not Path(cwd).is_dir():
         return "error", f"the client's working directory {cwd} is not on this worker: share it at the same path"
@@ -246,16 +242,7 @@ def _in_this_process(module: str, name: str, job: dict[str, Any], env: dict[str,
     os.environ.update(env)
     os.chdir(cwd)
     try:
-        runner = getattr(importlib.import_module(module), name)
-        with cap_threads(int(env.get("EXPT_CELL_THREADS", "1"))), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return "done", runner(job)
-    except RunFailedError as exc:
-        return "failed", str(exc)
-    except ExptError as exc:
-        return "error", str(exc)
-    except Exception as exc:  # noqa: BLE001 - one line to the client
-        return "error", f"{type(exc).__name__}: {exc}"
+        return run_capped(module, name, job, int(env.get("EXPT_CELL_THREADS", "1")))
     finally:
         os.chdir(here)
         for key, value in before.items():

@@ -15,29 +15,38 @@ import pickle
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
+
+
+def run_capped(module: str, name: str, job: dict[str, Any], threads: int) -> tuple[str, Any]:
+    """The runner ``module.name`` on ``job`` with every thread pool at ``threads`` and warnings silenced (the
+    client prints the results): ("done", value), ("failed", why) when it raised RunFailedError, or ("error",
+    why) in one line. Used by this process and by a one-thread worker's own process alike."""
+    from expt.core.errors import ExptError, RunFailedError
+    from expt.grid.jobs import cap_threads
+
+    try:
+        runner = getattr(importlib.import_module(module), name)
+        with cap_threads(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return "done", runner(job)
+    except RunFailedError as exc:
+        return "failed", str(exc)
+    except ExptError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one line to the client
+        return "error", f"{type(exc).__name__}: {exc}"
 
 
 def main(argv: list[str]) -> int:
-    from expt.core.errors import ExptError, RunFailedError
     from expt.core.offload import die_with_parent
-    from expt.grid.jobs import cap_threads
 
     result, parent = Path(argv[0]), int(argv[1])
     die_with_parent()
     if os.getppid() != parent:  # the worker died before the signal was asked for
         return 1
     module, name, job = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from the worker that started us
-    runner = getattr(importlib.import_module(module), name)
-    warnings.filterwarnings("ignore")  # the client prints the results; a cell's warnings would go nowhere useful
-    with cap_threads(int(os.environ.get("EXPT_CELL_THREADS", "1"))):
-        try:
-            outcome: tuple[str, object] = ("done", runner(job))
-        except RunFailedError as exc:
-            outcome = ("failed", str(exc))
-        except ExptError as exc:
-            outcome = ("error", str(exc))
-        except Exception as exc:  # noqa: BLE001 - one line to the client
-            outcome = ("error", f"{type(exc).__name__}: {exc}")
+    outcome = run_capped(module, name, job, int(os.environ.get("EXPT_CELL_THREADS", "1")))
     tmp = result.with_name(result.name + ".tmp")
     tmp.write_bytes(pickle.dumps(outcome))
     tmp.replace(result)
