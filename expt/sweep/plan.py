@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expt.core.build import build
 from expt.core.config import Composed, model_configs
-from expt.core.cv import build_pipeline
+from expt.core.cv import build_pipeline, feature_matrix, rows_of
 from expt.core.errors import ConfigError
 from expt.core.folds import check_folds
 from expt.core.prepare import Prepared, check_estimator_task, prepare
@@ -23,6 +24,7 @@ from expt.core.space import FAMILY_SEP, Param, SearchSpace, apply_params, check_
 from expt.sweep.engine import Unit
 
 if TYPE_CHECKING:
+    import numpy as np
     from optuna import Trial
     from sklearn.pipeline import Pipeline
 
@@ -61,12 +63,21 @@ class SweepPlan:
         model_selection search)."""
         return settings_of(apply_params(self.values, params, self.family_models))
 
-    def pipeline_for(self, params: Mapping[str, Any]) -> Pipeline:
+    def pipeline_for(self, params: Mapping[str, Any], *, arrays: bool = False) -> Pipeline:
+        """The pipeline a trial's parameters give; ``arrays``: for :attr:`matrix` instead of the frame."""
         config = self.config_for(params)
         estimator = build(config.model.estimator, where="model.estimator")
         check_estimator_task(estimator, self.prepared.dataset.task)
         data = self.prepared.dataset
-        return build_pipeline(estimator, data.numeric, data.categorical, config.learner.preprocessing.as_dict())
+        return build_pipeline(estimator, data.numeric, data.categorical, config.learner.preprocessing.as_dict(),
+                              arrays=arrays)
+
+    @cached_property
+    def matrix(self) -> np.ndarray | None:
+        """The features as one float array when all are numeric: what the inner folds fit and score on
+        (:func:`expt.core.cv.feature_matrix`); None otherwise, and the inner folds take the frame."""
+        data = self.prepared.dataset
+        return feature_matrix(data.X, data.numeric, data.categorical)
 
     @property
     def epochs_per_fold(self) -> int | None:
@@ -101,9 +112,12 @@ class SweepPlan:
         import optuna
         from sklearn.base import clone
 
-        pipeline = self.pipeline_for(self.space.suggest(trial))
+        matrix = self.matrix
+        pipeline = self.pipeline_for(self.space.suggest(trial), arrays=matrix is not None)
         data, scorer = self.prepared.dataset, self.prepared.scorer
-        X, y = data.X.iloc[unit.train], data.y[unit.train]
+        X: Any = matrix[unit.train] if matrix is not None else data.X.iloc[unit.train]
+        y = data.y[unit.train]
+        rows = (lambda part: rows_of(X, part)) if matrix is not None else (lambda part: X.iloc[part])
         inner = self.inner_splitter(unit)
         scores: list[float] = []
         epochs = self.epochs_per_fold
@@ -119,12 +133,12 @@ class SweepPlan:
 
         for fold, (train, test) in enumerate(inner.split(X, y)):
             with self._epoch_reports(trial, fold, epochs, prune):
-                model = clone(pipeline).fit(X.iloc[train], y[train])
+                model = clone(pipeline).fit(rows(train), y[train])
             if fold == 0 and unit.test is None and self.config.tracking.records:  # for the trial's record
                 from expt.meta.model_features import n_parameters
 
                 trial.set_user_attr("n_parameters", n_parameters(model))
-            scores.append(float(scorer(model, X.iloc[test], y[test])))
+            scores.append(float(scorer(model, rows(test), y[test])))
             if epochs is None and reports:
                 trial.report(scores[-1], fold)
                 prune(fold, f"inner fold {fold}")
