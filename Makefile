@@ -5,18 +5,19 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEMO    ?= outputs/demo
 
-.PHONY: help install run test test-fast bench kb lint clean
+.PHONY: help install run test test-fast bench kb lint docs docs-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # torch first, pinned to the CPU build on local disk: an unpinned torch pulls a multi-GB CUDA build. The boosting
 # extra (LightGBM, XGBoost's CPU build, CatBoost) is part of every install here: the tests cover those models.
+# The docs extra (MkDocs, Material, mkdocstrings) too: `make test` builds the site and runs its commands.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,boosting,cluster]'
+	$(PY) -m pip install -q -e '.[dev,boosting,cluster,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install expt with its dev tools
@@ -49,6 +50,14 @@ lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the type checker (m
 	$(VENV)/bin/ruff check expt tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The docs site (mkdocs.yml): the reference pages are generated from the code at each build; nothing is fetched.
+# NO_MKDOCS_2_WARNING: Material's banner about its successor, printed at every build otherwise.
+docs: $(STAMP)  ## build the docs site into site/ (offline, --strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)  ## serve the docs site on 127.0.0.1:8000, rebuilt as docs/, expt/ or conf/ change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:  ## remove the virtual environment and outputs
 	rm -rf $(VENV) outputs .pytest_cache
