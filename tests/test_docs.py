@@ -83,6 +83,24 @@ def _visible(group, ctx):
             if not group.get_command(ctx, name).hidden]
 
 
+def test_readme_links_resolve(site):
+    """README.md is outside the site, so mkdocs does not check its links: each relative one names a file of the
+    checkout, or a page of the built site (the reference pages exist only there) with the anchor it names."""
+    readme = (ROOT / "README.md").read_text()
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if re.match(r"[a-z]+:|#", target):
+            continue
+        path, _, anchor = target.partition("#")
+        if path.startswith("docs/") and path.endswith(".md"):
+            page = site / f"{path.removeprefix('docs/').removesuffix('.md')}.html"
+            if not page.exists() or (anchor and f'id="{anchor}"' not in page.read_text()):
+                broken.append(target)
+        elif not (ROOT / path).exists():
+            broken.append(target)
+    assert not broken, f"README.md links to what is not there: {broken}"
+
+
 def test_cli_reference_is_the_app(site):
     """Every visible command has its section, and every visible option's help, as the app has it now, is on the
     page: a changed help text changes the page."""
