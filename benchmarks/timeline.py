@@ -63,6 +63,8 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, 
 
 def show_timeline(path: Path, start: float, end: float) -> None:
     marks = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lags = [m for m in marks if "lag" in m]  # one per trial the sink logged: shown as a summary, not as rows
+    marks = [m for m in marks if "lag" not in m]
     by_pid: dict[int, list[dict]] = collections.defaultdict(list)
     for m in marks:
         by_pid[m["pid"]].append(m)
@@ -85,6 +87,25 @@ def show_timeline(path: Path, start: float, end: float) -> None:
             previous = m["t"]
         if pid == main_pid:
             print(f"  {end - start:6.2f} {end - previous:8.2f} {'':>6}  exit (teardown, waiting on children)")
+    show_run_tree(marks, lags, start)
+
+
+def show_run_tree(marks: list[dict], lags: list[dict], start: float) -> None:
+    """When a watcher of the store sees the sweep's runs (issue 26: the sweep and outer-fold runs within 2 s of
+    the store being open and 6 s of the start; each trial within 1 s of its end)."""
+    opened = {m["phase"]: m["t"] for m in marks if m["phase"].endswith("run opened")}
+    store = next((m["t"] for m in marks if m["phase"] == "sink: store open"), None)
+    if not opened or store is None:
+        return
+    last = max(opened.values())
+    print(f"\nrun tree: {len(opened)} sweep and fold runs in the store {last - start:.2f} s after the start, "
+          f"{last - store:.2f} s after the store was open")
+    if lags:
+        import statistics
+
+        values = sorted(m["lag"] for m in lags)
+        print(f"trials: {len(values)} logged; lag from a trial's end to the store: median "
+              f"{statistics.median(values):.2f} s, max {values[-1]:.2f} s, {sum(v > 1.0 for v in values)} over 1 s")
 
 
 def show_importtime(stderr: str) -> None:

@@ -14,9 +14,10 @@ TIMELINE_ENV = "EXPT_TIMELINE"  # a file: every expt process appends its phases 
 _seen_packages: set[str] = set()
 
 
-def mark(phase: str) -> None:
+def mark(phase: str, **measured: float) -> None:
     """With ``EXPT_TIMELINE=FILE``, append when this process reached ``phase`` and which top-level packages it
-    imported since its last mark, as one JSON line; without it, nothing (one environment lookup)."""
+    imported since its last mark, as one JSON line (with ``measured``, e.g. a trial's lag from its end to the
+    store); without it, nothing (one environment lookup)."""
     path = os.environ.get(TIMELINE_ENV)
     if not path:
         return
@@ -30,4 +31,4 @@ def mark(phase: str) -> None:
     _seen_packages.update(packages)
     with open(path, "a") as fh:
         fh.write(json.dumps({"t": now, "cpu": time.process_time(), "pid": os.getpid(), "phase": phase,
-                                "new": new}) + "\n")
+                                "new": new, **measured}) + "\n")

@@ -51,6 +51,17 @@ def render(data: Mapping[str, Any], out: Path) -> list[tuple[str, str]]:
     return files
 
 
+def _one_parameter(trials: list[FrozenTrial]) -> dict[str, float] | None:
+    """A search over one parameter: its importance is 1.0, which is what Optuna's normalized importances give for
+    one parameter whatever the evaluator says (1.0 / 1 when it says 0; tests/test_live_tree.py checks it), without
+    importing ``optuna.importance``: its fANOVA module imports scikit-learn's ensembles and scipy (0.6 s of the
+    sink's CPU in a logistic regression sweep). None when there are several parameters, or too few trials."""
+    names = {name for t in trials for name, dist in t.distributions.items() if not dist.single()}
+    if len(names) != 1 or len(trials) < 2 or any(set(t.params) != names for t in trials):
+        return None
+    return {names.pop(): 1.0}
+
+
 def _history_plots(data: Mapping[str, Any], out: Path) -> list[tuple[str, str]]:
     """Optimization history per unit, and inner best vs outer score per fold."""
     import matplotlib
@@ -92,17 +103,20 @@ def _importance_plot(trials: list[FrozenTrial], out: Path) -> str | None:
     import warnings
 
     import matplotlib.pyplot as plt
-    import optuna
 
-    optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(direction="maximize")  # in memory: the final study's completed trials
-    study.add_trials(trials)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "too few trials per regime" on small budgets: the plot says enough
-            importances = optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError):
-        return None  # too few completed trials, or a single-parameter space
+    importances = _one_parameter(trials)
+    if importances is None:
+        import optuna
+
+        optuna.logging.set_verbosity(logging.WARNING)
+        study = optuna.create_study(direction="maximize")  # in memory: the final study's completed trials
+        study.add_trials(trials)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "too few trials per regime" on small budgets: the plot says enough
+                importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            return None  # too few completed trials
     if not importances:
         return None
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))

@@ -90,6 +90,8 @@ class Reporter:
                            SPLIT_TAG: self.plan.manifest.get("split", "shuffled"),
                            METRIC_TAG: self.metric, **(shape or {}), **user_metadata(tracking)},
                   "texts": {"config.yaml": config_text, "folds.json": manifest, ENVIRONMENT: environment_lock()}})
+        if len(self.plan.space.params) > 1:  # the importance plot evaluates them: the sink imports it meanwhile
+            self.put({"op": "importance"})
         if tracking.records:  # the sink computes its meta-features while trials run
             self.put({"op": "dataset", "dataset": self.plan.prepared.dataset, "seed": self.plan.seed})
 

@@ -14,10 +14,11 @@ duplicates a run.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from queue import Empty
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -114,10 +115,16 @@ class Sink:
             self.final_size = (msg.get("tags", {}).get(BEST_TRIAL_TAG), n_parameters(model))  # for its record
             self.tracker.log_sklearn_model(run_id, model, example, fmt)
             mark("sink: final model logged")
+        if (known is None and key == "sweep") or (key.startswith("fold-") and "/" not in key):
+            mark(f"sink: {key} run {'opened' if known is None else 'logged'}")
         if status in TERMINAL:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
             if key == "sweep":
                 mark("sink: sweep run closed (plots, records)")
+            elif msg.get("end") and "/trial-" in key:
+                import time
+
+                mark("sink: trial logged", lag=time.time() - msg["end"])  # the lag benchmarks/timeline.py reports
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
         for held in self.waiting.pop(key, []):
             self.handle(held)
@@ -254,10 +261,14 @@ def warm_up() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot
     import mlflow.sklearn  # noqa: F401
-    import optuna.importance  # noqa: F401
+    import optuna.trial  # noqa: F401 - the final search's trials, for the importance plot
     import pyarrow.parquet  # noqa: F401 - the outer folds' predictions.parquet
     import sklearn.pipeline  # noqa: F401
     from mlflow.models import infer_signature  # noqa: F401
+
+
+def _import_importance() -> None:
+    import optuna.importance  # noqa: F401 - 0.6 s: its fANOVA module imports scikit-learn's ensembles and scipy
 
 
 def _next_message(queue: Queue[dict[str, Any]]) -> dict[str, Any] | None:
@@ -270,6 +281,49 @@ def _next_message(queue: Queue[dict[str, Any]]) -> dict[str, Any] | None:
                 return None
 
 
+class Inbox:
+    """The queue's messages, a trial before a fold's evaluation: each finished trial in the store within a second.
+
+    A fold's evaluation (permutation importance, plots) or the sweep's closing takes the sink ~0.4 s; trials that
+    queued behind it waited, and most of a small sweep's trials reached the store 1.5 s after they ended. Here
+    every message already in the queue is read, and a light one (a run opened, a trial) goes before a heavy one
+    (:attr:`Background.HEAVY`). Nothing moves past an ``op`` message (stop, rescan, the dataset): what came before
+    it is handled before it. The sink opens a run whose parent has not come yet when the parent comes
+    (:meth:`Sink.handle`), so the order of runs is safe to change; a unit's own messages keep their order.
+    """
+
+    def __init__(self, queue: Queue[dict[str, Any]]) -> None:
+        import collections
+
+        self.queue = queue
+        self.pending: collections.deque[dict[str, Any]] = collections.deque()
+
+    def next(self) -> dict[str, Any] | None:
+        if not self.pending:
+            msg = _next_message(self.queue)
+            if msg is None:
+                return None
+            self.pending.append(msg)
+        while True:
+            try:
+                self.pending.append(self.queue.get_nowait())
+            except Empty:
+                break
+        for i, msg in enumerate(self.pending):
+            if "op" in msg:
+                break
+            if not any(msg.get(k) for k in Background.HEAVY) and not self._after_own_unit(i):
+                del self.pending[i]
+                return msg
+        return self.pending.popleft()
+
+    def _after_own_unit(self, i: int) -> bool:
+        """Whether a message for the same run (or its unit) waits before position ``i``: it must go first."""
+        key = self.pending[i]["key"]
+        unit = key.partition("/")[0]
+        return any(m.get("key") in (key, unit) for m in list(self.pending)[:i])
+
+
 def _configuration(queue: Queue[dict[str, Any]]) -> tuple[str, str, str, bool, str | None] | None:
     """A sink started before its sweep existed: import MLflow now, then wait for the store to log to (``None``:
     the sweep was refused, or its process died)."""
@@ -280,8 +334,6 @@ def _configuration(queue: Queue[dict[str, Any]]) -> tuple[str, str, str, bool, s
     from expt.tracking import client  # noqa: F401
 
     mark("sink: mlflow imported")
-    warm_up()  # while the sweep process still loads the data and creates the studies
-    mark("sink: warmed up")
     while True:
         msg = _next_message(queue)
         if msg is None:  # the sweep process died
@@ -290,6 +342,54 @@ def _configuration(queue: Queue[dict[str, Any]]) -> tuple[str, str, str, bool, s
             return tuple(msg["args"])
         if msg.get("op") == "stop":
             return None
+
+
+class Background:
+    """Work the sink does beside its writes, in one thread of its own: :func:`warm_up`, then the dataset's
+    meta-features for the records (``submit``).
+
+    The run tree comes first: the sweep and fold runs are created as soon as the store is open, and trials are
+    logged while the heavy imports and the meta-features run beside them (imports, fits and SQLite writes
+    interleave under the GIL). Before a message that needs what this thread imports or computes (a model, an
+    evaluation, plots, records) the sink waits for it to finish, so that no module is imported by two threads at
+    once; a failure here is raised there.
+    """
+
+    HEAVY = ("model", "evaluation", "plots", "records")
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.jobs: queue.Queue[Callable[[], object]] = queue.Queue()
+        self.failure: BaseException | None = None
+        self.submit(warm_up)
+        threading.Thread(target=self._run, name="expt-sink-background", daemon=True).start()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                if self.failure is None:
+                    job()
+                    mark(f"sink: {getattr(getattr(job, 'func', job), '__name__', 'job')} done (background)")
+            except BaseException as exc:  # noqa: BLE001 - raised in the sink's thread by wait()
+                self.failure = exc
+            finally:
+                self.jobs.task_done()
+
+    def wait(self) -> None:
+        self.jobs.join()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+
+    def before(self, msg: Mapping[str, Any]) -> None:
+        if any(msg.get(k) for k in self.HEAVY):
+            self.wait()
 
 
 def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None = None, experiment: str = "",
@@ -314,21 +414,25 @@ def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None 
             if configured is None:
                 _leave_now()
             uri, experiment, sweep_id, sqlite_wal, storage_url = configured
-        else:
-            warm_up()
         sink = Sink(uri, experiment, sweep_id, sqlite_wal, storage_url)
         mark("sink: store open")
+        background = Background()
+        inbox = Inbox(queue)
         while True:
-            msg = _next_message(queue)
+            msg = inbox.next()
             if msg is None:
                 return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
             if msg.get("op") == "rescan":
                 sink.rescan()
                 continue
+            if msg.get("op") == "importance":  # a search over several parameters: see expt.sweep.plots
+                background.submit(_import_importance)
+                continue
             if msg.get("op") == "dataset":
-                sink.set_dataset(msg["dataset"], msg["seed"])
+                background.submit(functools.partial(sink.set_dataset, msg["dataset"], msg["seed"]))
                 continue
             if msg.get("op") == "stop":
+                background.wait()  # a failure there is this sink's failure
                 mark("sink: stop received")
                 if msg.get("close"):
                     sink.close_open(msg["close"])
@@ -339,6 +443,7 @@ def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None 
                     errors.join_thread()  # os._exit would drop what the queue's feeder thread still holds
                 mark("sink: leaving")
                 _leave_now()
+            background.before(msg)
             sink.handle(msg)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which prints one line
         from expt.core.errors import ExptError

@@ -1,0 +1,130 @@
+"""A sweep's run tree, watched from outside while it runs (issue 26, part 2), and the sink's order of work.
+
+A user opens the MLflow UI to watch a sweep, as the command suggests. What they must see while it runs: the sweep
+run with its config, every outer fold, and trials arriving as they finish, not the whole tree at the end. The
+reader here is a plain MLflow client polling the same SQLite store from this process, as the UI does. No timing is
+asserted (a loaded machine only stretches the times); what is asserted is what the reader saw while the command
+was still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import EXPT
+
+from expt.sweep.plots import _one_parameter
+from expt.sweep.sink import Background, Inbox
+from expt.tracking.tags import KEY_TAG, RUN_TYPE_TAG, TRIAL_RUN
+
+OUTER = 3
+TRIALS = 40
+
+
+def test_an_outside_reader_sees_the_sweep_and_its_folds_while_it_runs_and_trials_as_they_finish(
+        tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    db = tmp_path / "mlruns.db"
+    store = f"sqlite:///{db}"
+    proc = subprocess.Popen([EXPT, "sweep", "data=breast_cancer", "model=logistic_regression",
+                             f"search.outer_folds={OUTER}", f"search.n_trials={TRIALS}", f"tracking.uri={store}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[tuple[set[str], int, bool]] = []  # per poll while the command ran: run keys, trials, config logged
+    client = None
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if not db.exists():
+                continue
+            try:
+                client = client or MlflowClient(tracking_uri=store)
+                runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=5000)
+            except Exception:  # noqa: BLE001, S112 - the store is being created by the command right now
+                continue
+            if proc.poll() is not None:
+                break  # the command ended during the read: not a view of a running sweep
+            keys = {r.data.tags.get(KEY_TAG, "") for r in runs}
+            sweep = next((r for r in runs if r.data.tags.get(KEY_TAG) == "sweep"), None)
+            config = sweep is not None and "config.yaml" in {a.path for a in client.list_artifacts(sweep.info.run_id)}
+            seen.append((keys, sum(r.data.tags.get(RUN_TYPE_TAG) == TRIAL_RUN for r in runs), config))
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    tree = {"sweep", "final", *(f"fold-{k}" for k in range(OUTER))}
+    whole = [i for i, (keys, _, config) in enumerate(seen) if tree <= keys and config]
+    assert whole, f"the reader never saw the sweep, its config and every fold while the sweep ran: {seen[-3:]}"
+    trials_then = [n for _, n, _ in seen[whole[0]:]]
+    total = (OUTER + 1) * TRIALS
+    assert any(0 < n < total for n in trials_then), (
+        f"trials did not arrive while the sweep ran (counts seen: {sorted(set(trials_then))})")
+    assert trials_then == sorted(trials_then)  # the store only grows
+
+
+def frozen(params: dict[str, float], value: float, number: int) -> optuna.trial.FrozenTrial:
+    dists = {"model.estimator.C": optuna.distributions.FloatDistribution(1e-3, 1e3, log=True),
+             "model.estimator.l1_ratio": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    return optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=value)
+
+
+@pytest.mark.parametrize("n", [2, 5, 20])
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")  # Optuna's, on few or equal scores
+def test_one_parameters_importance_is_what_optuna_says_without_asking_it(n: int) -> None:
+    optuna.logging.set_verbosity(logging.WARNING)
+    trials = [frozen({"model.estimator.C": 10 ** (i % 9 / 3 - 2)}, 0.9 - abs(i - 3) * 0.01, i) for i in range(n)]
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    assert _one_parameter(trials) == optuna.importance.get_param_importances(study)
+    flat = [frozen({"model.estimator.C": 10 ** (i % 9 / 3 - 2)}, 0.5, i) for i in range(n)]  # every score the same
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(flat)
+    assert _one_parameter(flat) == optuna.importance.get_param_importances(study)
+
+
+def test_several_parameters_or_one_trial_are_left_to_optuna() -> None:
+    two = [frozen({"model.estimator.C": 1.0 + i, "model.estimator.l1_ratio": 0.1 * i}, 0.5 + 0.01 * i, i)
+           for i in range(4)]
+    assert _one_parameter(two) is None
+    assert _one_parameter(two[:1]) is None
+    assert _one_parameter([frozen({"model.estimator.C": 1.0}, 0.5, 0)]) is None
+
+
+class ListQueue:
+    """What the sink's inbox reads: a multiprocessing queue's get and get_nowait, on a list."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = list(items)
+
+    def get(self, timeout: float | None = None) -> dict:
+        return self.items.pop(0)
+
+    def get_nowait(self) -> dict:
+        from queue import Empty
+
+        if not self.items:
+            raise Empty
+        return self.items.pop(0)
+
+
+def test_the_inbox_puts_trials_before_an_evaluation_but_never_past_their_own_fold_or_an_op() -> None:
+    heavy = Background.HEAVY[1]
+    messages = [
+        {"key": "fold-0", "status": "FINISHED", heavy: "eval-0.pkl"},  # fold 0 closes with its evaluation
+        {"key": "fold-1/trial-0", "status": "FINISHED"},  # another fold's trial: may go first
+        {"key": "fold-0", "update": True},  # the same fold's next message: stays behind its evaluation
+        {"key": "fold-1/trial-1", "status": "FINISHED"},
+        {"op": "stop"},  # nothing passes it
+        {"key": "fold-2/trial-0", "status": "FINISHED"},
+    ]
+    inbox = Inbox(ListQueue(messages))  # type: ignore[arg-type]
+    order = [inbox.next() for _ in messages]
+    assert [m.get("key", m.get("op")) for m in order] == [
+        "fold-1/trial-0", "fold-1/trial-1", "fold-0", "fold-0", "stop", "fold-2/trial-0"]
+    assert order[2] is messages[0] and order[3] is messages[2]
