@@ -57,3 +57,49 @@ def train(store: str, *overrides: str):
     explicit = any(o.startswith("tracking.records=") for o in overrides)
     composed = compose([*([] if explicit else [records]), *overrides, f"tracking.uri={store}"])
     return run_train(prepare(composed))
+
+
+def finished_runs_both_ways(uri: str) -> tuple[list, list]:
+    """The same finished runs (a sweep's trials: tags, params, a NaN metric, an inner-score series, a long param)
+    written through MLflow's client one run at a time and by ``Tracker.log_finished``'s one transaction, into
+    the store at ``uri``; the two lists of (run, metric histories) as the store gives them back."""
+    import math
+    import os
+
+    from expt.tracking.client import ONE_BY_ONE_ENV, FinishedRun, Tracker
+
+    tracker = Tracker(uri, "bulk")
+    parent = tracker.start("outer-fold-0", {"expt.key": "fold-0"})
+
+    def batch(tag: str) -> list:
+        return [FinishedRun(name=f"trial-{i}", parent_id=parent, start=1_700_000_000.25 + i, end=1_700_000_003.5 + i,
+                            status="FINISHED" if i != 2 else "FAILED",
+                            tags={"expt.key": f"fold-0/trial-{i}", "expt.run_type": "trial", "side": tag,
+                                  "optuna.trial_number": str(i)},
+                            metrics={"duration_s": 1.5 + i,
+                                     "inner_accuracy_mean": math.nan if i == 1 else 0.9 + i / 100},
+                            params={"model.estimator.C": 10.0 ** -i, "model.estimator.kernel": "rbf",
+                                    "model.estimator.long": "x" * 5000},
+                            series={"inner_accuracy": [0.9, 0.91 + i / 1000, math.nan if i == 3 else 0.92]})
+                for i in range(5)]
+
+    os.environ[ONE_BY_ONE_ENV] = "1"
+    try:
+        ids_client = tracker.log_finished(batch("client"))
+    finally:
+        del os.environ[ONE_BY_ONE_ENV]
+    bulk = tracker._bulk_writer()  # the one-transaction path itself, not its fallback to the client
+    assert bulk is not None, f"no one-transaction writer for {uri}"
+    ids_bulk, commit = bulk(batch("bulk"))
+    commit()
+
+    def read(ids: list[str]) -> list:
+        out = []
+        for run_id in ids:
+            run = tracker.client.get_run(run_id)
+            histories = {k: sorted((m.step, m.value if not math.isnan(m.value) else "nan")
+                                   for m in tracker.client.get_metric_history(run_id, k)) for k in run.data.metrics}
+            out.append((run, histories))
+        return out
+
+    return read(ids_client), read(ids_bulk)

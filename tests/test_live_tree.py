@@ -22,19 +22,37 @@ from expt.sweep.plots import _one_parameter
 from expt.sweep.sink import Background, Inbox
 from expt.tracking.tags import KEY_TAG, RUN_TYPE_TAG, TRIAL_RUN
 
-OUTER = 3
-TRIALS = 40
+OUTER = 2
+TRIALS = 10
+# A user's own model (trusted with --trust-target) whose fit waits 0.1 s: the trials then end over several seconds
+# however fast or loaded the machine is, and the command leaves the CPU to the sink meanwhile.
+SLOW_MODEL = """
+import time
+
+from sklearn.linear_model import LogisticRegression
+
+
+class SlowClassifier(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        time.sleep(0.1)
+        return super().fit(X, y, sample_weight)
+"""
 
 
 def test_an_outside_reader_sees_the_sweep_and_its_folds_while_it_runs_and_trials_as_they_finish(
         tmp_path: Path) -> None:
+    import os
+
     from mlflow import MlflowClient
 
+    (tmp_path / "slowmodels.py").write_text(SLOW_MODEL)
     db = tmp_path / "mlruns.db"
     store = f"sqlite:///{db}"
-    proc = subprocess.Popen([EXPT, "sweep", "data=breast_cancer", "model=logistic_regression",
+    proc = subprocess.Popen([EXPT, "sweep", "--trust-target", "slowmodels", "data=breast_cancer",
+                             "model=logistic_regression", "model.estimator._target_=slowmodels.SlowClassifier",
                              f"search.outer_folds={OUTER}", f"search.n_trials={TRIALS}", f"tracking.uri={store}"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
     seen: list[tuple[set[str], int, bool]] = []  # per poll while the command ran: run keys, trials, config logged
     client = None
     deadline = time.monotonic() + 300
@@ -128,3 +146,32 @@ def test_the_inbox_puts_trials_before_an_evaluation_but_never_past_their_own_fol
     assert [m.get("key", m.get("op")) for m in order] == [
         "fold-1/trial-0", "fold-1/trial-1", "fold-0", "fold-0", "stop", "fold-2/trial-0"]
     assert order[2] is messages[0] and order[3] is messages[2]
+
+
+def comparable(run, histories: dict) -> dict:
+    """Everything a reader of the store sees of a run, less what differs by design (its id and the side tag)."""
+    import math
+
+    info = run.info
+    return {"name": info.run_name, "status": info.status, "start": info.start_time, "end": info.end_time,
+            "user": info.user_id, "stage": info.lifecycle_stage, "experiment": info.experiment_id,
+            "artifacts": info.artifact_uri.replace(info.run_id, "RUN"),
+            "tags": {k: v for k, v in run.data.tags.items() if k != "side"}, "params": run.data.params,
+            "metrics": {k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items()},
+            "histories": histories}
+
+
+def test_trials_written_in_one_transaction_are_the_runs_the_client_writes(store: str) -> None:
+    from helpers import finished_runs_both_ways
+    from mlflow import MlflowClient
+
+    client_side, bulk_side = finished_runs_both_ways(store)
+    assert [comparable(*r) for r in bulk_side] == [comparable(*r) for r in client_side]
+    assert {r.data.tags["side"] for r, _ in bulk_side} == {"bulk"}
+    # What the UI and `expt runs` ask the store: the latest-metric table behind a metric filter, and the tree.
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("bulk").experiment_id
+    for side in ("client", "bulk"):
+        found = client.search_runs([exp], f"tags.side = '{side}' and metrics.inner_accuracy_mean > 0.905",
+                                   order_by=["metrics.duration_s DESC"])
+        assert [r.info.run_name for r in found] == ["trial-4", "trial-3", "trial-2"]

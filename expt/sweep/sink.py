@@ -18,7 +18,7 @@ import functools
 import os
 import pickle
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from queue import Empty
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -128,6 +128,32 @@ class Sink:
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
         for held in self.waiting.pop(key, []):
             self.handle(held)
+
+    def whole(self, msg: Mapping[str, Any]) -> bool:
+        """A new run that this one message creates and ends, with nothing but tags, params and metrics (a trial):
+        written with others like it in one transaction (:meth:`handle_whole`)."""
+        parent = msg.get("parent")
+        return ("name" in msg and msg.get("status") in TERMINAL and msg["key"] not in self.runs
+                and parent not in (None, "sweep") and parent in self.runs and not msg.get("update")
+                and not any(msg.get(k) for k in ("texts", "evaluation", "plots", "records", "model")))
+
+    def handle_whole(self, msgs: Sequence[Mapping[str, Any]]) -> None:
+        """Messages that each pass :meth:`whole`: their runs, as :meth:`handle` writes them, in one batch."""
+        import time
+
+        from expt.tracking.client import FinishedRun
+
+        runs = [FinishedRun(name=m["name"], tags={**m.get("tags", {}), KEY_TAG: m["key"]},
+                            parent_id=self.runs[m["parent"]][0], start=m.get("start"), end=m.get("end"),
+                            status=m["status"], metrics=m.get("metrics", {}), params=m.get("params", {}),
+                            series=m.get("steps", {})) for m in msgs]
+        for msg, run_id in zip(msgs, self.tracker.log_finished(runs), strict=True):
+            self.runs[msg["key"]] = (run_id, msg["status"])
+            if msg.get("end"):
+                mark("sink: trial logged", lag=time.time() - msg["end"])  # the lag benchmarks/timeline.py reports
+        for msg in msgs:
+            for held in self.waiting.pop(msg["key"], []):
+                self.handle(held)
 
     def _open(self, key: str, msg: Mapping[str, Any]) -> tuple[str, bool]:
         """A new run for ``key``, or, for the sweep and fold runs, the one another process made first."""
@@ -317,6 +343,26 @@ class Inbox:
                 return msg
         return self.pending.popleft()
 
+    def next_batch(self, whole: Callable[[dict[str, Any]], bool], limit: int = 100) -> list[dict[str, Any]] | None:
+        """The next message; when it is a whole run (``whole``: a trial), every other one already read that may
+        go now too, for one transaction. None once the sweep process is gone."""
+        first = self.next()
+        if first is None or not whole(first):
+            return None if first is None else [first]
+        batch, keys = [first], {first["key"]}
+        i = 0
+        while i < len(self.pending) and len(batch) < limit:
+            msg = self.pending[i]
+            if "op" in msg:
+                break
+            if msg["key"] not in keys and whole(msg) and not self._after_own_unit(i):
+                del self.pending[i]
+                batch.append(msg)
+                keys.add(msg["key"])
+                continue
+            i += 1
+        return batch
+
     def _after_own_unit(self, i: int) -> bool:
         """Whether a message for the same run (or its unit) waits before position ``i``: it must go first."""
         key = self.pending[i]["key"]
@@ -419,9 +465,13 @@ def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None 
         background = Background()
         inbox = Inbox(queue)
         while True:
-            msg = inbox.next()
-            if msg is None:
+            batch = inbox.next_batch(sink.whole)
+            if batch is None:
                 return  # the sweep process died (SIGKILL): everything it sent is logged; resume replays the rest
+            if sink.whole(batch[0]):
+                sink.handle_whole(batch)
+                continue
+            msg = batch[0]
             if msg.get("op") == "rescan":
                 sink.rescan()
                 continue
