@@ -46,8 +46,8 @@ bench: $(STAMP)  ## run every benchmark in benchmarks/ and print each comparison
 kb: $(STAMP)  ## build expt/kb/records.jsonl.gz from recipes/kb/ in pieces of 2 h: run again to continue (shards in recipes/kb/shards/)
 	$(PY) -m expt.kb --stop-after 120 $(KB_ARGS)
 
-lint: $(STAMP)  ## ruff over the code, tests and benchmarks; the type checker (mypy); the import contracts
-	$(VENV)/bin/ruff check expt tests benchmarks
+lint: $(STAMP)  ## ruff over the code, tests, benchmarks and docs hooks; the type checker (mypy); the import contracts
+	$(VENV)/bin/ruff check expt tests benchmarks docs/hooks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
