@@ -57,9 +57,10 @@ TrustTarget = Annotated[
     typer.Option("--trust-target", metavar="PREFIX", help="Also allow a _target_ under this module or class path "
                  "(repeatable; e.g. mylib.models). Only for code you trust: a config may come from anywhere."),
 ]
-Cluster = Annotated[str | None, typer.Option("--cluster", metavar="ADDRESS", help="With -m: run the cells on this "
-                                          "Dask scheduler's workers (e.g. tcp://host:8786; default $EXPT_CLUSTER; "
-                                          "pip install 'expt-runner[cluster]').")]
+Cluster = Annotated[str | None, typer.Option(
+    "--cluster", metavar="ADDRESS", help="Run on this Dask scheduler's workers (e.g. tcp://host:8786; default "
+    "$EXPT_CLUSTER; pip install 'expt-runner[cluster]'): train -m runs its grid's cells there; sweep starts its "
+    "--workers N sweep processes there (with a --storage on a database server).")]
 
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -7,7 +7,8 @@ stops the rest in one line).
 
 Isolation: a Dask worker is long-lived and runs tasks in its threads, while a cell changes its process (the
 ``--trust-target`` allow-list in ``os.environ``, thread caps, the working directory). On a one-thread worker
-(``dask worker --nthreads 1``, the README's recipe) a task runs in the worker's process, one at a time, with this
+(``dask worker --nthreads 1``, docs/guides/scale-out.md's recipe) a task runs in the worker's process, one at a
+time, with this
 client's trust prefixes, thread caps and working directory set for it and put back after, so nothing of one task
 reaches the next and the imports are paid once per worker (a fresh process per cell cost ~2 s a cell: a 3 x 3 grid
 took 2.5x as long as on local workers). On a worker with more threads, tasks could run side by side in one
@@ -205,7 +206,8 @@ def running_claims(client: Client, prefix: str) -> list[tuple[str, str]]:
 
 def _task(module: str, name: str, job: dict[str, Any], env: dict[str, str], cwd: str) -> tuple[str, Any]:
     """On a worker: the job, isolated (see the module's doc); returns ("done", value), ("failed", why) or
-    ("error", why). A one-thread worker (``dask worker --nthreads 1``, as the README starts them) runs it in its
+    ("error", why). A one-thread worker (``dask worker --nthreads 1``, as docs/guides/scale-out.md starts them) runs
+    it in its
     own process, one task at a time, with this client's environment set for the task and put back after; a worker
     with more threads runs it in a fresh ``python -m expt.grid.cluster_cell``, whose imports cost ~2 s a job."""
     import threading

@@ -1,7 +1,8 @@
 """``expt recommend DATASET --probe K``: try K recommended configurations on the user's data, each picked given the
 scores so far, and keep the best.
 
-A recommendation from the records alone is noise-limited (the README's evaluation): what pays off is trying a few
+A recommendation from the records alone is noise-limited (the evaluation in docs/guides/recommend.md): what
+pays off is trying a few
 on the data itself. Each candidate is an ordinary ``expt train`` run (cross-validated under the user's learner,
 preprocessing inside the folds, its record appended) made by the grid's machinery: a one-cell plan
 (:func:`expt.grid.plan.plan_grid`, so that every input check is the grid's), run by :func:`expt.grid.cells.run_cell`

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from expt.meta.recommend import Table
 
 METHODS = ("ridge", "conditioned", "portfolio", "knn", "single-best")
-# Pre-registered on 2026-12-07 (see the README, "The default recommender, fixed in advance"), before the knowledge
+# Pre-registered on 2026-12-07 (see docs/guides/recommend.md, "The default recommender, fixed in advance"),
+# before the knowledge
 # base grew: on the 62 x 138 one, ridge's first pick was the only method that beat the single best on regression
 # (leave-one-group-out), and on classification its inner selection falls back to the single best (alpha = inf).
 DEFAULT_METHOD = "ridge"
