@@ -143,7 +143,8 @@ def run_page(page: Page, workdir: Path, timeout: float = PAGE_TIMEOUT) -> str | 
     logs = workdir.parent / f"{workdir.name}-logs"
     logs.mkdir()
     # A command that calls `exit` ends the session: the trap still writes its status as the command's.
-    script = ["set +e", "__expt_docs_n=", f"trap '__rc=$?; [ -n \"$__expt_docs_n\" ] && "
+    # pipefail: `expt train ... | tee log` fails when expt does, as a reader would expect of a pasted pipeline.
+    script = ["set +e", "set -o pipefail", "__expt_docs_n=", f"trap '__rc=$?; [ -n \"$__expt_docs_n\" ] && "
               f"echo $__rc >\"{logs}/$__expt_docs_n.rc\"' EXIT"]
     for n, command in enumerate(commands):
         # A group, not a subshell: variables and cd persist into the next command.
