@@ -106,6 +106,10 @@ def show_run_tree(marks: list[dict], lags: list[dict], start: float) -> None:
         values = sorted(m["lag"] for m in lags)
         print(f"trials: {len(values)} logged; lag from a trial's end to the store: median "
               f"{statistics.median(values):.2f} s, max {values[-1]:.2f} s, {sum(v > 1.0 for v in values)} over 1 s")
+        later = sorted(m["lag"] for m in lags if m["t"] - m["lag"] >= store)  # ended once the store was open
+        if later:
+            print(f"  of those, the {len(later)} that ended after the store was open: median "
+                  f"{statistics.median(later):.2f} s, max {later[-1]:.2f} s, {sum(v > 1.0 for v in later)} over 1 s")
 
 
 def show_importtime(stderr: str) -> None:
