@@ -134,6 +134,10 @@ def page_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "COLUMNS", "LINES")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["EXPT_REPO"] = str(ROOT)
+    # A train run's writes from its own process, as expt chooses when no core is idle (always so under `make
+    # test`): a second process importing MLflow per command cost the docs run ~20% more CPU. Both ways are
+    # tested by the writer_mode fixture's tests.
+    env["EXPT_EVALUATION"] = "inline"
     return env
 
 
