@@ -175,3 +175,23 @@ def test_trials_written_in_one_transaction_are_the_runs_the_client_writes(store:
         found = client.search_runs([exp], f"tags.side = '{side}' and metrics.inner_accuracy_mean > 0.905",
                                    order_by=["metrics.duration_s DESC"])
         assert [r.info.run_name for r in found] == ["trial-4", "trial-3", "trial-2"]
+
+
+def test_a_batch_takes_the_waiting_trials_but_not_past_their_own_fold_or_an_op() -> None:
+    heavy = Background.HEAVY[1]
+    messages = [
+        {"key": "fold-0/trial-0", "status": "FINISHED"},
+        {"key": "fold-1", "status": "FINISHED", heavy: "eval-1.pkl"},  # fold 1 closes: its trials stay behind it
+        {"key": "fold-1/trial-9", "status": "FINISHED"},
+        {"key": "fold-0/trial-1", "status": "FINISHED"},
+        {"key": "fold-0/trial-1", "status": "FINISHED"},  # the same run twice: never twice in one batch
+        {"op": "rescan"},
+        {"key": "fold-0/trial-2", "status": "FINISHED"},
+    ]
+    inbox = Inbox(ListQueue(messages))  # type: ignore[arg-type]
+    trial = lambda msg: "/trial-" in msg.get("key", "")  # noqa: E731 - what Sink.whole says of these
+    batches = []
+    while inbox.pending or inbox.queue.items:  # type: ignore[attr-defined]
+        batches.append([m.get("key", m.get("op")) for m in inbox.next_batch(trial) or []])
+    assert batches == [["fold-0/trial-0", "fold-0/trial-1"], ["fold-0/trial-1"], ["fold-1"], ["fold-1/trial-9"],
+                       ["rescan"], ["fold-0/trial-2"]]

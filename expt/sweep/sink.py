@@ -335,13 +335,8 @@ class Inbox:
                 self.pending.append(self.queue.get_nowait())
             except Empty:
                 break
-        for i, msg in enumerate(self.pending):
-            if "op" in msg:
-                break
-            if not any(msg.get(k) for k in Background.HEAVY) and not self._after_own_unit(i):
-                del self.pending[i]
-                return msg
-        return self.pending.popleft()
+        light = self._take(lambda msg: not any(msg.get(k) for k in Background.HEAVY), 1)
+        return light[0] if light else self.pending.popleft()
 
     def next_batch(self, whole: Callable[[dict[str, Any]], bool], limit: int = 100) -> list[dict[str, Any]] | None:
         """The next message; when it is a whole run (``whole``: a trial), every other one already read that may
@@ -349,25 +344,35 @@ class Inbox:
         first = self.next()
         if first is None or not whole(first):
             return None if first is None else [first]
-        batch, keys = [first], {first["key"]}
-        i = 0
-        while i < len(self.pending) and len(batch) < limit:
-            msg = self.pending[i]
-            if "op" in msg:
-                break
-            if msg["key"] not in keys and whole(msg) and not self._after_own_unit(i):
-                del self.pending[i]
-                batch.append(msg)
-                keys.add(msg["key"])
-                continue
-            i += 1
-        return batch
+        keys = {first["key"]}
 
-    def _after_own_unit(self, i: int) -> bool:
-        """Whether a message for the same run (or its unit) waits before position ``i``: it must go first."""
-        key = self.pending[i]["key"]
-        unit = key.partition("/")[0]
-        return any(m.get("key") in (key, unit) for m in list(self.pending)[:i])
+        def another(msg: dict[str, Any]) -> bool:
+            if msg["key"] in keys or not whole(msg):
+                return False
+            keys.add(msg["key"])
+            return True
+
+        return [first, *self._take(another, limit - 1)]
+
+    def _take(self, wanted: Callable[[dict[str, Any]], bool], limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` pending messages that are ``wanted`` and may go before what precedes them, in order: not
+        past an op, nor past a message for the same run or for their unit (one pass: a long queue stays cheap)."""
+        taken: list[dict[str, Any]] = []
+        earlier: set[str] = set()  # the keys of the messages left in place before the current one
+        kept: list[dict[str, Any]] = []
+        while self.pending and len(taken) < limit:
+            msg = self.pending.popleft()
+            if "op" in msg:
+                self.pending.appendleft(msg)
+                break
+            key = msg["key"]
+            if key not in earlier and key.partition("/")[0] not in earlier and wanted(msg):
+                taken.append(msg)
+            else:
+                kept.append(msg)
+                earlier.add(key)
+        self.pending.extendleft(reversed(kept))
+        return taken
 
 
 def _configuration(queue: Queue[dict[str, Any]]) -> tuple[str, str, str, bool, str | None] | None:
