@@ -103,3 +103,16 @@ def finished_runs_both_ways(uri: str) -> tuple[list, list]:
         return out
 
     return read(ids_client), read(ids_bulk)
+
+
+def comparable(run, histories: dict) -> dict:
+    """Everything a reader of the store sees of a run, less what differs by design (its id and the side tag)."""
+    import math
+
+    info = run.info
+    return {"name": info.run_name, "status": info.status, "start": info.start_time, "end": info.end_time,
+            "user": info.user_id, "stage": info.lifecycle_stage, "experiment": info.experiment_id,
+            "artifacts": info.artifact_uri.replace(info.run_id, "RUN"),
+            "tags": {k: v for k, v in run.data.tags.items() if k != "side"}, "params": run.data.params,
+            "metrics": {k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items()},
+            "histories": histories}

@@ -148,21 +148,8 @@ def test_the_inbox_puts_trials_before_an_evaluation_but_never_past_their_own_fol
     assert order[2] is messages[0] and order[3] is messages[2]
 
 
-def comparable(run, histories: dict) -> dict:
-    """Everything a reader of the store sees of a run, less what differs by design (its id and the side tag)."""
-    import math
-
-    info = run.info
-    return {"name": info.run_name, "status": info.status, "start": info.start_time, "end": info.end_time,
-            "user": info.user_id, "stage": info.lifecycle_stage, "experiment": info.experiment_id,
-            "artifacts": info.artifact_uri.replace(info.run_id, "RUN"),
-            "tags": {k: v for k, v in run.data.tags.items() if k != "side"}, "params": run.data.params,
-            "metrics": {k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items()},
-            "histories": histories}
-
-
 def test_trials_written_in_one_transaction_are_the_runs_the_client_writes(store: str) -> None:
-    from helpers import finished_runs_both_ways
+    from helpers import comparable, finished_runs_both_ways
     from mlflow import MlflowClient
 
     client_side, bulk_side = finished_runs_both_ways(store)

@@ -123,3 +123,14 @@ def test_processes_opening_one_new_storage_at_once_all_open_it(postgres: Postgre
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
     assert all(out.strip() == "opened" for out, _ in outs)
+
+
+def test_trials_written_in_one_transaction_on_a_postgres_tracking_store(postgres: Postgres) -> None:
+    """The sink's one-transaction path on an MLflow store in PostgreSQL (the tracking database of a team's
+    `mlflow server`, opened directly): the same runs as MLflow's client writes, field for field."""
+    from helpers import comparable, finished_runs_both_ways
+
+    uri = postgres.create_database("mlflow_bulk")
+    client_side, bulk_side = finished_runs_both_ways(uri)
+    assert [comparable(*r) for r in bulk_side] == [comparable(*r) for r in client_side]
+    assert {r.data.tags["side"] for r, _ in bulk_side} == {"bulk"}
