@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,23 +200,16 @@ PAGES = {path: parse((ROOT / path).read_text(), path) for path in page_paths()}
 RUNNABLE = [path for path, page in PAGES.items() if page.runnable]
 
 
-class DocsCommands(UserWarning):
-    """The count of the docs' runnable commands and the blocks not run, as a line of the session's summary."""
-
-
-def test_inventory():
-    """Every page keeps the convention, the docs run at least one command, and what is not run is listed, with why.
-
-    The line is a warning so that `make test` shows it with pytest-xdist too (a worker's stdout is not shown)."""
+def test_inventory(summary_line: Callable[[str], None]) -> None:
+    """Every page keeps the convention, the docs run at least one command, and what is not run is listed, with why
+    (under `make test`'s summary: tests/fixtures/summary.py)."""
     problems = [p for page in PAGES.values() for p in page.problems]
     assert not problems, "\n".join(problems)
     commands = sum(len(page.runnable) for page in PAGES.values())
-    not_run = [f"{b.page}:{b.line} ({b.not_run})" for page in PAGES.values() for b in page.blocks
+    not_run = [f"{b.page}:{b.line}: {b.not_run}" for page in PAGES.values() for b in page.blocks
                if b.not_run is not None]
-    summary = (f"docs: {commands} runnable commands on {len(RUNNABLE)} pages; {len(not_run)} blocks not run"
-               + (": " + "; ".join(not_run) if not_run else ""))
-    print(summary)
-    warnings.warn(summary, DocsCommands, stacklevel=1)
+    summary_line(f"docs: {commands} runnable commands on {len(RUNNABLE)} pages, run by test_docs_pages.py; "
+                 f"{len(not_run)} blocks not run:\n" + "\n".join(not_run))
     assert commands > 0, f"no runnable command on {', '.join(PAGES)}"
 
 
