@@ -180,6 +180,7 @@ def _pinned_requirements_trusted() -> Iterator[None]:
 
 
 ONE_BY_ONE_ENV = "EXPT_RUNS_ONE_BY_ONE"  # set: finished runs go through MLflow's client one by one (tests compare)
+BULK_DATABASES = ("sqlite", "postgresql")  # where the one-transaction path is tested against the client's (MySQL: not)
 
 
 @dataclass
@@ -326,13 +327,13 @@ class Tracker:
         """Runs that are created and ended at once (a sweep's trials), each exactly as :meth:`start`, :meth:`log`
         and :meth:`end` write it; their ids, in order.
 
-        On a database store (SQLite, PostgreSQL, MySQL) they are written in one transaction with MLflow's own
+        On a SQLite or PostgreSQL store they are written in one transaction with MLflow's own
         table models (``mlflow.store.tracking.dbmodels``), after MLflow's own checks of the batch: a trial run
         through the client costs three transactions and ~10 ms of the sink's CPU, which made the sink the slowest
         part of a small sweep and its trials reach the store a second or more after they ended. All or none of
-        a batch is written. On any other store, or if MLflow's table models are not what this expects (an MLflow
-        whose schema moved on), each run goes through the client instead; ``tests/test_live_tree.py`` checks
-        that both ways write the same runs.
+        a batch is written. On any other store (MySQL too, untested here), or if MLflow's table models are not
+        what this expects (an MLflow whose schema moved on), each run goes through the client instead;
+        ``tests/test_live_tree.py`` and ``tests/test_pg.py`` check that both ways write the same runs.
         """
         bulk = self._bulk_writer()
         prepared = None
@@ -357,6 +358,8 @@ class Tracker:
         """For a database store, a function that builds a batch's rows and returns (ids, commit); else None."""
         store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
         if os.environ.get(ONE_BY_ONE_ENV) or type(store).__name__ != "SqlAlchemyStore":
+            return None
+        if getattr(store, "db_type", None) not in BULK_DATABASES:
             return None
         return lambda runs: _bulk_rows(store, self.experiment_id, runs)  # type: ignore[arg-type]
 
