@@ -467,6 +467,9 @@ def sink_main(queue: Queue[dict[str, Any]], errors: Queue[str], uri: str | None 
             uri, experiment, sweep_id, sqlite_wal, storage_url = configured
         sink = Sink(uri, experiment, sweep_id, sqlite_wal, storage_url)
         mark("sink: store open")
+        from expt.tracking.client import import_bulk_writer
+
+        import_bulk_writer()  # this thread's last imports before the background thread's (see Background)
         background = Background()
         inbox = Inbox(queue)
         while True:

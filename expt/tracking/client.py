@@ -198,6 +198,17 @@ class FinishedRun:
     series: Mapping[str, list[float]] = field(default_factory=dict)
 
 
+def import_bulk_writer() -> None:
+    """Import what :meth:`Tracker.log_finished` uses, now: a sweep's sink calls it before its background thread
+    starts importing, so that its own thread never imports a module while the other does."""
+    import uuid  # noqa: F401
+
+    from mlflow.entities import Metric, Param  # noqa: F401
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+    from mlflow.store.tracking.dbmodels import models  # noqa: F401
+    from mlflow.utils.uri import append_to_uri_path  # noqa: F401
+
+
 def _bulk_rows(store: SqlAlchemyStore, experiment_id: str,
                runs: list[FinishedRun]) -> tuple[list[str], Callable[[], None]]:
     """The rows MLflow's SqlAlchemyStore writes for each run through create_run, log_batch and update_run_info
