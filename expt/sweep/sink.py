@@ -121,10 +121,8 @@ class Sink:
             self.tracker.end(run_id, status, end_time=msg.get("end"))
             if key == "sweep":
                 mark("sink: sweep run closed (plots, records)")
-            elif msg.get("end") and "/trial-" in key:
-                import time
-
-                mark("sink: trial logged", lag=time.time() - msg["end"])  # the lag benchmarks/timeline.py reports
+            elif "/trial-" in key:
+                _trial_logged(msg)
         self.runs[key] = (run_id, status or (known[1] if known else "RUNNING"))
         for held in self.waiting.pop(key, []):
             self.handle(held)
@@ -139,8 +137,6 @@ class Sink:
 
     def handle_whole(self, msgs: Sequence[Mapping[str, Any]]) -> None:
         """Messages that each pass :meth:`whole`: their runs, as :meth:`handle` writes them, in one batch."""
-        import time
-
         from expt.tracking.client import FinishedRun
 
         runs = [FinishedRun(name=m["name"], tags={**m.get("tags", {}), KEY_TAG: m["key"]},
@@ -149,8 +145,7 @@ class Sink:
                             series=m.get("steps", {})) for m in msgs]
         for msg, run_id in zip(msgs, self.tracker.log_finished(runs), strict=True):
             self.runs[msg["key"]] = (run_id, msg["status"])
-            if msg.get("end"):
-                mark("sink: trial logged", lag=time.time() - msg["end"])  # the lag benchmarks/timeline.py reports
+            _trial_logged(msg)
         for msg in msgs:
             for held in self.waiting.pop(msg["key"], []):
                 self.handle(held)
@@ -291,6 +286,14 @@ def warm_up() -> None:
     import pyarrow.parquet  # noqa: F401 - the outer folds' predictions.parquet
     import sklearn.pipeline  # noqa: F401
     from mlflow.models import infer_signature  # noqa: F401
+
+
+def _trial_logged(msg: Mapping[str, Any]) -> None:
+    """The timeline's mark for a trial now in the store, with its lag from the trial's end (benchmarks/timeline.py)."""
+    if msg.get("end"):
+        import time
+
+        mark("sink: trial logged", lag=time.time() - msg["end"])
 
 
 def _import_importance() -> None:

@@ -22,6 +22,7 @@ from expt.tracking.uri import mask_credentials, new_client, normalize_uri, probe
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.entities import Metric, Param
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from sklearn.base import BaseEstimator
     from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -198,6 +199,23 @@ class FinishedRun:
     series: Mapping[str, list[float]] = field(default_factory=dict)
 
 
+def run_tags(tags: Mapping[str, str], parent_id: str | None) -> dict[str, str]:
+    """A new run's tags as expt creates it: the user (MLflow's client leaves that to the caller), the given tags,
+    the parent. One definition for :meth:`Tracker.start` and the one-transaction path."""
+    return {USER_TAG: current_user(), **tags, **({PARENT_TAG: parent_id} if parent_id is not None else {})}
+
+
+def batch_entities(metrics: Mapping[str, float], params: Mapping[str, object], series: Mapping[str, list[float]],
+                   *, now: int, step: int = 0) -> tuple[list[Metric], list[Param]]:
+    """MLflow's entities for a run's metrics (at ``step``), series (step = index) and params, as :meth:`Tracker.log`
+    and the one-transaction path write them."""
+    from mlflow.entities import Metric, Param
+
+    m = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    m += [Metric(k, float(v), now, i) for k, values in series.items() for i, v in enumerate(values)]
+    return m, [Param(k, str(v)) for k, v in params.items()]
+
+
 def import_bulk_writer() -> None:
     """Import what :meth:`Tracker.log_finished` uses, now: a sweep's sink calls it before its background thread
     starts importing, so that its own thread never imports a module while the other does."""
@@ -206,6 +224,7 @@ def import_bulk_writer() -> None:
     from mlflow.entities import Metric, Param  # noqa: F401
     from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
     from mlflow.store.tracking.dbmodels import models  # noqa: F401
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME  # noqa: F401
     from mlflow.utils.uri import append_to_uri_path  # noqa: F401
 
 
@@ -216,22 +235,18 @@ def _bulk_rows(store: SqlAlchemyStore, experiment_id: str,
     committed until the returned ``commit`` is called."""
     import uuid
 
-    from mlflow.entities import Metric, Param
     from mlflow.store.tracking import sqlalchemy_store as sql
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
     from mlflow.utils.uri import append_to_uri_path
 
     experiment = store.get_experiment(experiment_id)
     store._check_experiment_is_active(experiment)
     now = int(time.time() * 1000)
-    user = current_user()
     ids, rows = [], []
     for run in runs:
-        tags = {USER_TAG: user, **run.tags, **({PARENT_TAG: run.parent_id} if run.parent_id else {}),
-                "mlflow.runName": run.name}
-        metrics = [Metric(k, float(v), now, 0) for k, v in run.metrics.items()]
-        metrics += [Metric(k, float(v), now, i) for k, values in run.series.items() for i, v in enumerate(values)]
-        params = [Param(k, str(v)) for k, v in run.params.items()]
+        tags = {**run_tags(run.tags, run.parent_id), MLFLOW_RUN_NAME: run.name}  # create_run adds the name tag
+        metrics, params = batch_entities(run.metrics, run.params, run.series, now=now)
         metrics, params, _tags = sql._validate_batch_log_data(metrics, params, [])
         sql._validate_batch_log_limits(metrics, params, [])
         sql._validate_param_keys_unique(params)
@@ -241,7 +256,7 @@ def _bulk_rows(store: SqlAlchemyStore, experiment_id: str,
         row = SqlRun(name=run.name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id,
                                                                     sql.SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
                      run_uuid=run_id, experiment_id=experiment_id, source_type="UNKNOWN", source_name="",
-                     entry_point_name="", user_id=tags.get("mlflow.user", "unknown"), status=run.status,
+                     entry_point_name="", user_id=tags[USER_TAG], status=run.status,  # the client takes it from the tag
                      start_time=int((run.start or time.time()) * 1000),
                      end_time=int((run.end or time.time()) * 1000), deleted_time=None, source_version="",
                      lifecycle_stage="active")
@@ -325,11 +340,8 @@ class Tracker:
 
     def start(self, name: str, tags: Mapping[str, str], *, parent_id: str | None = None,
               start_time: float | None = None) -> str:
-        all_tags = {USER_TAG: current_user(), **tags}
-        if parent_id is not None:
-            all_tags[PARENT_TAG] = parent_id
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags=all_tags,
+            self.experiment_id, run_name=name, tags=run_tags(tags, parent_id),
             start_time=int((start_time or time.time()) * 1000),
         )
         return run.info.run_id
@@ -380,12 +392,9 @@ class Tracker:
 
         ``series`` are metrics logged at steps 0, 1, ... (inner-fold scores, say) in the same batch.
         """
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import RunTag
 
-        now = int(time.time() * 1000)
-        m = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        m += [Metric(k, float(v), now, i) for k, values in series.items() for i, v in enumerate(values)]
-        p = [Param(k, str(v)) for k, v in params.items()]
+        m, p = batch_entities(metrics, params, series, now=int(time.time() * 1000), step=step)
         t = [RunTag(k, str(v)) for k, v in tags.items()]
         while m or p or t:
             self.client.log_batch(run_id, metrics=m[:BATCH["metrics"]], params=p[:BATCH["params"]],
