@@ -133,7 +133,7 @@ class Sink:
         parent = msg.get("parent")
         return ("name" in msg and msg.get("status") in TERMINAL and msg["key"] not in self.runs
                 and parent not in (None, "sweep") and parent in self.runs and not msg.get("update")
-                and not any(msg.get(k) for k in ("texts", "evaluation", "plots", "records", "model")))
+                and not any(msg.get(k) for k in (*Background.HEAVY, "texts")))
 
     def handle_whole(self, msgs: Sequence[Mapping[str, Any]]) -> None:
         """Messages that each pass :meth:`whole`: their runs, as :meth:`handle` writes them, in one batch."""
