@@ -300,7 +300,7 @@ def test_a_resumed_grid_does_not_run_a_cell_a_worker_still_runs(dask_cluster: Cl
     count as done, so every cell has exactly one FINISHED run."""
     experiment = "grid-orphans"
     command = [EXPT, "train", "-m", "data=digits,breast_cancer", "model=random_forest",
-               "model.estimator.n_estimators=600", "learner=quick", "tracking.log_model=false", "tracking.plots=false",
+               "model.estimator.n_estimators=2000", "learner=quick", "tracking.log_model=false", "tracking.plots=false",
                f"tracking.uri={dask_cluster.tracking}", f"tracking.experiment={experiment}"]
     proc = subprocess.Popen([*command, "--cluster", dask_cluster.address], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
