@@ -202,17 +202,51 @@ def test_workers_running_other_expt_code_are_refused(dask_cluster: Cluster, tmp_
         stranger.wait(timeout=30)
 
 
+# A user's k-NN (trusted with --trust-target) whose first fit in a process waits, up to 2 minutes, until three
+# processes have fitted: the sweep's own and its two workers on the cluster. Each process records its share in the
+# sweep before its first trial, so all three are on record before any trial ends.
+GATED_MODEL = """
+import os
+import time
+from pathlib import Path
+
+from sklearn.neighbors import KNeighborsClassifier
+
+ARRIVED = Path(__file__).with_name("arrived")
+
+
+class GatedKNN(KNeighborsClassifier):
+    def fit(self, X, y):
+        ARRIVED.mkdir(exist_ok=True)
+        mine = ARRIVED / str(os.getpid())
+        if not mine.exists():
+            mine.touch()
+            deadline = time.monotonic() + 120
+            while len(list(ARRIVED.iterdir())) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().fit(X, y)
+"""
+
+
 @pytest.mark.pg
 def test_a_sweep_with_two_workers_started_on_the_cluster(dask_cluster: Cluster, postgres, tmp_path: Path) -> None:
     """`expt sweep --workers 2 --cluster ADDRESS` starts two sweep processes as Dask tasks; they join the sweep
     through its PostgreSQL storage with this one, and the sweep ends with every fold's budget met exactly, one run
-    tree, no run RUNNING, and the three invocations on record."""
+    tree, no run RUNNING, and the three invocations on record.
+
+    The model's first fit in each process waits until all three processes have come to one (GATED_MODEL): without
+    that, this process could finish the 8 trials alone before the workers had started (seen once in CI), and a
+    worker that joins a finished sweep rightly has no share in its tags."""
     storage = postgres.create_database("cluster_sweep")
-    done = subprocess.run([EXPT, "sweep", "data=iris", "model=knn", "search.outer_folds=2", "search.inner_folds=2",
-                           "search.n_trials=8", *FAST[1:], f"tracking.uri={dask_cluster.tracking}",
-                           "tracking.experiment=cluster-sweep", "--storage", storage, "--sweep-id", "on-dask",
-                           "--workers", "2", "--cluster", dask_cluster.address],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    (tmp_path / "gatedmodels.py").write_text(GATED_MODEL)
+    done = subprocess.run([EXPT, "sweep", "--trust-target", "gatedmodels", "data=iris", "model=knn",
+                           "model.estimator._target_=gatedmodels.GatedKNN", "search.outer_folds=2",
+                           "search.inner_folds=2", "search.n_trials=8", *FAST[1:],
+                           f"tracking.uri={dask_cluster.tracking}", "tracking.experiment=cluster-sweep",
+                           "--storage", storage, "--sweep-id", "on-dask", "--workers", "2",
+                           "--cluster", dask_cluster.address],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert "warning:" not in done.stderr  # both workers ended well
     runs = runs_of(dask_cluster.tracking, "cluster-sweep")

@@ -141,14 +141,17 @@ def sweep(
         from expt.core.build import trusting
         from expt.sweep.runner import SweepOptions, run_sweep
 
-        on_cluster = None
-        if cluster is not None:
-            sweep_id, storage, on_cluster = _sweep_on_cluster(cluster, composed, overrides, resume or sweep_id,
-                                                              storage, workers, config_dir)
-            resume, workers = None, 1  # this process joins like the others; the workers run on the cluster
-        options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume), workers=workers,
-                               warm_start=warm_start, config_dir=str(config_dir) if config_dir else None)
-        with trusting(trust_target):  # an environment variable: the spawned workers inherit it
+        # The trust prefixes are an environment variable: the spawned workers inherit it, and the cluster's
+        # workers are given it, so they are started inside the block.
+        with trusting(trust_target):
+            on_cluster = None
+            if cluster is not None:
+                sweep_id, storage, on_cluster = _sweep_on_cluster(cluster, composed, overrides, resume or sweep_id,
+                                                                  storage, workers, config_dir)
+                resume, workers = None, 1  # this process joins like the others; the workers run on the cluster
+            options = SweepOptions(sweep_id=resume or sweep_id, storage=storage, resume=bool(resume),
+                                   workers=workers, warm_start=warm_start,
+                                   config_dir=str(config_dir) if config_dir else None)
             try:
                 result_sweep, result = run_sweep(composed, options, progress_factory=SweepProgress)
             finally:
