@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expt.core.errors import TrackingError
+from expt.tracking.seed import seed_store
 from expt.tracking.tags import NOTE_TAG, PARENT_TAG, RUN_TYPE_TAG, SWEEP_ID_TAG, SWEEP_RUN, USER_TAG, tag_filter
 from expt.tracking.uri import mask_credentials, new_client, normalize_uri, probe_server
 
@@ -300,6 +301,7 @@ class Tracker:
         self.uri = normalize_uri(uri)
         probe_server(self.uri)
         with sqlite_creation_lock(self.uri):
+            seed_store(self.uri)  # a new SQLite store from the migrated template, not ~70 migrations
             if sqlite_wal:
                 sqlite_write_ahead(self.uri)
             self.client = new_client(self.uri)
