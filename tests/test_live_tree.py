@@ -25,15 +25,41 @@ from expt.tracking.tags import KEY_TAG, RUN_TYPE_TAG, TRIAL_RUN
 OUTER = 2
 TRIALS = 10
 # A user's own model (trusted with --trust-target) whose fit waits 0.1 s: the trials then end over several seconds
-# however fast or loaded the machine is, and the command leaves the CPU to the sink meanwhile.
+# however fast or loaded the machine is, and the command leaves the CPU to the sink meanwhile. A process's first fit
+# also waits (up to 2 minutes) until the sink has opened the store and made the sweep's tree: on a loaded machine
+# the sink's start (importing MLflow) once took longer than all 30 trials, which then reached the store together.
+# A trial that ends before the store is open cannot be seen earlier than it opens; what is watched here is what
+# comes after.
 SLOW_MODEL = """
+import os
+import sqlite3
 import time
 
 from sklearn.linear_model import LogisticRegression
 
+TREE = int(os.environ["LIVE_TREE_RUNS"])
+_tree_seen = False
+
+
+def _wait_for_the_tree():
+    global _tree_seen
+    deadline = time.monotonic() + 120
+    while not _tree_seen and time.monotonic() < deadline:
+        try:
+            con = sqlite3.connect(f"file:{os.environ['LIVE_TREE_DB']}?mode=ro", uri=True, timeout=1)
+            try:
+                _tree_seen = con.execute("SELECT count(*) FROM runs").fetchone()[0] >= TREE
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass
+        if not _tree_seen:
+            time.sleep(0.05)
+
 
 class SlowClassifier(LogisticRegression):
     def fit(self, X, y, sample_weight=None):
+        _wait_for_the_tree()
         time.sleep(0.1)
         return super().fit(X, y, sample_weight)
 """
@@ -52,7 +78,8 @@ def test_an_outside_reader_sees_the_sweep_and_its_folds_while_it_runs_and_trials
                              "model=logistic_regression", "model.estimator._target_=slowmodels.SlowClassifier",
                              f"search.outer_folds={OUTER}", f"search.n_trials={TRIALS}", f"tracking.uri={store}"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+                            env={**os.environ, "PYTHONPATH": str(tmp_path), "LIVE_TREE_DB": str(db),
+                                 "LIVE_TREE_RUNS": str(OUTER + 2)})  # the sweep, its final search, its folds
     seen: list[tuple[set[str], int, bool]] = []  # per poll while the command ran: run keys, trials, config logged
     client = None
     deadline = time.monotonic() + 300
