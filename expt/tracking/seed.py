@@ -1,9 +1,8 @@
 """A new SQLite tracking store, copied from an empty one that MLflow migrated once.
 
 MLflow creates a SQLite store by running every schema migration it ships (about 70 alembic scripts) on the new
-file: 1.2 s of wall time and 1.2 CPU-seconds on 2 cores with MLflow 3.17, measured by
-``benchmarks/bench_new_store.py``, paid by the first command in every new folder and by the test suite for each
-store it makes. One MLflow version always migrates to the same empty schema, so expt builds that schema once per
+file, in the first command of every new folder and for each store the test suite makes:
+``benchmarks/bench_new_store.py`` measures what that costs a command against a copy. One MLflow version always migrates to the same empty schema, so expt builds that schema once per
 MLflow version in its cache (``$EXPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/expt``, else ``~/.cache/expt``) and
 copies it into place for each new store. MLflow then opens the copy as any store of its version: it checks the
 schema's revision and adds its Default experiment with this store's artifact location, as on a file it migrated.
@@ -21,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def seed_store(uri: str) -> bool:
         tmp = db.with_name(f".{db.name}.{secrets.token_hex(4)}.seed")
         try:
             with template.open("rb") as src, tmp.open("xb") as dst:
-                dst.write(src.read())
+                shutil.copyfileobj(src, dst)
             os.link(tmp, db)  # appears whole, and never over a store another process created meanwhile
         finally:
             tmp.unlink(missing_ok=True)
